@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install first (make venv).
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+SYSTEM_STAMP := .venv/.system-packages
+DEBIAN_PACKAGES := dicom3tools dcmtk orthanc orthanc-dicomweb
+
+.PHONY: venv system-packages demo test test-fast lint profile
+
+venv: $(VENV_STAMP)
+
+# torch first, on its own: the pinned CPU build (a looser spec pulls a multi-GB CUDA build).
+$(VENV_STAMP): requirements.txt setup.py
+	test -d .venv || python3.11 -m venv .venv
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# Debian tools the tests use: dciodvfy (dicom3tools), dcmtk, and a real Orthanc PACS.
+system-packages: $(SYSTEM_STAMP)
+
+$(SYSTEM_STAMP): | $(VENV_STAMP)
+	@if command -v dciodvfy >/dev/null && command -v storescu >/dev/null && command -v Orthanc >/dev/null; then :; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); fi
+	touch $@
+
+demo: venv
+	$(PY) -m lightweight_nets.demo
+
+test: venv system-packages
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+# While iterating: skips the slow end-to-end tests (CI runs them all).
+test-fast: venv system-packages
+	$(PY) -m pytest -q -m "not slow"
+
+lint: venv
+	$(PY) -m ruff check .
+
+profile: venv
+	$(PY) -m lightweight_nets.profile --markdown docs/zoo.md

@@ -1,0 +1,214 @@
+"""Reusable building blocks shared by every network in the zoo; each works in 2D and 3D.
+
+The convolution kinds the papers compare are here once: regular, grouped + pointwise (Li et al. 2021),
+depthwise-separable (Vaze et al. 2020, SD-UNet), axial depthwise (U-Lite) and weight-standardised
+(SD-UNet). Networks pick a kind by name through :func:`make_conv`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.layers.factories import Conv, Pool
+from torch.nn.utils import parametrize
+
+__all__ = [
+    "conv",
+    "SeparableConv",
+    "GroupedPointwiseConv",
+    "AxialDepthwiseConv",
+    "WeightStandardization",
+    "weight_standardize",
+    "make_conv",
+    "ConvNormAct",
+    "max_pool",
+    "check_spatial_size",
+    "upsample",
+]
+
+
+def conv(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | Sequence[int] = 3,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+    bias: bool = True,
+) -> nn.Module:
+    """A 'same'-padded convolution of any kernel shape for ``spatial_dims`` 2 or 3."""
+    ks = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(kernel_size)
+    dil = (dilation,) * spatial_dims if isinstance(dilation, int) else tuple(dilation)
+    padding = tuple(d * (k - 1) // 2 for k, d in zip(ks, dil))
+    return Conv[Conv.CONV, spatial_dims](
+        in_channels, out_channels, ks, padding=padding, groups=groups, dilation=dil, bias=bias
+    )
+
+
+def max_pool(spatial_dims: int, factor: int = 2) -> nn.Module:
+    return Pool[Pool.MAX, spatial_dims](factor)
+
+
+class WeightStandardization(nn.Module):
+    """Parametrisation that standardises each output filter to zero mean and unit variance (Qiao et al. 2019),
+    as SD-UNet applies to its depthwise kernels. Used through ``torch.nn.utils.parametrize`` so any conv
+    (2D or 3D) gets it without a subclass."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, weight.dim()))
+        mean = weight.mean(dim=dims, keepdim=True)
+        var = weight.var(dim=dims, keepdim=True, unbiased=False)
+        return (weight - mean) / torch.sqrt(var + self.eps)
+
+
+def weight_standardize(module: nn.Module) -> nn.Module:
+    """Register :class:`WeightStandardization` on ``module.weight`` and return the module."""
+    parametrize.register_parametrization(module, "weight", WeightStandardization())
+    return module
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise k x k conv (one filter per channel) followed by a pointwise 1 x 1 conv.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: depthwise kernel size.
+        bias: whether both convs carry a bias.
+        standardize_depthwise: apply weight standardisation to the depthwise kernels (SD-UNet).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        bias: bool = True,
+        standardize_depthwise: bool = False,
+    ):
+        depthwise = conv(spatial_dims, in_channels, in_channels, kernel_size, groups=in_channels, bias=bias)
+        if standardize_depthwise:
+            weight_standardize(depthwise)
+        super().__init__()
+        self.depthwise = depthwise
+        self.pointwise = conv(spatial_dims, in_channels, out_channels, 1, bias=bias)
+
+
+class GroupedPointwiseConv(nn.Sequential):
+    """Grouped k x k conv (in -> in, ``group_size`` channels per group) followed by a pointwise 1 x 1 conv,
+    the 'Lighter U-net@C' convolution of Li et al. 2021.
+
+    The effective group size is ``min(in_channels, group_size)``, except that a 3-channel input (RGB) keeps all
+    3 channels in one group whenever ``group_size != 1``, as in the paper's counts.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        group_size: channels per group (``C`` in the paper); 1 gives a depthwise conv.
+        kernel_size: kernel size of the grouped conv.
+        bias: whether both convs carry a bias.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        group_size: int,
+        kernel_size: int = 3,
+        bias: bool = True,
+    ):
+        effective = 3 if (in_channels == 3 and group_size != 1) else min(in_channels, group_size)
+        if in_channels % effective:
+            raise ValueError(f"in_channels={in_channels} is not divisible by the group size {effective}")
+        super().__init__()
+        self.grouped = conv(spatial_dims, in_channels, in_channels, kernel_size, groups=in_channels // effective,
+                            bias=bias)
+        self.pointwise = conv(spatial_dims, in_channels, out_channels, 1, bias=bias)
+
+
+class AxialDepthwiseConv(nn.Module):
+    """``x + sum_axis DW_axis(x)``: one depthwise conv per spatial axis with a k-long kernel along that axis
+    (U-Lite's axial depthwise convolution; in 3D there are three axes).
+
+    Args:
+        spatial_dims: 2 or 3.
+        channels: channels in and out.
+        kernel_size: length of each axial kernel.
+        dilation: dilation along the kernel's axis.
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, kernel_size: int = 7, dilation: int = 1):
+        super().__init__()
+        self.axial = nn.ModuleList()
+        for axis in range(spatial_dims):
+            ks = [1] * spatial_dims
+            dil = [1] * spatial_dims
+            ks[axis], dil[axis] = kernel_size, dilation
+            self.axial.append(conv(spatial_dims, channels, channels, ks, groups=channels, dilation=dil))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.axial:
+            out = out + layer(x)
+        return out
+
+
+_CONV_KINDS: dict[str, Callable[..., nn.Module]] = {
+    "regular": lambda sd, i, o, **kw: conv(sd, i, o, 3, bias=kw.get("bias", True)),
+    "separable": lambda sd, i, o, **kw: SeparableConv(sd, i, o, 3, bias=kw.get("bias", True)),
+    "separable_ws": lambda sd, i, o, **kw: SeparableConv(sd, i, o, 3, bias=kw.get("bias", True),
+                                                         standardize_depthwise=True),
+    "grouped": lambda sd, i, o, **kw: GroupedPointwiseConv(sd, i, o, kw["group_size"], 3,
+                                                           bias=kw.get("bias", True)),
+}
+
+
+def make_conv(kind: str, spatial_dims: int, in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+    """A 3 x 3 convolution of the named ``kind``: regular, separable, separable_ws or grouped
+    (the last needs ``group_size``)."""
+    if kind not in _CONV_KINDS:
+        raise ValueError(f"unknown conv kind {kind!r}; known: {', '.join(_CONV_KINDS)}")
+    return _CONV_KINDS[kind](spatial_dims, in_channels, out_channels, **kwargs)
+
+
+class ConvNormAct(nn.Sequential):
+    """``conv -> norm -> act``, where norm and act are optional modules (``None`` skips them)."""
+
+    def __init__(self, conv_layer: nn.Module, norm: nn.Module | None = None, act: nn.Module | None = None):
+        super().__init__()
+        self.conv = conv_layer
+        if norm is not None:
+            self.norm = norm
+        if act is not None:
+            self.act = act
+
+
+def check_spatial_size(x: torch.Tensor, spatial_dims: int, multiple: int, net_name: str) -> None:
+    """Raise a clear error when ``x`` is not ``(N, C, *spatial)`` with every spatial size a multiple of
+    ``multiple`` (the net's total down-sampling factor)."""
+    if x.dim() != spatial_dims + 2:
+        raise ValueError(f"{net_name} expects a {spatial_dims + 2}-D input (N, C, spatial...), got {tuple(x.shape)}")
+    bad = [s for s in x.shape[2:] if s % multiple]
+    if bad:
+        raise ValueError(
+            f"{net_name} needs every spatial size to be a multiple of {multiple} "
+            f"(it down-samples {multiple}x), got {tuple(x.shape[2:])}"
+        )
+
+
+def upsample(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+    """Resize ``x`` to ``size``; ``mode`` 'linear' picks bilinear/trilinear with align_corners=True."""
+    if mode == "linear":
+        return F.interpolate(x, size=size, mode="bilinear" if x.dim() == 4 else "trilinear", align_corners=True)
+    return F.interpolate(x, size=size, mode=mode)
