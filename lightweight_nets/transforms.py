@@ -1,0 +1,68 @@
+"""The one definition of pre- and post-processing.
+
+Training, the bundle's inference config, the Deploy app and the PACS listener all call these functions,
+so what the network sees at serving time is exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from monai.transforms import KeepLargestConnectedComponent, Resize, ScaleIntensity
+from monai.utils import convert_to_tensor
+
+__all__ = ["DEFAULT_SPATIAL_SIZE", "to_grey", "preprocess", "resize_mask", "postprocess"]
+
+DEFAULT_SPATIAL_SIZE = (256, 256)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as PIL's "L" conversion
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """Colour (channel-last RGB or RGBA) to grey luminance; grey input is returned as float32 unchanged."""
+    image = np.asarray(image)
+    if image.ndim >= 3 and image.shape[-1] in (3, 4):
+        return image[..., :3].astype(np.float32) @ _LUMA
+    return image.astype(np.float32)
+
+
+def preprocess(frames: np.ndarray, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE) -> torch.Tensor:
+    """Grey frames ``(H, W)`` or ``(N, H, W)`` of any dtype -> network input ``(N, 1, *spatial_size)`` float32,
+    each frame min-max scaled to [0, 1] and resized bilinearly."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim == 2:
+        frames = frames[None]
+    if frames.ndim != 3:
+        raise ValueError(f"preprocess expects (H, W) or (N, H, W) grey frames, got shape {frames.shape}")
+    scale = ScaleIntensity(minv=0.0, maxv=1.0)
+    resize = Resize(spatial_size, mode="bilinear", anti_aliasing=False)
+    out = [convert_to_tensor(resize(scale(frame[None])), track_meta=False) for frame in frames]
+    return torch.stack(out).float()
+
+
+def resize_mask(mask: np.ndarray, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE) -> torch.Tensor:
+    """Binary mask ``(H, W)`` -> ``(1, *spatial_size)`` float {0, 1}, nearest-neighbour, for training targets."""
+    mask = (np.asarray(mask) > 0).astype(np.float32)[None]
+    return convert_to_tensor(Resize(spatial_size, mode="nearest")(mask), track_meta=False).float()
+
+
+def postprocess(
+    probabilities: torch.Tensor | np.ndarray,
+    original_size: Sequence[int],
+    threshold: float = 0.5,
+    keep_largest: bool = True,
+) -> np.ndarray:
+    """Foreground probabilities ``(N, 1, h, w)`` -> boolean masks ``(N, H, W)`` on the original grid:
+    bilinear resize back, threshold, then (optionally) keep the largest connected component of each frame,
+    as Li et al. do for a single lesion."""
+    probabilities = torch.as_tensor(probabilities, dtype=torch.float32)
+    if probabilities.dim() != 4 or probabilities.shape[1] != 1:
+        raise ValueError(f"postprocess expects (N, 1, h, w) probabilities, got {tuple(probabilities.shape)}")
+    resized = torch.nn.functional.interpolate(probabilities, size=tuple(original_size), mode="bilinear",
+                                              align_corners=False)
+    masks = resized > threshold
+    if keep_largest:
+        largest = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=2)
+        masks = torch.stack([convert_to_tensor(largest(m.to(torch.uint8)), track_meta=False) > 0 for m in masks])
+    return masks[:, 0].cpu().numpy().astype(bool)
