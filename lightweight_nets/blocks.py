@@ -7,12 +7,12 @@ depthwise-separable (Vaze et al. 2020, SD-UNet), axial depthwise (U-Lite) and we
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv, Norm, Pool
 from torch.nn.utils import parametrize
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "weight_standardize",
     "make_conv",
     "ConvNormAct",
+    "batch_norm",
+    "DoubleConv",
     "max_pool",
     "check_spatial_size",
     "upsample",
@@ -192,6 +194,44 @@ class ConvNormAct(nn.Sequential):
             self.norm = norm
         if act is not None:
             self.act = act
+
+
+def batch_norm(spatial_dims: int, channels: int) -> nn.Module:
+    """BatchNorm for ``spatial_dims`` 2 or 3."""
+    return Norm[Norm.BATCH, spatial_dims](channels)
+
+
+class DoubleConv(nn.Sequential):
+    """``conv -> BatchNorm -> ReLU`` twice: the classic U-Net level (Ronneberger et al. 2015). Each conv is a
+    :func:`make_conv` kind, so lightweight variants (Li et al. 2021) differ from the original only in
+    ``conv_kinds``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        mid_channels: channels between the two convs; ``None`` means ``out_channels``.
+        conv_kinds: :func:`make_conv` kinds of the first and the second conv.
+        bias: whether the convs carry a bias.
+        conv_kwargs: further :func:`make_conv` arguments, e.g. ``group_size``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        mid_channels: int | None = None,
+        conv_kinds: Sequence[str] = ("regular", "regular"),
+        bias: bool = True,
+        **conv_kwargs,
+    ):
+        mid = out_channels if mid_channels is None else mid_channels
+        super().__init__(*(
+            ConvNormAct(make_conv(kind, spatial_dims, cin, cout, bias=bias, **conv_kwargs),
+                        batch_norm(spatial_dims, cout), nn.ReLU(inplace=True))
+            for kind, cin, cout in zip(conv_kinds, (in_channels, mid), (mid, out_channels), strict=True)
+        ))
 
 
 def check_spatial_size(x: torch.Tensor, spatial_dims: int, multiple: int, net_name: str) -> None:

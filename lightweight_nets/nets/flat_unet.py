@@ -1,0 +1,82 @@
+"""Lean U-Net (Hassler et al. 2025): a U-Net whose width stays constant across levels; with
+``channel_multiplier=2`` the same class is the standard doubling U-Net it is compared with.
+
+Parameters (2D, ``in_channels=3``, ``out_channels=1``):
+
+========  =====  ============================  ================================
+channels  depth  ``flat_unet`` (multiplier 1)  ``doubling_unet`` (multiplier 2)
+========  =====  ============================  ================================
+32        4      195,585                       7,849,601
+32        5      241,921                       31,448,705
+64        4      778,241                       31,384,833
+========  =====  ============================  ================================
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from lightweight_nets.blocks import DoubleConv, check_spatial_size, conv, max_pool, upsample
+from lightweight_nets.registry import register_net
+
+__all__ = ["FlatUNet"]
+
+
+class FlatUNet(nn.Module):
+    """Lean U-Net, LUnet (Hassler, Åkerholm, Nordström, Balletti, Goksel, "Lean Unet: A Compact Model for Image
+    Segmentation", arXiv:2512.03834, 2025).
+
+    Every level, the bottom included, is a :class:`~lightweight_nets.blocks.DoubleConv` (conv -> BN -> ReLU,
+    twice, bias-free convs); level ``i`` has ``channels * channel_multiplier ** i`` channels, so the default
+    multiplier 1 keeps the width flat and 2 gives the conventional doubling U-Net. Decoder levels take the
+    up-sampled deeper map concatenated with the skip; a 1x1 conv gives the logits.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels (logits).
+        channels: width of the top level (of every level when flat).
+        depth: number of down-samplings; input sizes must be multiples of ``2 ** depth``.
+        channel_multiplier: width factor from one level to the next deeper one.
+        upsample_mode: ``"linear"`` (bi/trilinear) or ``"nearest"``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: int = 32,
+        depth: int = 4,
+        channel_multiplier: int = 1,
+        upsample_mode: str = "linear",
+    ):
+        super().__init__()
+        self.spatial_dims, self.multiple, self.upsample_mode = spatial_dims, 2**depth, upsample_mode
+        widths = [channels * channel_multiplier**i for i in range(depth + 1)]
+        self.encoder = nn.ModuleList(
+            DoubleConv(spatial_dims, cin, cout, bias=False) for cin, cout in zip([in_channels, *widths], widths[:-1])
+        )
+        self.pool = max_pool(spatial_dims)
+        self.bottom = DoubleConv(spatial_dims, widths[-2], widths[-1], bias=False)
+        self.decoder = nn.ModuleList(
+            DoubleConv(spatial_dims, widths[i + 1] + widths[i], widths[i], bias=False) for i in reversed(range(depth))
+        )
+        self.head = conv(spatial_dims, channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottom(x)
+        for block, skip in zip(self.decoder, reversed(skips)):
+            x = block(torch.cat([upsample(x, skip.shape[2:], self.upsample_mode), skip], dim=1))
+        return self.head(x)
+
+
+register_net("flat_unet", channel_multiplier=1)(FlatUNet)
+register_net("doubling_unet", channel_multiplier=2)(FlatUNet)
