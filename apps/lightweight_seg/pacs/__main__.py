@@ -1,0 +1,116 @@
+"""CLI: `python -m lightweight_seg.pacs {listen,pull,status,retry} --config node.json ...` (see README.md here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from .config import load_config
+from .jobs import STATES
+from .node import Node
+from .transport import client_for
+
+log = logging.getLogger("lightweight_seg.pacs")
+
+
+def _listen(node: Node, args) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node.recover()
+    node.start_server()
+    workers = [threading.Thread(target=node.work, args=(stop,), daemon=True) for _ in range(node.config.workers)]
+    for worker in workers:
+        worker.start()
+    stop.wait()
+    log.info("stopping: no new associations, finishing running jobs")
+    node.stop_server()
+    for worker in workers:
+        worker.join()
+    return 0
+
+
+def _pull(node: Node, args) -> int:
+    destination = args.to or args.source
+    node.config.peer(destination)
+    query = dict(item.split("=", 1) for item in args.query)
+    if not (args.study or args.series or query):
+        raise SystemExit("pull: give --study, --series or --query")
+    node.recover()
+    client = client_for(node.config.peer(args.source), node.config.ae_title)
+    matches = client.find_series(args.study, args.series, query)
+    if not matches:
+        print("no matching series", file=sys.stderr)
+        return 1
+    series = set()
+    for study_uid, series_uid in matches:
+        series |= node.add(client.fetch_series(study_uid, series_uid, node.spool), 0, destination)
+
+    def finished() -> bool:
+        return all(node.jobs.get(uid).state in ("done", "parked") for uid in series)
+
+    node.work(threading.Event(), done=finished, only=series)
+    jobs = [node.jobs.get(uid) for uid in sorted(series)]
+    for job in jobs:
+        print(f"{job.series_uid}\t{job.state}\t{job.seg_uid or ''}\t{job.error or ''}")
+    return 0 if all(job.state == "done" for job in jobs) else 1
+
+
+def _status(node: Node, args) -> int:
+    jobs = node.jobs.all()
+    if args.json:
+        print(json.dumps([job.__dict__ for job in jobs], indent=1))
+        return 0
+    counts = {state: sum(job.state == state for job in jobs) for state in STATES}
+    print("  ".join(f"{state} {n}" for state, n in counts.items()))
+    for job in jobs:
+        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.updated))
+        print(f"{job.state:8} {job.attempts:2} tries  {updated}  {job.series_uid}  {job.error or ''}".rstrip())
+    return 0
+
+
+def _retry(node: Node, args) -> int:
+    missing = [uid for uid in args.series if not node.jobs.retry(uid)]
+    for uid in missing:
+        print(f"{uid}: no parked or failed job", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lightweight_seg.pacs", description=__doc__)
+    parser.add_argument("--config", required=True, help="node config (JSON)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG logs UIDs and file names; higher levels do not")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("listen", help="run the DICOM node: receive, segment after the quiet time, send the SEG")
+    pull = sub.add_parser("pull", help="fetch series from a PACS, segment them, send the SEGs back")
+    pull.add_argument("--from", dest="source", required=True, help="peer to fetch from (name in the config)")
+    pull.add_argument("--to", help="peer to send the SEGs to (default: the --from peer)")
+    pull.add_argument("--study", help="Study Instance UID")
+    pull.add_argument("--series", help="Series Instance UID")
+    pull.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="KEYWORD=VALUE",
+        help="extra query filter, e.g. Modality=CT (repeatable)",
+    )
+    status = sub.add_parser("status", help="queued, running, done, failed and parked jobs, with failure reasons")
+    status.add_argument("--json", action="store_true")
+    retry = sub.add_parser("retry", help="give parked or failed series a fresh set of attempts")
+    retry.add_argument("series", nargs="+", help="Series Instance UID")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = Node(load_config(args.config))
+    try:
+        return {"listen": _listen, "pull": _pull, "status": _status, "retry": _retry}[args.command](node, args)
+    finally:
+        node.jobs.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Node configuration (one JSON file) and DICOMweb credentials (environment or a file, never the command line)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote DICOM node: DIMSE (ae_title/host/port) or DICOMweb (dicomweb URL).
+
+    DICOMweb credentials come from `credentials_file` (JSON: {"username", "password"} or {"token"}) or else from the
+    environment variables `<credentials_env>_USERNAME`/`_PASSWORD` or `<credentials_env>_TOKEN`.
+    """
+
+    name: str
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = None
+    dicomweb: str | None = None
+    credentials_file: str | None = None
+    credentials_env: str = "LWSEG_DICOMWEB"
+
+    @property
+    def protocol(self) -> str:
+        return "dicomweb" if self.dicomweb else "dimse"
+
+    def credentials(self) -> dict[str, str]:
+        """{"username", "password"}, {"token"} or {} (no authentication)."""
+        if self.credentials_file:
+            creds = json.loads(Path(self.credentials_file).read_text())
+        else:
+            env = self.credentials_env
+            creds = {
+                "username": os.environ.get(f"{env}_USERNAME"),
+                "password": os.environ.get(f"{env}_PASSWORD"),
+                "token": os.environ.get(f"{env}_TOKEN"),
+            }
+        if creds.get("token"):
+            return {"token": creds["token"]}
+        if creds.get("username"):
+            return {"username": creds["username"], "password": creds.get("password") or ""}
+        return {}
+
+
+@dataclass
+class Config:
+    """Everything the node needs; see README.md in this package for an example."""
+
+    spool_dir: Path
+    ae_title: str = "LWSEG"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allowed_calling_aets: list[str] = field(default_factory=list)
+    quiet_seconds: float = 10.0
+    max_attempts: int = 3
+    retry_seconds: float = 30.0
+    workers: int = 1
+    bundle_root: Path | None = None
+    rules: Path | None = None
+    peers: dict[str, Peer] = field(default_factory=dict)
+    destination: str | None = None
+
+    def peer(self, name: str) -> Peer:
+        if name not in self.peers:
+            raise KeyError(f"peer {name!r} is not in the config (known: {', '.join(self.peers) or 'none'})")
+        return self.peers[name]
+
+
+def load_config(path: Path | str) -> Config:
+    """Read the JSON config; relative paths in it are relative to the file."""
+    path = Path(path)
+    raw = json.loads(path.read_text())
+    base = path.parent
+
+    def resolve(value):
+        return None if value is None else (base / value).resolve()
+
+    peers = {name: Peer(name=name, **spec) for name, spec in raw.pop("peers", {}).items()}
+    for key in ("spool_dir", "bundle_root", "rules"):
+        if key in raw:
+            raw[key] = resolve(raw[key])
+    for name, peer in peers.items():
+        if peer.credentials_file:
+            peers[name] = replace(peer, credentials_file=str(resolve(peer.credentials_file)))
+    config = Config(peers=peers, **raw)
+    if config.destination is not None:
+        config.peer(config.destination)
+    return config

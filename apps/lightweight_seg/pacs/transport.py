@@ -1,0 +1,163 @@
+"""Talking to a PACS: find series, fetch them into the spool, send a SEG; over DIMSE (pynetdicom) or DICOMweb.
+
+DIMSE uses C-FIND, C-GET (no need for the PACS to know our address) and C-STORE; DICOMweb uses QIDO-RS, WADO-RS and
+STOW-RS through dicomweb-client. Both clients offer the same three methods, so callers do not care which it is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dicomweb_client import DICOMwebClient
+from dicomweb_client.session_utils import create_session, create_session_from_user_pass
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet
+
+from .config import Peer
+from .spool import RejectedObject, Spool
+
+log = logging.getLogger(__name__)
+
+# C-GET: one context for the GET itself, the rest (at most 127) for the storage classes the PACS may send back.
+_GET_STORAGE = [cx.abstract_syntax for cx in StoragePresentationContexts[:127]]
+
+
+class TransportError(RuntimeError):
+    """The peer could not be reached or refused / failed the request."""
+
+
+def _status_ok(status) -> bool:
+    return status is not None and "Status" in status and status.Status in (0x0000, 0xB000, 0xB007, 0xB006)
+
+
+class DimseClient:
+    """C-FIND / C-GET / C-STORE against one DIMSE peer, as the local AE title."""
+
+    def __init__(self, peer: Peer, local_ae: str, timeout: float = 60):
+        self.peer = peer
+        self.local_ae = local_ae
+        self.timeout = timeout
+
+    def _associate(self, ae: AE, **kwargs):
+        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
+            setattr(ae, attr, self.timeout)
+        assoc = ae.associate(self.peer.host, self.peer.port, ae_title=self.peer.ae_title, **kwargs)
+        if not assoc.is_established:
+            raise TransportError(f"association with {self.peer.name} ({self.peer.ae_title}) failed or was rejected")
+        return assoc
+
+    def find_series(self, study_uid: str | None = None, series_uid: str | None = None, query=None) -> list:
+        """(study UID, series UID) of every series matching the UIDs and the extra DICOM keyword filters."""
+        ae = AE(ae_title=self.local_ae)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "SERIES"
+        identifier.StudyInstanceUID = study_uid or ""
+        identifier.SeriesInstanceUID = series_uid or ""
+        for keyword, value in (query or {}).items():
+            setattr(identifier, keyword, value)
+        found = []
+        assoc = self._associate(ae)
+        try:
+            for status, answer in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+                if status is None or not ("Status" in status and status.Status in (0x0000, 0xFF00, 0xFF01)):
+                    raise TransportError(f"C-FIND failed at {self.peer.name}: {status}")
+                if answer is not None and status.Status in (0xFF00, 0xFF01):
+                    found.append((str(answer.StudyInstanceUID), str(answer.SeriesInstanceUID)))
+        finally:
+            assoc.release()
+        return found
+
+    def fetch_series(self, study_uid: str, series_uid: str, spool: Spool) -> list[tuple[str, str, bool]]:
+        """C-GET one series into the spool; returns what `Spool.store_raw` returned for each instance."""
+        stored, problems = [], []
+
+        def on_store(event):
+            try:
+                stored.append(spool.store_raw(event.file_meta, event.request.DataSet.getvalue(), lambda: event.dataset))
+            except RejectedObject as exc:
+                problems.append(f"{exc} (kept as {exc.path.name})")
+                return 0xA900
+            return 0x0000
+
+        ae = AE(ae_title=self.local_ae)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        for uid in _GET_STORAGE:
+            ae.add_requested_context(uid)
+        roles = [build_role(uid, scp_role=True) for uid in _GET_STORAGE]
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "SERIES"
+        identifier.StudyInstanceUID = study_uid
+        identifier.SeriesInstanceUID = series_uid
+        assoc = self._associate(ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        try:
+            final = None
+            for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
+                final = status
+        finally:
+            assoc.release()
+        failed = getattr(final, "NumberOfFailedSuboperations", 0) or 0
+        if not _status_ok(final) or failed or problems:
+            raise TransportError(f"C-GET from {self.peer.name}: {failed} failed; {'; '.join(problems) or final}")
+        return stored
+
+    def send(self, dataset: Dataset) -> None:
+        """C-STORE one instance; raises unless the peer reports success."""
+        ae = AE(ae_title=self.local_ae)
+        syntaxes = list(
+            dict.fromkeys([dataset.file_meta.TransferSyntaxUID, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        )
+        ae.add_requested_context(dataset.SOPClassUID, syntaxes)
+        assoc = self._associate(ae)
+        try:
+            status = assoc.send_c_store(dataset)
+        finally:
+            assoc.release()
+        if not _status_ok(status):
+            raise TransportError(f"C-STORE to {self.peer.name} failed: status {getattr(status, 'Status', None)}")
+
+
+class WebClient:
+    """QIDO-RS / WADO-RS / STOW-RS against one DICOMweb peer; credentials from the peer's file or environment."""
+
+    def __init__(self, peer: Peer, timeout: float = 60):
+        self.peer = peer
+        creds = peer.credentials()
+        if "username" in creds:
+            session = create_session_from_user_pass(creds["username"], creds["password"])
+        else:
+            session = create_session()
+            if "token" in creds:
+                session.headers["Authorization"] = f"Bearer {creds['token']}"
+        self.client = DICOMwebClient(peer.dicomweb, session=session, timeout=timeout)
+
+    def find_series(self, study_uid: str | None = None, series_uid: str | None = None, query=None) -> list:
+        filters = dict(query or {})
+        if series_uid:
+            filters["SeriesInstanceUID"] = series_uid
+        found = []
+        for answer in self.client.search_for_series(study_instance_uid=study_uid, search_filters=filters):
+            meta = Dataset.from_json(answer)
+            found.append((str(meta.StudyInstanceUID), str(meta.SeriesInstanceUID)))
+        return found
+
+    def fetch_series(self, study_uid: str, series_uid: str, spool: Spool) -> list[tuple[str, str, bool]]:
+        stored = []
+        for dataset in self.client.iter_series(study_uid, series_uid):
+            try:
+                stored.append(spool.store_dataset(dataset))
+            except RejectedObject as exc:
+                raise TransportError(f"WADO-RS from {self.peer.name}: {exc} (kept as {exc.path.name})") from exc
+        return stored
+
+    def send(self, dataset: Dataset) -> None:
+        answer = self.client.store_instances([dataset])
+        failed = answer.get("FailedSOPSequence") if answer is not None else None
+        if failed:
+            raise TransportError(f"STOW-RS to {self.peer.name} failed: {failed[0].get('FailureReason')}")
+
+
+def client_for(peer: Peer, local_ae: str) -> DimseClient | WebClient:
+    return WebClient(peer) if peer.protocol == "dicomweb" else DimseClient(peer, local_ae)
