@@ -1,0 +1,262 @@
+"""DICOM in: find the files, select series by rules, and turn each series into stacks of grey frames.
+
+A *stack* is what one DICOM-SEG covers: the frames the model sees (grey, ``(N, H, W)``), the source
+datasets they came from and, per frame, which source instance and frame number it is. CT and MR slices of
+one series with one orientation and size form one stack; a multi-frame instance (ultrasound cine) is one
+stack; a single-frame image without a Frame of Reference (plain ultrasound) is a stack of its own, because
+such frames share no coordinate system a SEG could place them in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut
+from pydicom.uid import (
+    CTImageStorage,
+    MediaStorageDirectoryStorage,
+    MRImageStorage,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+)
+
+from lightweight_nets.transforms import to_grey
+
+__all__ = [
+    "SUPPORTED_SOP_CLASSES",
+    "DEFAULT_RULES",
+    "Stack",
+    "InputError",
+    "find_files",
+    "read_headers",
+    "load_rules",
+    "series_matches",
+    "group_series",
+    "build_stacks",
+    "pixel_spacing_mm",
+]
+
+SUPPORTED_SOP_CLASSES = {
+    CTImageStorage: "CT",
+    MRImageStorage: "MR",
+    UltrasoundImageStorage: "US",
+    UltrasoundMultiFrameImageStorage: "US cine",
+}
+DEFAULT_RULES = Path(__file__).with_name("selection_rules.json")
+_CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
+
+
+class InputError(ValueError):
+    """Bad input, with a one-line message that names the file or series and the problem."""
+
+
+@dataclass
+class Stack:
+    """Frames one SEG covers. ``frames`` is grey float32 ``(N, H, W)``; ``frame_sources[i]`` is the
+    (dataset, 1-based frame number or None for single-frame instances) that frame ``i`` came from."""
+
+    series_uid: str
+    modality: str
+    frames: np.ndarray
+    sources: list[Dataset]
+    frame_sources: list[tuple[Dataset, int | None]] = field(repr=False)
+    pixel_spacing_mm: tuple[float, float] | None
+    slice_spacing_mm: float | None
+
+    @property
+    def is_cine(self) -> bool:
+        """One multi-frame source instance."""
+        return self.frame_sources[0][1] is not None
+
+    @property
+    def has_frame_of_reference(self) -> bool:
+        return "FrameOfReferenceUID" in self.sources[0]
+
+
+def find_files(paths: list[Path] | Path) -> list[Path]:
+    """Files given directly plus every file under given folders (hidden ones skipped), sorted; a missing path
+    raises ``InputError``."""
+    paths = [paths] if isinstance(paths, (str, Path)) else paths
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    return files
+
+
+def read_headers(files: list[Path]) -> tuple[list[Dataset], list[tuple[str, str]]]:
+    """Headers of the supported image instances among ``files`` (pixels are read later, for selected series
+    only) and a (file, problem) pair for each file that is not one. DICOMDIR index files are skipped."""
+    headers, errors = [], []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            errors.append((str(path), f"{path}: not a DICOM file"))
+            continue
+        except Exception as err:  # truncated or corrupt headers fail in many ways inside pydicom
+            errors.append((str(path), f"{path}: unreadable DICOM ({type(err).__name__}: {err})"))
+            continue
+        sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+        if sop_class == MediaStorageDirectoryStorage:
+            continue
+        if sop_class not in SUPPORTED_SOP_CLASSES:
+            name = getattr(sop_class, "name", sop_class) or "none"
+            errors.append((str(path), f"{path}: unsupported SOP class {name!r} (supported: CT, MR, US images)"))
+            continue
+        for keyword in ("SeriesInstanceUID", "SOPInstanceUID", "Rows", "Columns"):
+            if keyword not in ds:
+                errors.append((str(path), f"{path}: missing {keyword}"))
+                break
+        else:
+            ds.filename = str(path)
+            headers.append(ds)
+    return headers, errors
+
+
+def load_rules(path: Path | None = None) -> list[dict]:
+    """Selections from a rules file in the Deploy SDK's format, ``{"selections": [{"name", "conditions"}]}``.
+    A series is selected when all conditions of any one selection hold (AND within, OR across)."""
+    path = Path(path or DEFAULT_RULES)
+    try:
+        selections = json.loads(path.read_text())["selections"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a selection rules file ({type(err).__name__}: {err})") from None
+    for selection in selections:
+        if not selection.get("conditions"):
+            raise InputError(f"{path}: selection {selection.get('name', '?')!r} has no conditions "
+                             "(the Deploy SDK would select nothing)")
+    return selections
+
+
+def _condition_holds(value, wanted) -> bool:
+    """One condition, with the SDK selector's meaning: a string is a case-insensitive regular expression, a
+    list names terms a multi-valued attribute must contain (``"!term"``: must not), ``[min, max]`` a range."""
+    if value is None or value == "":
+        return False
+    if isinstance(wanted, str):
+        return re.search(wanted, str(value), re.IGNORECASE) is not None
+    if isinstance(value, (int, float)) and isinstance(wanted, list) and len(wanted) == 2:
+        return wanted[0] <= value <= wanted[1]
+    if isinstance(wanted, list):
+        values = value if isinstance(value, (list, MultiValue)) else [value]
+        terms = {str(v).upper() for v in values}
+        return all(t[1:].upper() not in terms if t.startswith("!") else t.upper() in terms for t in map(str, wanted))
+    return value == wanted
+
+
+def series_matches(header: Dataset, selections: list[dict]) -> bool:
+    """Whether a series (given by one of its headers) is selected by any of the selections."""
+    return any(all(_condition_holds(header.get(key), wanted) for key, wanted in selection["conditions"].items())
+               for selection in selections)
+
+
+def group_series(headers: list[Dataset]) -> dict[str, list[Dataset]]:
+    """Headers grouped by SeriesInstanceUID, in order of first appearance."""
+    series = defaultdict(list)
+    for ds in headers:
+        series[ds.SeriesInstanceUID].append(ds)
+    return dict(series)
+
+
+def pixel_spacing_mm(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) pixel spacing in mm: PixelSpacing, else the first ultrasound region calibrated in cm."""
+    if "PixelSpacing" in ds:
+        return float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])
+    for region in ds.get("SequenceOfUltrasoundRegions", []):
+        if region.get("PhysicalUnitsXDirection") == _CM_UNITS and region.get("PhysicalUnitsYDirection") == _CM_UNITS:
+            return float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10
+    return None
+
+
+def _grey_frames(ds: Dataset) -> np.ndarray:
+    """All frames of an instance as grey float32 ``(F, H, W)``: palette colour through its LUT, YBR and RGB
+    (pydicom hands both back as RGB) through the shared luminance, channel-last."""
+    pixels = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    elif int(ds.get("SamplesPerPixel", 1)) == 1:
+        pixels = pixels[..., None]  # grey: a one-channel axis, so that to_grey cannot mistake a width for colour
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return to_grey(pixels).reshape(frames, int(ds.Rows), int(ds.Columns))
+
+
+def _read_pixels(header: Dataset) -> tuple[Dataset, np.ndarray]:
+    """The full instance of a selected header and its grey frames, decoded here so that a bad file fails
+    alone; ``InputError`` names the file."""
+    path = header.filename
+    try:
+        ds = pydicom.dcmread(path)
+        if "PixelData" not in ds:
+            raise InputError(f"{path}: no pixel data")
+        return ds, _grey_frames(ds)
+    except InputError:
+        raise
+    except Exception as err:  # decoders and truncated files fail in many ways
+        raise InputError(f"{path}: cannot decode pixel data ({type(err).__name__}: {err})") from None
+
+
+def _normal(ds: Dataset) -> np.ndarray:
+    row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
+    return np.cross(row, col)
+
+
+def _stack_key(ds: Dataset) -> tuple:
+    """Instances that can share one SEG: same size and, for positioned images, the same orientation."""
+    if "FrameOfReferenceUID" not in ds or "ImageOrientationPatient" not in ds:
+        return ("instance", ds.SOPInstanceUID)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return ("instance", ds.SOPInstanceUID)
+    orientation = tuple(np.round(np.array(ds.ImageOrientationPatient, float), 4))
+    return ("slices", int(ds.Rows), int(ds.Columns), orientation)
+
+
+def _make_stack(series_uid: str, decoded: list[tuple[Dataset, np.ndarray]]) -> Stack:
+    instances = [ds for ds, _ in decoded]
+    grey = {ds.SOPInstanceUID: frames for ds, frames in decoded}
+    if len(instances) > 1:  # slices: sort along the normal, then measure the spacing between them
+        normal = _normal(instances[0])
+        depth = [float(np.dot(normal, np.array(ds.ImagePositionPatient, float))) for ds in instances]
+        order = np.argsort(depth)
+        instances = [instances[i] for i in order]
+        gaps = np.diff(np.sort(depth))
+        slice_spacing = float(np.median(gaps)) if len(gaps) else None
+    else:
+        slice_spacing = float(instances[0].SliceThickness) if "SliceThickness" in instances[0] else None
+    frame_sources = []
+    for ds in instances:
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+        multi = "NumberOfFrames" in ds
+        frame_sources += [(ds, k + 1 if multi else None) for k in range(count)]
+    frames = np.concatenate([grey[ds.SOPInstanceUID] for ds in instances])
+    return Stack(series_uid=series_uid, modality=str(instances[0].Modality), frames=frames, sources=instances,
+                 frame_sources=frame_sources, pixel_spacing_mm=pixel_spacing_mm(instances[0]),
+                 slice_spacing_mm=slice_spacing)
+
+
+def build_stacks(series_uid: str, headers: list[Dataset]) -> tuple[list[Stack], list[tuple[str, str]]]:
+    """Read the pixels of one selected series and split it into stacks (see module doc). Files that fail to
+    decode are reported and left out; a series whose slices differ in orientation is split, one stack per
+    orientation, as a CT/MR volume must not be stacked across orientations."""
+    errors, groups = [], defaultdict(list)
+    for header in headers:
+        try:
+            ds, frames = _read_pixels(header)
+        except InputError as err:
+            errors.append((header.filename, str(err)))
+            continue
+        groups[_stack_key(ds)].append((ds, frames))
+    return [_make_stack(series_uid, group) for group in groups.values()], errors
