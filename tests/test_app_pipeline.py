@@ -1,0 +1,116 @@
+"""The Deploy app's pipeline on every real input: a SEG that dciodvfy passes, that references its source
+instances and frames correctly (read back with highdicom), and the overlay and report beside it."""
+
+from __future__ import annotations
+
+import json
+
+import highdicom as hd
+import numpy as np
+import pytest
+from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
+from lightweight_seg.pipeline import load_segment_info, segment_paths, segment_stack
+from lightweight_seg.seg_writer import build_seg
+from PIL import Image
+from test_app_support import FOLDER_INPUTS, SINGLE_FILE_INPUTS, dciodvfy_errors, input_path, make_bundle
+
+from lightweight_nets.inference import load_bundle_predictor
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle):
+    return load_bundle_predictor(bundle)
+
+
+def _stacks(name: str) -> list[Stack]:
+    headers, errors = read_headers(find_files(input_path(name)))
+    stacks, decode_errors = build_stacks(headers[0].SeriesInstanceUID, headers)
+    assert errors == decode_errors == []
+    return stacks
+
+
+def _frame_keys(seg: hd.seg.Segmentation) -> list[tuple[str, int | None]]:
+    """Per SEG frame: the referenced source instance, and its frame number (or the temporal index for a cine
+    whose SOP class may not carry frame numbers)."""
+    keys = []
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        source = item.DerivationImageSequence[0].SourceImageSequence[0]
+        content = item.FrameContentSequence[0]
+        frame = source.get("ReferencedFrameNumber", content.get("TemporalPositionIndex"))
+        keys.append((source.ReferencedSOPInstanceUID, None if frame is None else int(frame)))
+    return keys
+
+
+def _assert_seg_matches(seg: hd.seg.Segmentation, stack: Stack, masks: np.ndarray) -> None:
+    """Every frame of the stack is in the SEG once, referencing its source instance and frame, with its mask."""
+    expected = [(ds.SOPInstanceUID, frame) for ds, frame in stack.frame_sources]
+    keys = _frame_keys(seg)
+    assert sorted(keys, key=str) == sorted(expected, key=str)
+    pixels = seg.pixel_array.reshape(len(keys), *masks.shape[1:])
+    for key, frame_pixels in zip(keys, pixels):
+        np.testing.assert_array_equal(frame_pixels.astype(bool), masks[expected.index(key)])
+
+
+@pytest.mark.parametrize("name", SINGLE_FILE_INPUTS + list(FOLDER_INPUTS))
+def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, bundle, predictor, tmp_path):
+    result = segment_paths(input_path(name), tmp_path, bundle_root=bundle, predictor=predictor)
+    stacks = _stacks(name)
+    assert result.errors == []
+    assert len(result.outputs) == len(stacks)
+    for stack, output in zip(stacks, result.outputs):
+        errors = dciodvfy_errors(output.seg_path)
+        if name == "MR700":  # its source has StudyInstanceUID == FrameOfReferenceUID; the SEG must copy both
+            assert set(errors) <= set(dciodvfy_errors(stack.sources[0].filename))
+        else:
+            assert errors == []
+        seg = hd.seg.segread(output.seg_path)
+        assert seg.NumberOfFrames == len(stack.frames)  # every frame, e.g. both of OBXXXX1A_2frame
+        _assert_seg_matches(seg, stack, segment_stack(stack, predictor))
+
+
+def test_cine_frames_keep_their_order_and_references(bundle, tmp_path):
+    """A different mask on every frame of a real 30-frame cine must come back on the same source frame, through
+    highdicom's own lookup by source frame number."""
+    (stack,) = _stacks("examples_ybr_color.dcm")
+    masks = np.zeros(stack.frames.shape, dtype=bool)
+    for index in range(len(masks)):
+        masks[index, 5 * index: 5 * index + 4, 10: 10 + index + 1] = True
+    build_seg(stack, masks, load_segment_info(bundle)).save_as(tmp_path / "cine.seg.dcm")
+    seg = hd.seg.segread(tmp_path / "cine.seg.dcm")
+    source_uid = stack.sources[0].SOPInstanceUID
+    read_back = seg.get_pixels_by_source_frame(source_uid, source_frame_numbers=list(range(1, len(masks) + 1)),
+                                               segment_numbers=[1])
+    np.testing.assert_array_equal(read_back[..., 0].astype(bool), masks)
+
+
+def test_ct_series_read_back_by_source_instance(bundle):
+    """highdicom's lookup by source instance gives each CT slice its own mask."""
+    (stack,) = _stacks("CT5N")
+    masks = np.zeros(stack.frames.shape, dtype=bool)
+    for index in range(len(masks)):
+        masks[index, index, :] = True
+    seg = build_seg(stack, masks, load_segment_info(bundle))
+    uids = [ds.SOPInstanceUID for ds in stack.sources]
+    read_back = seg.get_pixels_by_source_instance(uids, segment_numbers=[1])
+    np.testing.assert_array_equal(read_back[..., 0].astype(bool), masks)
+
+
+def test_report_and_overlay_beside_the_seg(bundle, predictor, tmp_path):
+    result = segment_paths(input_path("OBXXXX1A.dcm"), tmp_path, bundle_root=bundle, predictor=predictor)
+    (output,) = result.outputs
+    report = json.loads(output.report_path.read_text())
+    info = load_segment_info(bundle)
+    assert report["model"]["name"] == info.algorithm_name and report["model"]["version"] == info.algorithm_version
+    assert report["series_instance_uid"] == output.series_uid and report["frames"] == 1
+    assert set(report["timing_s"]) == {"read", "inference", "write"}
+    assert "area_mm2_per_frame" in report["segment"]  # spacing from SequenceOfUltrasoundRegions
+    assert "head_circumference_mm_per_frame" in report["segment"]
+    with Image.open(output.overlay_path) as overlay:
+        assert overlay.format == "PNG" and overlay.size == (800, 600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (output.seg_path, output.overlay_path, output.report_path))
