@@ -37,6 +37,8 @@ __all__ = [
     "Stack",
     "InputError",
     "find_files",
+    "header_problem",
+    "check_headers",
     "read_headers",
     "load_rules",
     "series_matches",
@@ -97,34 +99,46 @@ def find_files(paths: list[Path] | Path) -> list[Path]:
     return files
 
 
-def read_headers(files: list[Path]) -> tuple[list[Dataset], list[tuple[str, str]]]:
-    """Headers of the supported image instances among ``files`` (pixels are read later, for selected series
-    only) and a (file, problem) pair for each file that is not one. DICOMDIR index files are skipped."""
+def header_problem(ds: Dataset) -> str | None:
+    """Why an instance cannot be segmented (unsupported SOP class, missing identifiers), or None."""
+    sop_class = ds.get("SOPClassUID") or ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID")
+    if sop_class not in SUPPORTED_SOP_CLASSES:
+        name = getattr(sop_class, "name", sop_class) or "none"
+        return f"unsupported SOP class {name!r} (supported: CT, MR, US images)"
+    for keyword in ("SeriesInstanceUID", "SOPInstanceUID", "Rows", "Columns"):
+        if keyword not in ds:
+            return f"missing {keyword}"
+    return None
+
+
+def check_headers(datasets: list[Dataset]) -> tuple[list[Dataset], list[tuple[str, str]]]:
+    """The instances that can be segmented and a (file, one-line problem) pair for each other one; DICOMDIR
+    index files are skipped silently."""
     headers, errors = [], []
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except InvalidDicomError:
-            errors.append((str(path), f"{path}: not a DICOM file"))
+    for ds in datasets:
+        if ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
             continue
-        except Exception as err:  # truncated or corrupt headers fail in many ways inside pydicom
-            errors.append((str(path), f"{path}: unreadable DICOM ({type(err).__name__}: {err})"))
-            continue
-        sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-        if sop_class == MediaStorageDirectoryStorage:
-            continue
-        if sop_class not in SUPPORTED_SOP_CLASSES:
-            name = getattr(sop_class, "name", sop_class) or "none"
-            errors.append((str(path), f"{path}: unsupported SOP class {name!r} (supported: CT, MR, US images)"))
-            continue
-        for keyword in ("SeriesInstanceUID", "SOPInstanceUID", "Rows", "Columns"):
-            if keyword not in ds:
-                errors.append((str(path), f"{path}: missing {keyword}"))
-                break
+        problem = header_problem(ds)
+        if problem:
+            errors.append((str(ds.filename), f"{ds.filename}: {problem}"))
         else:
-            ds.filename = str(path)
             headers.append(ds)
     return headers, errors
+
+
+def read_headers(files: list[Path]) -> tuple[list[Dataset], list[tuple[str, str]]]:
+    """Headers of the image instances among ``files`` that can be segmented (pixels are read later, for the
+    selected series only), and a (file, one-line problem) pair for each file that cannot."""
+    datasets, errors = [], []
+    for path in files:
+        try:
+            datasets.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except InvalidDicomError:
+            errors.append((str(path), f"{path}: not a DICOM file"))
+        except Exception as err:  # truncated or corrupt headers fail in many ways inside pydicom
+            errors.append((str(path), f"{path}: unreadable DICOM ({type(err).__name__}: {err})"))
+    headers, problems = check_headers(datasets)
+    return headers, errors + problems
 
 
 def load_rules(path: Path | None = None) -> list[dict]:
