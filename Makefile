@@ -40,3 +40,14 @@ lint: venv
 
 profile: venv
 	$(PY) -m lightweight_nets.profile --markdown docs/zoo.md
+
+# The MONAI Deploy SDK and Holoscan without their declared dependencies (holoscan-cli 5, cupy, CUDA Python),
+# after what they really import (apps/lightweight_seg/requirements*.txt).
+.PHONY: deploy-sdk
+DEPLOY_STAMP := .venv/.deploy-sdk
+deploy-sdk: $(DEPLOY_STAMP)
+
+$(DEPLOY_STAMP): apps/lightweight_seg/requirements.txt apps/lightweight_seg/requirements-sdk.txt | $(VENV_STAMP)
+	$(PY) -m pip install -q -r apps/lightweight_seg/requirements.txt
+	$(PY) -m pip install -q --no-deps -r apps/lightweight_seg/requirements-sdk.txt
+	touch $@
