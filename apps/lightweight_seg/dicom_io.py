@@ -107,7 +107,7 @@ def header_problem(ds: Dataset) -> str | None:
         return f"unsupported SOP class {name!r} (supported: CT, MR, US images)"
     for keyword in ("SeriesInstanceUID", "SOPInstanceUID", "Rows", "Columns"):
         if keyword not in ds:
-            return f"missing {keyword}"
+            return f"incomplete header (truncated?): no {keyword}"
     return None
 
 
