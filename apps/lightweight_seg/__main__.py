@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as `python apps/lightweight_seg`: make the 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lightweight_seg  # noqa: E402,F401  (preloads the CUDA runtime before monai pulls in Holoscan)
-from lightweight_seg.dicom_io import DEFAULT_RULES, InputError  # noqa: E402
+from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, find_files  # noqa: E402
 from lightweight_seg.pipeline import DEFAULT_BUNDLE  # noqa: E402
 
 
@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     for _, message in result.errors:
         print(f"error: {message}", file=sys.stderr)
     if not result.outputs:
-        reason = "nothing segmented" if result.errors else "no series matches the selection rules"
+        if result.errors:
+            reason = "nothing segmented"
+        elif find_files(app.input_folder):
+            reason = "no series matches the selection rules"
+        else:
+            reason = "no files"
         print(f"error: {app.input_folder}: {reason}", file=sys.stderr)
         return 1
     return 0

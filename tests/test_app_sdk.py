@@ -1,0 +1,57 @@
+"""The MONAI Deploy way: ``python apps/lightweight_seg -i DICOM_DIR -o OUT_DIR -m MODEL`` and the HOLOSCAN_*
+variables, running the SDK's loader and selector with our operator under Holoscan (on the CPU)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+import pytest
+from test_app_support import dciodvfy_errors, input_path, make_bundle
+
+APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "lightweight_seg"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+def _run_app(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(APP_DIR), *args, "-l", "WARN"], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_segments_a_mixed_folder_and_names_the_bad_file(bundle, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(input_path("CT5N"), folder / "ct")
+    shutil.copy(input_path("OBXXXX1A_2frame.dcm"), folder / "cine.dcm")
+    truncated = folder / "truncated.dcm"
+    truncated.write_bytes(input_path("US1_UNCR.dcm").read_bytes()[:30000])
+    run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), "-m", str(bundle))
+    assert run.returncode == 0, run.stderr[-2000:]
+    segs = sorted((tmp_path / "out").glob("*.seg.dcm"))
+    assert len(segs) == 2 and run.stdout.count("segmented series") == 2
+    assert all(dciodvfy_errors(seg) == [] for seg in segs)
+    assert sorted(hd.seg.segread(seg).NumberOfFrames for seg in segs) == [2, 5]
+    assert f"error: {truncated}: cannot decode pixel data" in run.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 6  # SEG, overlay, report each; no temporary files
+
+
+def test_holoscan_variables_and_nothing_to_segment(bundle, tmp_path):
+    (tmp_path / "in").mkdir()
+    env = {"HOLOSCAN_INPUT_PATH": str(tmp_path / "in"), "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
+           "HOLOSCAN_MODEL_PATH": str(bundle)}
+    run = _run_app(env=env)
+    assert run.returncode == 1
+    assert f"error: {tmp_path / 'in'}: no files" in run.stderr
+    shutil.copy(input_path("MR_small.dcm"), tmp_path / "in")
+    rules = tmp_path / "ct_only.json"
+    rules.write_text('{"selections": [{"name": "CT", "conditions": {"Modality": "^CT$"}}]}')
+    run = _run_app("--rules", str(rules), env=env)
+    assert run.returncode == 1
+    assert f"error: {tmp_path / 'in'}: no series matches the selection rules" in run.stderr
