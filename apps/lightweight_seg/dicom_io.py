@@ -216,6 +216,8 @@ def _read_pixels(header: Dataset) -> tuple[Dataset, np.ndarray]:
         ds = pydicom.dcmread(path)
         if "PixelData" not in ds:
             raise InputError(f"{path}: no pixel data")
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet  # empty means the default repertoire; highdicom refuses the empty value
         return ds, _grey_frames(ds)
     except InputError:
         raise

@@ -1,0 +1,132 @@
+"""Geometry is proven, not assumed: label maps placed by physical coordinates go through our SEG writer and
+come back, read by highdicom, on the same pixels of the same source slices as a reference SEG made by another
+tool (CT) and voxel for voxel as the label volume itself (MR volumes written as DICOM series here).
+
+Data: ../shared/data/reference_ct_mr (BSD-licensed, LICENSE.txt files there)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
+from lightweight_seg.seg_writer import FETAL_HEAD, SegmentInfo, build_seg
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from test_app_support import dciodvfy_errors
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_ct_mr"
+pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (shared reference data) is absent")
+INFO = SegmentInfo(algorithm_name="reference labels", algorithm_version="1", **FETAL_HEAD)
+
+
+def _stack(paths: list[Path] | Path) -> Stack:
+    headers, errors = read_headers(find_files(paths))
+    stacks, decode_errors = build_stacks(headers[0].SeriesInstanceUID, headers)
+    assert errors == decode_errors == [] and len(stacks) == 1
+    return stacks[0]
+
+
+def _sample(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """Values of ``image`` at LPS ``points`` (3, n), which must fall on its voxel centres."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    scaled = direction * np.array(image.GetSpacing())  # columns: index steps x, y, z in mm
+    xyz = np.linalg.solve(scaled, points - np.array(image.GetOrigin())[:, None])
+    np.testing.assert_allclose(xyz, np.rint(xyz), atol=1e-3)  # the grids coincide
+    x, y, z = np.rint(xyz).astype(int)
+    return sitk.GetArrayViewFromImage(image)[z, y, x]
+
+
+def _on_source_grid(stack: Stack, image: sitk.Image) -> np.ndarray:
+    """``image`` at each pixel centre of each source slice, placed by the slice's own DICOM geometry."""
+    slices = []
+    for ds, _ in stack.frame_sources:
+        row_dir, col_dir = np.array(ds.ImageOrientationPatient[:3]), np.array(ds.ImageOrientationPatient[3:])
+        rows, cols = np.indices((ds.Rows, ds.Columns)).reshape(2, -1)
+        points = (np.array(ds.ImagePositionPatient, float)[:, None] + np.outer(row_dir, cols * ds.PixelSpacing[1])
+                  + np.outer(col_dir, rows * ds.PixelSpacing[0]))
+        slices.append(_sample(image, points).reshape(ds.Rows, ds.Columns))
+    return np.array(slices)
+
+
+def _assert_volume_matches(seg: hd.seg.Segmentation, labels: sitk.Image) -> None:
+    """Voxel for voxel: the SEG's volume, placed by its own affine, equals the label map there."""
+    volume = seg.get_volume()
+    indices = np.indices(volume.array.shape[:3]).reshape(3, -1)
+    points = volume.affine[:3, :3] @ indices + volume.affine[:3, 3:4]
+    expected = _sample(labels, points).reshape(volume.array.shape[:3]) > 0
+    np.testing.assert_array_equal(volume.array[..., 0] > 0, expected)
+    assert expected.sum() == (sitk.GetArrayViewFromImage(labels) > 0).sum()  # every labelled voxel covered
+
+
+def test_ct_seg_covers_the_reference_seg_pixels_slice_by_slice(tmp_path):
+    folder = REFERENCE / "ct_3slice"
+    stack = _stack([folder / "01.dcm", folder / "02.dcm", folder / "03.dcm"])
+    assert [Path(ds.filename).name for ds in stack.sources] == ["03.dcm", "02.dcm", "01.dcm"]  # along the normal
+    masks = _on_source_grid(stack, sitk.ReadImage(str(folder / "liver_seg.nrrd"))) > 0
+    build_seg(stack, masks, INFO).save_as(tmp_path / "liver.seg.dcm")
+    assert dciodvfy_errors(tmp_path / "liver.seg.dcm") == []
+    ours, reference = hd.seg.segread(tmp_path / "liver.seg.dcm"), hd.seg.segread(folder / "liver.dcm")
+    assert {uid for *_, uid in ours.get_source_image_uids()} == {uid for *_, uid in reference.get_source_image_uids()}
+    for ds in stack.sources:
+        mine = ours.get_pixels_by_source_instance([ds.SOPInstanceUID], segment_numbers=[1])
+        theirs = reference.get_pixels_by_source_instance([ds.SOPInstanceUID], segment_numbers=[1],
+                                                         ignore_spatial_locations=True)  # not recorded there
+        assert theirs.sum() > 0
+        np.testing.assert_array_equal(mine > 0, theirs > 0)
+    _assert_volume_matches(ours, sitk.ReadImage(str(folder / "liver_seg.nrrd")))
+
+
+def _write_mr_series(image: sitk.Image, folder: Path) -> None:
+    """A NRRD volume as a DICOM MR series, one file per slice, files named and written in shuffled order."""
+    pixels = sitk.GetArrayFromImage(image).astype(np.int16)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = image.GetSpacing()
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    order = list(range(pixels.shape[0]))
+    random.Random(0).shuffle(order)
+    for k in order:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Volume", "mri", "", "O"
+        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study, "20260101", "120000", "1"
+        ds.ReferringPhysicianName, ds.AccessionNumber = "", ""
+        ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "MR", series, 1, k + 1
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator, ds.Manufacturer = frame_of_reference, "", ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
+        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = 500, 15, 1
+        ds.ImagePositionPatient = list(image.TransformIndexToPhysicalPoint((0, 0, k)))
+        ds.ImageOrientationPatient = [*direction[:, 0], *direction[:, 1]]
+        ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], spacing[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = pixels.shape[1:]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = pixels[k].tobytes()
+        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+
+
+@pytest.mark.parametrize("case", ["brain1", "breast1"])
+def test_mr_volume_label_round_trips_voxel_for_voxel(case, tmp_path):
+    image = sitk.ReadImage(str(REFERENCE / "mri" / f"{case}_image.nrrd"))
+    labels = sitk.ReadImage(str(REFERENCE / "mri" / f"{case}_label.nrrd"))
+    _write_mr_series(image, tmp_path)
+    stack = _stack(tmp_path)
+    np.testing.assert_array_equal(stack.frames, _on_source_grid(stack, image))  # each slice in its place
+    assert stack.slice_spacing_mm == pytest.approx(image.GetSpacing()[2])
+    masks = _on_source_grid(stack, labels) > 0
+    build_seg(stack, masks, INFO).save_as(tmp_path / "label.seg")
+    assert dciodvfy_errors(tmp_path / "label.seg") == []
+    seg = hd.seg.segread(tmp_path / "label.seg")
+    _assert_volume_matches(seg, labels)
+    source_uids = [ds.SOPInstanceUID for ds in stack.sources]
+    by_instance = seg.get_pixels_by_source_instance(source_uids, segment_numbers=[1])[..., 0] > 0
+    np.testing.assert_array_equal(by_instance, masks)
+    assert pydicom.dcmread(tmp_path / "label.seg").FrameOfReferenceUID == stack.sources[0].FrameOfReferenceUID
