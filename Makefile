@@ -24,8 +24,9 @@ $(SYSTEM_STAMP): | $(VENV_STAMP)
 	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); fi
 	touch $@
 
-demo: venv
-	$(PY) -m lightweight_nets.demo
+# The Deploy app on the shipped sample DICOM (samples/make_demo_dicom.py): an HC18 fetal-head ultrasound and a CT.
+demo: venv deploy-sdk
+	$(PY) apps/lightweight_seg -i samples/dicom -o out/demo -l WARN
 
 test: venv system-packages
 	$(PY) -m ruff check .

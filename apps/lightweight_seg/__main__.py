@@ -8,16 +8,34 @@ line per SEG and per problem; exits 1 when nothing could be segmented.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 if __package__ in (None, ""):  # run as `python apps/lightweight_seg`: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lightweight_seg  # noqa: E402,F401  (preloads the CUDA runtime before monai pulls in Holoscan)
 from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, find_files  # noqa: E402
-from lightweight_seg.pipeline import DEFAULT_BUNDLE  # noqa: E402
+from lightweight_seg.pipeline import DEFAULT_BUNDLE, SeriesResult  # noqa: E402
+
+
+def _summary(output: SeriesResult) -> str:
+    """What was found in a series and where its SEG, overlay and report went, from its report."""
+    report = json.loads(output.report_path.read_text())
+    segment = report["segment"]
+    facts = [f"{segment['label']} on {segment['frames_with_segment']} of {report['frames']} frames"]
+    if "volume_mm3" in segment:
+        facts.append(f"volume {segment['volume_mm3']:.0f} mm3")
+    circumferences = [c for c in segment.get("head_circumference_mm_per_frame", []) if c is not None]
+    if circumferences:
+        median = " (median of frames)" if len(circumferences) > 1 else ""
+        facts.append(f"head circumference {np.median(circumferences):.1f} mm{median}")
+    return (f"{report['modality']} series {output.series_uid}: {', '.join(facts)}\n  SEG     {output.seg_path}\n"
+            f"  overlay {output.overlay_path}\n  report  {output.report_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result = app.segmenter.result
     for output in result.outputs:
-        print(f"segmented series {output.series_uid}: {output.seg_path} (overlay {output.overlay_path.name}, "
-              f"report {output.report_path.name})")
+        print(_summary(output))
     for _, message in result.errors:
         print(f"error: {message}", file=sys.stderr)
     if not result.outputs:
