@@ -55,3 +55,10 @@ def test_holoscan_variables_and_nothing_to_segment(bundle, tmp_path):
     run = _run_app("--rules", str(rules), env=env)
     assert run.returncode == 1
     assert f"error: {tmp_path / 'in'}: no series matches the selection rules" in run.stderr
+
+
+def test_missing_model_and_bad_rules_are_one_line_errors(tmp_path):
+    (tmp_path / "models").mkdir()
+    run = _run_app("-i", str(input_path("CT5N")), "-o", str(tmp_path / "out"), "-m", str(tmp_path))
+    assert run.returncode == 1 and f"error: {tmp_path / 'models'}: no model file" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -9,7 +9,7 @@ from monai.deploy.core import Application
 from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorOperator
 
 from lightweight_nets.inference import load_bundle_predictor
-from lightweight_seg.dicom_io import DEFAULT_RULES, load_rules
+from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, load_rules
 from lightweight_seg.operators import SegmentSeriesOperator
 
 __all__ = ["LightweightSegApp"]
@@ -40,8 +40,11 @@ class LightweightSegApp(Application):
                                          must_load=False, name="dicom_loader")
         selector = DICOMSeriesSelectorOperator(self, rules=self.rules.read_text(), all_matched=True,
                                                name="series_selector")
+        try:
+            predictor = load_bundle_predictor(bundle_root)
+        except (OSError, ValueError) as err:  # no or unloadable model: one line, not a traceback
+            raise InputError(str(err)) from None
         self.segmenter = SegmentSeriesOperator(self, output_folder=Path(context.output_path), bundle_root=bundle_root,
-                                               predictor=load_bundle_predictor(bundle_root),
-                                               keep_largest=self.keep_largest, name="segmenter")
+                                               predictor=predictor, keep_largest=self.keep_largest, name="segmenter")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, self.segmenter, {("study_selected_series_list", "study_selected_series_list")})
