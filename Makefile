@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 SYSTEM_STAMP := .venv/.system-packages
-DEBIAN_PACKAGES := dicom3tools dcmtk orthanc orthanc-dicomweb
+DEBIAN_PACKAGES := dicom3tools dcmtk orthanc orthanc-dicomweb debootstrap podman buildah
 
 .PHONY: venv system-packages demo test test-fast lint profile
 
@@ -52,3 +52,11 @@ $(DEPLOY_STAMP): apps/lightweight_seg/requirements.txt apps/lightweight_seg/requ
 	$(PY) -m pip install -q -r apps/lightweight_seg/requirements.txt
 	$(PY) -m pip install -q --no-deps -r apps/lightweight_seg/requirements-sdk.txt
 	touch $@
+
+# The CPU MAP image (apps/lightweight_seg/map/build.sh: debootstrap and podman, no base image pulled; needs root).
+.PHONY: map test-map
+map: venv system-packages
+	apps/lightweight_seg/map/build.sh lightweight-seg-map:0.1.0
+
+test-map: venv deploy-sdk system-packages
+	$(PY) -m pytest -q tests/test_app_map.py

@@ -57,7 +57,7 @@ def test_holoscan_variables_and_nothing_to_segment(bundle, tmp_path):
     assert f"error: {tmp_path / 'in'}: no series matches the selection rules" in run.stderr
 
 
-def test_missing_model_and_bad_rules_are_one_line_errors(tmp_path):
+def test_missing_model_is_a_one_line_error(tmp_path):
     (tmp_path / "models").mkdir()
     run = _run_app("-i", str(input_path("CT5N")), "-o", str(tmp_path / "out"), "-m", str(tmp_path))
     assert run.returncode == 1 and f"error: {tmp_path / 'models'}: no model file" in run.stderr
