@@ -1,0 +1,135 @@
+"""Reading single images and writing masks for the bundle's folder workflows (PNG/JPEG, NIfTI, DICOM).
+
+The Deploy app reads whole DICOM series itself (``apps/lightweight_seg``); this module covers the
+one-file-per-image folders that training and the bundle's inference config work on.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lightweight_nets.transforms import to_grey
+
+__all__ = ["Image2D", "IMAGE_SUFFIXES", "read_image", "write_mask", "mask_name", "atomic_path"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
+
+
+@dataclass
+class Image2D:
+    """A grey 2D image (``pixels`` float32, H x W) and its pixel spacing in mm (row, column) where known."""
+
+    pixels: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    path: Path
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
+    import pydicom
+    from pydicom.pixels import apply_color_lut, convert_color_space
+
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds:
+        raise ValueError("DICOM file has no pixel data")
+    pixels = ds.pixel_array
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        raise ValueError("multi-frame DICOM: use the Deploy app (apps/lightweight_seg) for cine and volumes")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    elif photometric.startswith("YBR") and pixels.ndim == 3:
+        pixels = convert_color_space(pixels, photometric, "RGB")
+    spacing = None
+    if "PixelSpacing" in ds:
+        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    elif "SequenceOfUltrasoundRegions" in ds:
+        region = ds.SequenceOfUltrasoundRegions[0]
+        if region.get("PhysicalUnitsXDirection") == 3 and region.get("PhysicalUnitsYDirection") == 3:  # cm
+            spacing = (float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10)
+    return pixels, spacing
+
+
+def read_image(path: str | Path) -> Image2D:
+    """Read one 2D image as grey float32; raises ``ValueError("<path>: <problem>")`` on bad input."""
+    path = Path(path)
+    suffix = _suffix(path)
+    try:
+        if suffix == ".dcm":
+            pixels, spacing = _read_dicom(path)
+        elif suffix in (".nii", ".nii.gz"):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            pixels = np.squeeze(np.asarray(img.dataobj)).T  # NIfTI is (x, y): rows are y
+            zooms = img.header.get_zooms()
+            spacing = (float(zooms[1]), float(zooms[0]))
+        elif suffix in IMAGE_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                pixels = np.asarray(im.convert("RGB") if im.mode in ("P", "RGBA", "CMYK") else im)
+            spacing = None
+        else:
+            raise ValueError(f"unsupported file type {suffix!r} (supported: {', '.join(IMAGE_SUFFIXES)})")
+        grey = to_grey(pixels)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except Exception as err:  # decoder errors of every library: report them the same way
+        raise ValueError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+    if grey.ndim != 2:
+        raise ValueError(f"{path}: expected a 2D image, got shape {grey.shape}")
+    return Image2D(grey, spacing, path)
+
+
+def mask_name(image_path: Path) -> str:
+    """Output mask file name for an input image: same name, PNG for pictures, same format otherwise."""
+    suffix = _suffix(image_path)
+    stem = image_path.name[: -len(suffix)] if suffix else image_path.name
+    return stem + (suffix if suffix in (".nii", ".nii.gz", ".png") else ".png")
+
+
+class atomic_path:
+    """Context manager yielding a temporary path beside ``target``; renamed onto it only on success."""
+
+    def __init__(self, target: str | Path):
+        self.target = Path(target)
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".part" + "".join(self.target.suffixes),
+                                   dir=self.target.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_mask(mask: np.ndarray, target: str | Path, like: Image2D | None = None) -> Path:
+    """Write a binary mask (H x W) as 0/255 PNG or as NIfTI (uint8 0/1, input's spacing), atomically."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        if _suffix(target) in (".nii", ".nii.gz"):
+            import nibabel as nib
+
+            sy, sx = like.spacing_mm if like is not None and like.spacing_mm else (1.0, 1.0)
+            nib.save(nib.Nifti1Image(mask.astype(np.uint8).T, np.diag([sx, sy, 1.0, 1.0])), str(tmp))
+        else:
+            from PIL import Image
+
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+    return target

@@ -1,0 +1,110 @@
+"""LightningDataModule for 2D image/mask folders (``images/`` and ``masks/`` with the same file names), built
+on MONAI datasets and transforms, with the shared preprocessing of :mod:`lightweight_nets.transforms`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import pytorch_lightning as pl
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import Compose, MapTransform, RandAffined, RandFlipd
+
+from lightweight_nets.io import read_image
+from lightweight_nets.training.split import read_split
+from lightweight_nets.transforms import DEFAULT_SPATIAL_SIZE, preprocess, resize_mask
+
+__all__ = ["LoadPreprocessd", "augmentation", "SegmentationDataModule", "image_mask_items"]
+
+
+class LoadPreprocessd(MapTransform):
+    """Read ``image`` and ``label`` files and apply the shared preprocessing: the image becomes
+    ``(1, *spatial_size)`` in [0, 1], the mask ``(1, *spatial_size)`` in {0, 1}."""
+
+    def __init__(self, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE):
+        super().__init__(keys=["image", "label"])
+        self.spatial_size = tuple(spatial_size)
+
+    def __call__(self, item: dict) -> dict:
+        image = read_image(item["image"]).pixels
+        mask = read_image(item["label"]).pixels
+        if mask.shape != image.shape:
+            raise ValueError(f"{item['label']}: mask shape {mask.shape} differs from image shape {image.shape}")
+        return {**item, "image": preprocess(image, self.spatial_size)[0], "label": resize_mask(mask, self.spatial_size)}
+
+
+def augmentation(prob: float = 0.5) -> list:
+    """Li et al.'s augmentation: random flip, rotation, scaling, translation and shearing."""
+    return [
+        RandFlipd(keys=["image", "label"], prob=prob, spatial_axis=1),
+        RandAffined(
+            keys=["image", "label"],
+            prob=prob,
+            rotate_range=math.radians(15),
+            scale_range=0.1,
+            translate_range=(16, 16),
+            shear_range=0.1,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
+    ]
+
+
+def image_mask_items(dataset_dir: str | Path, names: Sequence[str]) -> list[dict]:
+    """``[{"image": dataset_dir/images/n, "label": dataset_dir/masks/n, "name": n}, ...]``; missing files raise."""
+    root = Path(dataset_dir)
+    items = [{"image": str(root / "images" / n), "label": str(root / "masks" / n), "name": n} for n in names]
+    missing = [p for it in items for p in (it["image"], it["label"]) if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: missing ({len(missing)} files of the split are missing in {root})")
+    return items
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Train/validation data from ``dataset_dir`` split by a split file (see :mod:`.split`).
+
+    Args:
+        dataset_dir: folder with ``images/`` and ``masks/``.
+        split_file: JSON with ``train`` and ``validation`` file-name lists.
+        spatial_size: network input size.
+        batch_size: training batch size (Li et al.: 8).
+        num_workers: data loader workers.
+        augment: apply :func:`augmentation` to training items.
+        cache_rate: fraction of the preprocessed items kept in memory (MONAI CacheDataset).
+        limit: use at most this many items of each part (quick runs and tests).
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str,
+        split_file: str,
+        spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        augment: bool = True,
+        cache_rate: float = 1.0,
+        limit: int | None = None,
+    ):
+        super().__init__()
+        self.dataset_dir, self.split_file = dataset_dir, split_file
+        self.spatial_size, self.batch_size, self.num_workers = tuple(spatial_size), batch_size, num_workers
+        self.augment, self.cache_rate, self.limit = augment, cache_rate, limit
+
+    def _dataset(self, part: str, train: bool) -> CacheDataset:
+        names = read_split(self.split_file, part)[: self.limit]
+        transforms = [LoadPreprocessd(self.spatial_size)] + (augmentation() if train and self.augment else [])
+        return CacheDataset(image_mask_items(self.dataset_dir, names), Compose(transforms), cache_rate=self.cache_rate,
+                            num_workers=self.num_workers or None, progress=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = self._dataset("train", train=True)
+        self.val_set = self._dataset("validation", train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                          drop_last=len(self.train_set) > self.batch_size, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)

@@ -1,0 +1,75 @@
+"""The steps the bundle configs run: fit and keep the best weights, load weights, plot training curves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+
+from lightweight_nets.io import atomic_path
+
+__all__ = ["fit", "load_weights", "plot_training_curves"]
+
+
+def load_weights(net: nn.Module, model_file: str | Path) -> nn.Module:
+    """Load a state dict (``models/*.pt``) into ``net``; a clear error names the file on mismatch."""
+    try:
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_file}: model weights not found") from None
+    except RuntimeError as err:
+        raise ValueError(f"{model_file}: weights do not fit {type(net).__name__}: {str(err).splitlines()[0]}") from None
+    return net
+
+
+def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+        model_file: str | Path) -> Path:
+    """Train, reload the best checkpoint (lowest validation loss) and save the network's state dict to
+    ``model_file`` (atomically); also plot the training curves beside the logs."""
+    trainer.fit(module, datamodule=datamodule)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    if trainer.is_global_zero:
+        with atomic_path(model_file) as tmp:
+            torch.save(module.net.state_dict(), tmp)
+        if trainer.logger is not None and trainer.logger.log_dir:
+            metrics = Path(trainer.logger.log_dir) / "metrics.csv"
+            if metrics.is_file():
+                plot_training_curves(metrics, Path(trainer.logger.log_dir) / "training_curves.png")
+    return Path(model_file)
+
+
+def plot_training_curves(metrics_csv: str | Path, png: str | Path) -> Path:
+    """Loss and Dice per epoch from Lightning's CSV log, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[int, float]] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            for key in ("train_loss", "val_loss", "val_dice", "feature_loss"):
+                if row.get(key):
+                    series.setdefault(key, {})[int(row["epoch"])] = float(row[key])
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_loss", "val_loss", "feature_loss"):
+        if key in series:
+            ax_loss.plot(list(series[key]), list(series[key].values()), label=key)
+    if "val_dice" in series:
+        ax_dice.plot(list(series["val_dice"]), list(series["val_dice"].values()), label="val_dice", color="C2")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_dice.set(xlabel="epoch", ylabel="Dice", title="Validation Dice")
+    ax_loss.legend()
+    ax_dice.legend()
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(png)
