@@ -9,7 +9,7 @@ import highdicom as hd
 import numpy as np
 import pytest
 from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
-from lightweight_seg.pipeline import load_segment_info, segment_paths, segment_stack
+from lightweight_seg.pipeline import bundle_keeps_largest, load_segment_info, segment_paths, segment_stack
 from lightweight_seg.seg_writer import build_seg
 from PIL import Image
 from test_app_support import FOLDER_INPUTS, SINGLE_FILE_INPUTS, dciodvfy_errors, input_path, make_bundle
@@ -114,3 +114,10 @@ def test_report_and_overlay_beside_the_seg(bundle, predictor, tmp_path):
         assert overlay.format == "PNG" and overlay.size == (800, 600)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (output.seg_path, output.overlay_path, output.report_path))
+
+
+def test_keep_largest_follows_the_bundle(tmp_path):
+    assert bundle_keeps_largest(tmp_path)  # a bundle that does not say keeps the largest component
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "inference.json").write_text('{"keep_largest": false}')
+    assert not bundle_keeps_largest(tmp_path)

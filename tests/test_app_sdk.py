@@ -35,7 +35,7 @@ def test_cli_segments_a_mixed_folder_and_names_the_bad_file(bundle, tmp_path):
     run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), "-m", str(bundle))
     assert run.returncode == 0, run.stderr[-2000:]
     segs = sorted((tmp_path / "out").glob("*.seg.dcm"))
-    assert len(segs) == 2 and run.stdout.count("segmented series") == 2
+    assert len(segs) == 2 and run.stdout.count("  SEG ") == 2
     assert all(dciodvfy_errors(seg) == [] for seg in segs)
     assert sorted(hd.seg.segread(seg).NumberOfFrames for seg in segs) == [2, 5]
     assert f"error: {truncated}: cannot decode pixel data" in run.stderr

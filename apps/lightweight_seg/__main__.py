@@ -42,14 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     ours = argparse.ArgumentParser(add_help=False)
     ours.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="series selection rules (JSON)")
-    ours.add_argument("--all-components", action="store_true", help="keep every connected component")
+    ours.add_argument("--all-components", action="store_true",
+                      help="keep every connected component (default: as the bundle's keep_largest says)")
     options, sdk_argv = ours.parse_known_args(argv[1:])
     if "-m" not in sdk_argv and "--model" not in sdk_argv and not os.environ.get("HOLOSCAN_MODEL_PATH"):
         sdk_argv += ["-m", str(DEFAULT_BUNDLE)]
 
     from lightweight_seg.app import LightweightSegApp
 
-    app = LightweightSegApp([argv[0], *sdk_argv], rules=options.rules, keep_largest=not options.all_components)
+    keep_largest = False if options.all_components else None  # None: as the bundle says
+    app = LightweightSegApp([argv[0], *sdk_argv], rules=options.rules, keep_largest=keep_largest)
     try:
         app.run()
     except InputError as err:

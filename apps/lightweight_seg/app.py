@@ -11,6 +11,7 @@ from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorO
 from lightweight_nets.inference import load_bundle_predictor
 from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, load_rules
 from lightweight_seg.operators import SegmentSeriesOperator
+from lightweight_seg.pipeline import bundle_keeps_largest
 
 __all__ = ["LightweightSegApp"]
 
@@ -23,7 +24,7 @@ class LightweightSegApp(Application):
     description = "Small, fast U-Net segmentation of CT, MR and ultrasound DICOM on the CPU, written as DICOM-SEG"
     version = "0.1.0"
 
-    def __init__(self, sdk_argv: list[str], rules: Path = DEFAULT_RULES, keep_largest: bool = True):
+    def __init__(self, sdk_argv: list[str], rules: Path = DEFAULT_RULES, keep_largest: bool | None = None):
         self.sdk_argv = sdk_argv  # program name first, then the SDK's flags (-i, -o, -m, ...)
         self.rules = Path(rules)
         self.keep_largest = keep_largest
@@ -44,7 +45,8 @@ class LightweightSegApp(Application):
             predictor = load_bundle_predictor(bundle_root)
         except (OSError, ValueError) as err:  # no or unloadable model: one line, not a traceback
             raise InputError(str(err)) from None
+        keep_largest = bundle_keeps_largest(bundle_root) if self.keep_largest is None else self.keep_largest
         self.segmenter = SegmentSeriesOperator(self, output_folder=Path(context.output_path), bundle_root=bundle_root,
-                                               predictor=predictor, keep_largest=self.keep_largest, name="segmenter")
+                                               predictor=predictor, keep_largest=keep_largest, name="segmenter")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, self.segmenter, {("study_selected_series_list", "study_selected_series_list")})

@@ -33,8 +33,8 @@ from lightweight_seg.dicom_io import (
 from lightweight_seg.report import measurements, write_overlay, write_report
 from lightweight_seg.seg_writer import FETAL_HEAD, SegmentInfo, build_seg
 
-__all__ = ["DEFAULT_BUNDLE", "SeriesResult", "RunResult", "load_segment_info", "segment_stack", "segment_series",
-           "segment_paths"]
+__all__ = ["DEFAULT_BUNDLE", "SeriesResult", "RunResult", "load_segment_info", "bundle_keeps_largest", "segment_stack",
+           "segment_series", "segment_paths"]
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 BATCH_FRAMES = 16  # frames per forward pass: bounds memory for long cines without slowing small inputs
@@ -61,6 +61,13 @@ def load_segment_info(bundle_root: Path) -> SegmentInfo:
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
     return SegmentInfo(algorithm_name=str(metadata.get("name", Path(bundle_root).resolve().name)),
                        algorithm_version=str(metadata.get("version", "unknown")), **FETAL_HEAD)
+
+
+def bundle_keeps_largest(bundle_root: Path) -> bool:
+    """Whether post-processing keeps only the largest connected component: the bundle's ``keep_largest`` in
+    configs/inference.json (one lesion per frame for the fetal head), True where the bundle does not say."""
+    config_path = Path(bundle_root) / "configs" / "inference.json"
+    return bool(json.loads(config_path.read_text()).get("keep_largest", True)) if config_path.is_file() else True
 
 
 def segment_stack(stack: Stack, predictor, keep_largest: bool = True) -> np.ndarray:
@@ -125,11 +132,12 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, pr
 
 
 def segment_paths(paths: list[Path] | Path, output_dir: Path, bundle_root: Path | None = None,
-                  rules: Path | None = None, predictor=None, keep_largest: bool = True) -> RunResult:
+                  rules: Path | None = None, predictor=None, keep_largest: bool | None = None) -> RunResult:
     """Segment every series selected by ``rules`` among DICOM files and folders ``paths`` into ``output_dir``.
 
     ``predictor`` is an already loaded model (the listener keeps one between calls); otherwise the bundle's
-    is loaded. Bad files and series are reported in ``errors`` and the rest is still processed."""
+    is loaded. ``keep_largest`` None follows the bundle. Bad files and series are reported in ``errors`` and
+    the rest is still processed."""
     bundle_root = Path(bundle_root or DEFAULT_BUNDLE)
     try:
         selections = load_rules(rules)
@@ -149,6 +157,7 @@ def segment_paths(paths: list[Path] | Path, output_dir: Path, bundle_root: Path 
 
         predictor = load_bundle_predictor(bundle_root)
     info = load_segment_info(bundle_root)
+    keep_largest = bundle_keeps_largest(bundle_root) if keep_largest is None else keep_largest
     outputs = []
     for uid, series_headers in series.items():
         result = segment_series(uid, series_headers, Path(output_dir), predictor, info, keep_largest)

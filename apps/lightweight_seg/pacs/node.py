@@ -117,12 +117,13 @@ class Node:
 
     @property
     def predictor(self):
-        """The model, loaded once and kept for every series (None: the pipeline picks its default)."""
+        """The model (the configured bundle's, else the shipped one), loaded once and kept for every series."""
         with self._predictor_lock:
-            if self._predictor is None and self.config.bundle_root is not None:
+            if self._predictor is None:
                 from lightweight_nets.inference import load_bundle_predictor
+                from lightweight_seg.pipeline import DEFAULT_BUNDLE
 
-                self._predictor = load_bundle_predictor(self.config.bundle_root, backend="auto")
+                self._predictor = load_bundle_predictor(self.config.bundle_root or DEFAULT_BUNDLE, backend="auto")
             return self._predictor
 
     def work(self, stop: threading.Event, done: Callable[[], bool] | None = None, only: set[str] | None = None):
