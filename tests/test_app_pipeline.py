@@ -3,6 +3,7 @@ instances and frames correctly (read back with highdicom), and the overlay and r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import highdicom as hd
@@ -46,14 +47,17 @@ def _frame_keys(seg: hd.seg.Segmentation) -> list[tuple[str, int | None]]:
     return keys
 
 
-def _assert_seg_matches(seg: hd.seg.Segmentation, stack: Stack, masks: np.ndarray) -> None:
-    """Every frame of the stack is in the SEG once, referencing its source instance and frame, with its mask."""
+def _assert_seg_matches(seg: hd.seg.Segmentation, stack: Stack, predictor) -> None:
+    """Every frame of the stack is in the SEG once, referencing its source instance and frame; up to 8 of them
+    (a long cine is slow to segment twice) carry the mask the model gives that frame."""
     expected = [(ds.SOPInstanceUID, frame) for ds, frame in stack.frame_sources]
     keys = _frame_keys(seg)
     assert sorted(keys, key=str) == sorted(expected, key=str)
-    pixels = seg.pixel_array.reshape(len(keys), *masks.shape[1:])
-    for key, frame_pixels in zip(keys, pixels):
-        np.testing.assert_array_equal(frame_pixels.astype(bool), masks[expected.index(key)])
+    picks = list(range(0, len(expected), -(-len(expected) // 8)))
+    masks = segment_stack(dataclasses.replace(stack, frames=stack.frames[picks]), predictor)
+    pixels = seg.pixel_array.reshape(len(keys), *stack.frames.shape[1:])
+    for pick, mask in zip(picks, masks):
+        np.testing.assert_array_equal(pixels[keys.index(expected[pick])].astype(bool), mask)
 
 
 @pytest.mark.parametrize("name", SINGLE_FILE_INPUTS + list(FOLDER_INPUTS))
@@ -70,7 +74,7 @@ def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, bundle,
             assert errors == []
         seg = hd.seg.segread(output.seg_path)
         assert seg.NumberOfFrames == len(stack.frames)  # every frame, e.g. both of OBXXXX1A_2frame
-        _assert_seg_matches(seg, stack, segment_stack(stack, predictor))
+        _assert_seg_matches(seg, stack, predictor)
 
 
 def test_cine_frames_keep_their_order_and_references(bundle, tmp_path):
