@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     retry.add_argument("series", nargs="+", help="Series Instance UID")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:  # their INFO messages name UIDs of the data sets they handle
+        for chatty in ("pynetdicom", "highdicom"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     node = Node(load_config(args.config))
     try:
         return {"listen": _listen, "pull": _pull, "status": _status, "retry": _retry}[args.command](node, args)

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -161,13 +160,14 @@ class Node:
         if not paths:
             raise JobError("no instances of this series in the spool")
         result = segment_paths(
-            paths,
+            self.spool.series_dir(job.series_uid),  # its hidden .tmp files (instances still arriving) are skipped
             self.spool.fresh_output_dir(job.series_uid),
             bundle_root=self.config.bundle_root,
             rules=self.config.rules,
             predictor=self.predictor,
         )
-        problems = "; ".join(f"{Path(where).name}: {message}" for where, message in result.errors)
+        spool_prefix = f"{self.spool.root}/"
+        problems = "; ".join(dict.fromkeys(message.replace(spool_prefix, "") for _, message in result.errors))
         if not result.outputs:
             raise JobError(problems or "the pipeline produced no segmentation")
         key = [_UID_NAMESPACE, job.series_uid, *sorted(p.stem for p in paths)]

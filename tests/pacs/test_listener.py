@@ -1,0 +1,92 @@
+"""The listener as a real process: access control, a received series segmented and sent once, bad peers and
+bad objects recorded in the status without stopping the node."""
+
+import json
+
+import pydicom
+from pacs_support import SENDER_AET, cli, echo, fresh_series, storescu, wait_for, write_config
+from pynetdicom import AE
+
+
+def status(config) -> dict:
+    answer = cli(config, "status", "--json")
+    assert answer.returncode == 0, answer.stderr
+    return {job["series_uid"]: job for job in json.loads(answer.stdout)}
+
+
+def test_echo_and_unknown_calling_ae_rejected(orthanc, listener_factory, tmp_path):
+    config = write_config(tmp_path / "node.json", orthanc)
+    listener = listener_factory(config)
+    assert echo(listener.port)
+    assert not echo(listener.port, aet="INTRUDER")
+    _, series_uid, paths = fresh_series("CT_small.dcm", tmp_path / "src")
+    refused = storescu(paths, listener.port, aet="INTRUDER")
+    assert refused.returncode != 0 and "Rejected" in refused.stderr + refused.stdout
+    assert not (tmp_path / "spool" / "series" / series_uid).exists()
+    assert status(config) == {}
+
+
+def test_received_series_segmented_and_sent_once(orthanc, listener_factory, tmp_path):
+    config = write_config(tmp_path / "node.json", orthanc)
+    listener = listener_factory(config)
+    files = ["dicomdirtests/77654033/CT2/17106", "dicomdirtests/77654033/CT2/17136", "dicomdirtests/77654033/CT2/17166"]
+    study_uid, series_uid, paths = fresh_series(files, tmp_path / "src")
+    assert storescu(paths, listener.port).returncode == 0
+    segs = wait_for(lambda: orthanc.sop_uids(study_uid, "SEG"), 120, 0.5, "the SEG in Orthanc")
+    job = wait_for(lambda: status(config)[series_uid]["state"] == "done" and status(config)[series_uid], 30)
+    assert segs == [job["seg_uid"]]
+    seg = pydicom.dcmread(next((tmp_path / "spool" / "out" / series_uid).rglob("*.dcm")))
+    assert seg.StudyInstanceUID == study_uid and seg.SOPInstanceUID == job["seg_uid"]
+    assert storescu(paths[:1], listener.port).returncode == 0  # a re-sent copy does not re-open the series
+    wait_for(lambda: status(config)[series_uid]["state"] == "done", 10)
+    assert orthanc.sop_uids(study_uid, "SEG") == segs
+    log = listener.log()
+    for secret in (seg.PatientName, seg.PatientID, series_uid, study_uid, job["seg_uid"], *(p.stem for p in paths)):
+        assert str(secret) not in log
+
+
+def send_dataset(port: int, ds) -> int:
+    ae = AE(ae_title=SENDER_AET)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="LWSEG")
+    assert assoc.is_established
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    return status.Status
+
+
+def test_bad_objects_get_clear_errors_and_node_keeps_working(orthanc, listener_factory, tmp_path):
+    config = write_config(tmp_path / "node.json", orthanc)
+    listener = listener_factory(config)
+    # 1. no Series Instance UID: refused to the sender, kept under rejected/, parked in the status with the reason.
+    no_series = pydicom.dcmread(fresh_series("CT_small.dcm", tmp_path / "a")[2][0])
+    del no_series.SeriesInstanceUID
+    assert send_dataset(listener.port, no_series) == 0xA900
+    # 2. truncated pixel data: stored, then the pipeline fails on it; retried, then parked with the reason.
+    _, broken_uid, broken = fresh_series("CT_small.dcm", tmp_path / "b")
+    ds = pydicom.dcmread(broken[0])
+    ds.PixelData = ds.PixelData[:1000]
+    assert send_dataset(listener.port, ds) == 0
+    # 3. an object the app does not segment (a structured report).
+    _, sr_uid, sr = fresh_series("test-SR.dcm", tmp_path / "c")
+    assert storescu(sr, listener.port).returncode == 0
+    # 4. the node still does its job.
+    study_uid, good_uid, good = fresh_series("CT_small.dcm", tmp_path / "d")
+    assert storescu(good, listener.port).returncode == 0
+    assert echo(listener.port)
+
+    def settled():
+        jobs = status(config)
+        return len(jobs) == 4 and all(j["state"] in ("done", "parked") for j in jobs.values()) and jobs
+
+    jobs = wait_for(settled, 120, 0.5, "all four jobs to settle")
+    assert jobs[good_uid]["state"] == "done" and orthanc.sop_uids(study_uid, "SEG") == [jobs[good_uid]["seg_uid"]]
+    for uid in (broken_uid, sr_uid):
+        assert jobs[uid]["state"] == "parked" and jobs[uid]["attempts"] == 2 and jobs[uid]["error"], jobs[uid]
+    (rejected,) = [job for key, job in jobs.items() if key.startswith("rejected/")]
+    assert rejected["state"] == "parked" and "no valid Series/SOP Instance UID" in rejected["error"]
+    assert (tmp_path / "spool" / "rejected" / rejected["series_uid"].split("/")[1]).exists()
+    text = cli(config, "status").stdout
+    assert text.startswith("queued 0  running 0  done 1  failed 0  parked 3") and jobs[sr_uid]["error"] in text
+    assert listener.process.poll() is None
+    assert "Traceback" not in listener.log()
