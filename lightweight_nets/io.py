@@ -98,6 +98,10 @@ def mask_name(image_path: Path) -> str:
     return stem + (suffix if suffix in (".nii", ".nii.gz", ".png") else ".png")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class atomic_path:
     """Context manager yielding a temporary path beside ``target``; renamed onto it only on success."""
 
@@ -114,6 +118,7 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
+            os.chmod(self.tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)

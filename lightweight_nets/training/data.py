@@ -4,8 +4,8 @@ on MONAI datasets and transforms, with the shared preprocessing of :mod:`lightwe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytorch_lightning as pl
 from monai.data import CacheDataset, DataLoader

@@ -47,5 +47,5 @@ def read_split(path: str | Path, part: str) -> list[str]:
     """File names of one part (``train`` or ``validation``) of a split file."""
     split = json.loads(Path(path).read_text())
     if part not in split:
-        raise KeyError(f"{path}: split has no part {part!r} (has: {', '.join(k for k in split if k in ('train', 'validation'))})")
+        raise KeyError(f"{path}: split has no part {part!r}")
     return split[part]

@@ -1,0 +1,167 @@
+"""The MONAI bundle: every config instantiates, training and distillation run from the configs on real images,
+the shipped weights segment the shipped real samples, DDP works on CPU, and the metadata verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from lightweight_nets.io import read_image
+from lightweight_nets.measure import head_circumference_mm
+from lightweight_nets.segment import read_pixel_sizes
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundle"
+CONFIGS = BUNDLE / "configs"
+SAMPLES = ROOT / "samples" / "hc18"
+SHARED_HC18 = ROOT.parent / "shared" / "data" / "hc18"
+
+CONFIG_SETS = {
+    "train": ["train.json"],
+    "distill": ["train.json", "distill.json"],
+    "train_busi": ["train.json", "train_busi.json"],
+    "distill_busi": ["train.json", "train_busi.json", "distill.json", "distill_busi.json"],
+    "evaluate": ["evaluate.json"],
+    "inference": ["inference.json"],
+}
+
+
+def parser_for(files: list[str], **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in files])
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+@pytest.fixture
+def sample_split(tmp_path) -> Path:
+    """A split of the shipped samples (all validation subjects of the real split): 6 train, 4 validation."""
+    names = sorted(p.name for p in (SAMPLES / "images").glob("*.png"))
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": names[:6], "validation": names[6:]}))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_SETS))
+def test_config_instantiates(name):
+    parser = parser_for(CONFIG_SETS[name])
+    net = parser.get_parsed_content("network_def")
+    assert isinstance(net, torch.nn.Module)
+    if name.startswith(("train", "distill")):
+        assert parser.get_parsed_content("trainer").max_epochs == parser.get_parsed_content("max_epochs")
+        assert parser.get_parsed_content("datamodule").batch_size == 8
+    if name.startswith("distill"):
+        teacher_file = Path(parser.get_parsed_content("teacher_file"))
+        if not teacher_file.is_file():
+            pytest.skip(f"{teacher_file.name} is not shipped yet")
+        module = parser.get_parsed_content("module")
+        assert module.layers == net.feature_layers
+        assert not any(p.requires_grad for p in module.teacher.parameters())
+    if name == "inference":
+        assert parser.get_parsed_content("predictor").backend == "onnx"
+
+
+def test_network_is_chosen_by_one_value():
+    parser = parser_for(["train.json"], **{"network_def#name": "lighter_unet", "network_def#group_size": 8})
+    assert type(parser.get_parsed_content("network_def")).__name__ == "LiUNet"
+
+
+def _run(parser: ConfigParser) -> Path:
+    return parser.get_parsed_content("run")
+
+
+def test_two_step_training_and_distillation(tmp_path, sample_split):
+    common = {"dataset_dir": str(SAMPLES), "split_file": str(sample_split), "output_dir": str(tmp_path),
+              "spatial_size": [64, 64], "num_workers": 0, "max_epochs": 1, "datamodule#batch_size": 2,
+              "trainer#limit_train_batches": 2, "trainer#enable_progress_bar": False}
+    teacher = _run(parser_for(["train.json"], model_file=str(tmp_path / "teacher.pt"), **common))
+    assert teacher.is_file() and (tmp_path / "thin_unet_hc18").is_dir()
+    assert list(tmp_path.glob("thin_unet_hc18/*/training_curves.png"))
+    parser = parser_for(["train.json", "distill.json"], model_file=str(tmp_path / "student.pt"),
+                        teacher_file=str(teacher), **common)
+    teacher_before = {k: v.clone() for k, v in parser.get_parsed_content("teacher").state_dict().items()}
+    student = _run(parser)
+    state = torch.load(student, weights_only=True)
+    assert not any(k.startswith(("adapters", "teacher")) for k in state), "adapters/teacher leaked into the export"
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 44779
+    module = parser.get_parsed_content("module")
+    for key, value in module.teacher.state_dict().items():  # the frozen teacher did not move
+        assert torch.equal(value, teacher_before[key]), key
+
+
+def test_shipped_model_segments_shipped_samples(tmp_path):
+    """Real weights on real images: catches a broken preprocessing chain."""
+    parser = parser_for(["inference.json"], dataset_dir=str(SAMPLES / "images"), output_dir=str(tmp_path))
+    results = _run(parser)
+    dice = []
+    for image in sorted((SAMPLES / "images").glob("*.png")):
+        predicted = read_image(tmp_path / image.name).pixels > 0
+        truth = read_image(SAMPLES / "masks" / image.name).pixels > 0
+        dice.append(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
+        assert (tmp_path / "overlays" / image.name).is_file()
+    assert np.mean(dice) > 0.9, dice
+    rows = results.read_text().splitlines()
+    assert len(rows) == 11 and rows[0].startswith("image,mask,pixels,area_mm2,head_circumference_mm")
+
+
+def test_head_circumference_matches_sonographer():
+    """HC from the sonographer's own masks reproduces the sonographer's HC within 2%."""
+    sizes = read_pixel_sizes(SAMPLES / "pixel_size_and_hc.csv")
+    reference = {r.split(",")[0]: float(r.split(",")[2])
+                 for r in (SAMPLES / "pixel_size_and_hc.csv").read_text().splitlines()[1:]}
+    for name, spacing in sizes.items():
+        hc = head_circumference_mm(read_image(SAMPLES / "masks" / name).pixels > 0, spacing)
+        assert abs(hc - reference[name]) / reference[name] < 0.02, (name, hc, reference[name])
+
+
+def test_bad_image_is_reported_and_rest_processed(tmp_path, capfd):
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / "broken.png").write_bytes(b"not a png")
+    (images / SAMPLES.joinpath("images").iterdir().__next__().name).write_bytes(
+        next(SAMPLES.joinpath("images").iterdir()).read_bytes())
+    parser = parser_for(["inference.json"], dataset_dir=str(images), output_dir=str(tmp_path / "out"))
+    results = _run(parser)
+    assert len(results.read_text().splitlines()) == 2
+    assert not (tmp_path / "out" / "broken.png").exists()
+    assert not list((tmp_path / "out").glob(".*part*"))
+    (images / next(SAMPLES.joinpath("images").iterdir()).name).unlink()
+    with pytest.raises(SystemExit, match="none of 1 images could be segmented"):
+        _run(parser_for(["inference.json"], dataset_dir=str(images), output_dir=str(tmp_path / "out2")))
+
+
+def _bundle_cli(*args: str, cwd: Path = BUNDLE, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_verify_metadata_and_net_in_out():
+    result = _bundle_cli("verify_metadata", "--meta_file", "configs/metadata.json",
+                         "--filepath", str(ROOT / "tests" / "data" / "monai_meta_schema.json"))
+    assert "metadata is verified with no error" in result.stdout + result.stderr, result.stderr[-2000:]
+    result = _bundle_cli("verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
+                         "--config_file", "configs/inference.json")
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr, result.stderr[-2000:]
+
+
+def test_ddp_two_cpu_processes(tmp_path, sample_split):
+    """Lightning DDP, 2 processes on CPU (gloo), a couple of steps, from the same train config."""
+    result = _bundle_cli(
+        "run", "--config_file", "configs/train.json", "--bundle_root", ".", "--dataset_dir", str(SAMPLES),
+        "--split_file", str(sample_split), "--output_dir", str(tmp_path), "--model_file", str(tmp_path / "ddp.pt"),
+        "--spatial_size", "[64,64]", "--num_workers", "0", "--max_epochs", "1", "--datamodule#batch_size", "2",
+        "--trainer#limit_train_batches", "2", "--trainer#accelerator", "cpu", "--trainer#devices", "2",
+        "--trainer#strategy", "ddp", "--trainer#enable_progress_bar", "false")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in output
+    assert (tmp_path / "ddp.pt").is_file()
