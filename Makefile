@@ -16,24 +16,25 @@ $(VENV_STAMP): requirements.txt setup.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# Debian tools the tests use: dciodvfy (dicom3tools), dcmtk, and a real Orthanc PACS.
+# Debian tools the tests use: dciodvfy (dicom3tools), dcmtk, a real Orthanc PACS, and the MAP image builders.
 system-packages: $(SYSTEM_STAMP)
 
 $(SYSTEM_STAMP): | $(VENV_STAMP)
-	@if command -v dciodvfy >/dev/null && command -v storescu >/dev/null && command -v Orthanc >/dev/null; then :; \
-	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); fi
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 	touch $@
 
 # The Deploy app on the shipped sample DICOM (samples/make_demo_dicom.py): an HC18 fetal-head ultrasound and a CT.
 demo: venv deploy-sdk
 	$(PY) apps/lightweight_seg -i samples/dicom -o out/demo -l WARN
 
-test: venv system-packages
+test: venv deploy-sdk system-packages
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # While iterating: skips the slow end-to-end tests (CI runs them all).
-test-fast: venv system-packages
+test-fast: venv deploy-sdk system-packages
 	$(PY) -m pytest -q -m "not slow"
 
 lint: venv
