@@ -15,7 +15,7 @@ __all__ = ["LiUNet"]
 
 
 class LiUNet(nn.Module):
-    """U-Net with replaceable conv kinds (Li, Lu, Gao et al., "Lightweight U-Nets with group convolution",
+    """U-Net with replaceable conv kinds (Li et al., "Lightweight U-Nets with group convolution",
     ISBI 2021, on the bilinear U-Net of their code base).
 
     Every level is ``conv set 1 -> BN -> ReLU -> conv set 2 -> BN -> ReLU`` (:class:`DoubleConv`, convs with
