@@ -37,6 +37,8 @@ class LightweightSegApp(Application):
         load_rules(self.rules)  # a bad rules file fails here with a one-line message, not inside the SDK
         bundle_root = Path(context.model_path)
         self.input_folder = Path(context.input_path)
+        if not self.input_folder.is_dir():
+            raise InputError(f"{self.input_folder}: not a folder (the app reads a folder of DICOM files)")
         loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=self.input_folder,
                                          must_load=False, name="dicom_loader")
         selector = DICOMSeriesSelectorOperator(self, rules=self.rules.read_text(), all_matched=True,
