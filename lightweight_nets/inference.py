@@ -1,0 +1,231 @@
+"""One inference interface, ``predict(batch) -> probabilities``, over three CPU backends.
+
+PyTorch eager (a ``.pt`` state dict plus the network), TorchScript (``.ts``: traced, frozen, optimised for
+inference) and ONNX Runtime (``.onnx``, optionally int8-quantised) all sit behind :class:`Predictor`, so callers
+pick a backend by file or by config and never change code. :func:`load_bundle_predictor` reads a MONAI bundle and,
+with ``backend="auto"``, takes the fastest backend measured in ``docs/benchmarks.md`` that the bundle ships.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+
+from lightweight_nets.io import atomic_path
+
+__all__ = [
+    "BACKENDS",
+    "AUTO_ORDER",
+    "MODEL_FILES",
+    "Predictor",
+    "TorchPredictor",
+    "OnnxRuntimePredictor",
+    "export_torchscript",
+    "export_onnx",
+    "quantize_int8",
+    "load_predictor",
+    "load_bundle_predictor",
+]
+
+BACKENDS = ("onnx", "torchscript", "torch")
+# Fastest first, as measured by `python -m benchmarks` on 2 CPU cores (docs/benchmarks.md); "auto" takes the first
+# one the bundle ships, and the eager state dict is the fallback that always works.
+AUTO_ORDER = ("onnx", "torchscript", "torch")
+# MONAI bundle specification names under <bundle_root>/models/.
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "torch": "model.pt"}
+_SUFFIX_BACKENDS = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torch"}
+
+
+class Predictor(Protocol):
+    """``predict`` maps a float batch ``(N, C, *spatial)`` to sigmoid probabilities ``(N, out, *spatial)``
+    (float32 CPU tensor); ``backend`` names what runs it ("onnx", "torchscript" or "torch")."""
+
+    backend: str
+
+    def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor: ...
+
+
+class TorchPredictor:
+    """A PyTorch module (eager or TorchScript) in eval mode, run without autograd."""
+
+    def __init__(self, module: nn.Module | torch.jit.ScriptModule, backend: str):
+        self.module = module.eval()
+        self.backend = backend
+
+    def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.sigmoid(self.module(torch.as_tensor(batch, dtype=torch.float32))).float()
+
+
+class OnnxRuntimePredictor:
+    """An ONNX Runtime CPU session with all graph optimisations on."""
+
+    backend = "onnx"
+
+    def __init__(self, model_path: str | Path, threads: int | None = None):
+        self.model_path = Path(model_path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own exception types, with multi-line messages
+            raise ValueError(f"{self.model_path}: not a loadable ONNX model ({_first_line(error)})") from error
+        model_input = self.session.get_inputs()[0]
+        self.input_name, self.input_rank = model_input.name, len(model_input.shape)
+
+    def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        array = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
+        if array.ndim != self.input_rank:
+            raise ValueError(f"{self.model_path}: expects a {self.input_rank}-D batch (N, C, spatial...), "
+                             f"got shape {array.shape}")
+        logits = self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+        return torch.sigmoid(torch.from_numpy(logits))
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def export_torchscript(net: nn.Module, path: str | Path, example_input: torch.Tensor) -> Path:
+    """Trace ``net`` on ``example_input`` (tracing, because weight-standardised nets use parametrisations that
+    scripting rejects), freeze it and save it atomically. The saved module runs any batch and spatial size
+    the net accepts; :func:`load_predictor` applies ``optimize_for_inference`` on load, since a module
+    optimised that way cannot be saved and loaded back."""
+    path = Path(path)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the nets' Python-side input checks
+            frozen = torch.jit.freeze(torch.jit.trace(net, example_input))
+        with atomic_path(path) as tmp:
+            torch.jit.save(frozen, str(tmp))
+    finally:
+        net.train(was_training)
+    return path
+
+
+def export_onnx(net: nn.Module, path: str | Path, example_input: torch.Tensor) -> Path:
+    """Export ``net`` with the torch.export-based ONNX exporter, batch and spatial axes dynamic (the net's own
+    size rule, e.g. multiples of 2**depth, still applies), weights inside the one file, written atomically."""
+    path = Path(path)
+    was_training = net.training
+    net.eval()
+    dynamic = {axis: torch.export.Dim.DYNAMIC for axis in [0, *range(2, example_input.dim())]}
+    try:
+        with atomic_path(path) as tmp:
+            torch.onnx.export(net, (example_input,), str(tmp), dynamo=True, external_data=False, verbose=False,
+                              input_names=["image"], output_names=["logits"],
+                              dynamic_shapes=(dynamic,))
+    finally:
+        net.train(was_training)
+    return path
+
+
+class _BatchReader:
+    """ONNX Runtime calibration reader over an iterable of ``(N, C, *spatial)`` batches."""
+
+    def __init__(self, input_name: str, batches: Iterable[torch.Tensor | np.ndarray]):
+        self._feeds = iter([{input_name: np.asarray(batch, dtype=np.float32)} for batch in batches])
+
+    def get_next(self) -> dict | None:
+        return next(self._feeds, None)
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path,
+                  calibration_batches: Iterable[torch.Tensor | np.ndarray] | None = None) -> Path:
+    """Quantise an ONNX model to int8 with ONNX Runtime, written atomically to ``out_path``.
+
+    With ``calibration_batches`` (representative inputs): static QDQ quantisation, int8 per-channel weights and
+    uint8 activations whose ranges come from the batches. Without: dynamic quantisation (weights only, activation
+    ranges computed per run), which needs no data but is usually slower for convolutions.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{onnx_path}: no such ONNX model")
+    with atomic_path(out_path) as tmp:
+        # ONNX shape inference + graph clean-up, as ORT recommends (symbolic inference cannot follow dynamic sizes)
+        quant_pre_process(str(onnx_path), str(tmp), skip_symbolic_shape=True)
+        if calibration_batches is None:
+            quantize_dynamic(str(tmp), str(tmp), weight_type=QuantType.QUInt8)
+        else:
+            input_name = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+            quantize_static(str(tmp), str(tmp), _BatchReader(input_name, calibration_batches),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out_path
+
+
+def load_predictor(model_path: str | Path, net: nn.Module | None = None, threads: int | None = None) -> Predictor:
+    """Predictor for a model file, backend chosen by suffix: ``.onnx`` ONNX Runtime, ``.ts`` TorchScript,
+    ``.pt`` a state dict loaded into ``net`` (PyTorch eager). ``threads`` sets ONNX Runtime's intra-op threads,
+    or torch's process-wide thread count for the torch backends."""
+    model_path = Path(model_path)
+    backend = _SUFFIX_BACKENDS.get(model_path.suffix)
+    if backend is None:
+        raise ValueError(f"{model_path}: unknown model suffix {model_path.suffix!r}; expected .onnx, .ts or .pt")
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: no such model file")
+    if backend == "onnx":
+        return OnnxRuntimePredictor(model_path, threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if backend == "torchscript":
+        try:
+            module = torch.jit.load(str(model_path), map_location="cpu")
+        except RuntimeError as error:
+            raise ValueError(f"{model_path}: not a loadable TorchScript module ({_first_line(error)})") from error
+        return TorchPredictor(torch.jit.optimize_for_inference(module.eval()), backend)
+    if net is None:
+        raise ValueError(f"{model_path}: a .pt state dict needs `net`, the network to load it into")
+    try:
+        state = torch.load(model_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except Exception as error:  # unpickling and key/shape mismatches raise several types
+        raise ValueError(f"{model_path}: not a state dict of {type(net).__name__} ({_first_line(error)})") from error
+    return TorchPredictor(net, backend)
+
+
+def load_bundle_predictor(bundle_root: str | Path, backend: str = "auto", threads: int | None = None) -> Predictor:
+    """Predictor for a MONAI bundle: ``models/model.onnx``, ``model.ts`` or ``model.pt``; the last needs the
+    ``network_def`` of ``configs/inference.json`` to build the net. ``backend`` "auto" takes the first of
+    :data:`AUTO_ORDER` (fastest measured first) that the bundle ships; "onnx", "torchscript" or "torch" force one."""
+    bundle_root = Path(bundle_root)
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected auto, {', '.join(BACKENDS)}")
+    models = bundle_root / "models"
+    if backend == "auto":
+        shipped = [name for name in AUTO_ORDER if (models / MODEL_FILES[name]).is_file()]
+        if not shipped:
+            raise FileNotFoundError(f"{models}: no model file ({', '.join(MODEL_FILES.values())})")
+        backend = shipped[0]
+    model_path = models / MODEL_FILES[backend]
+    if backend != "torch":
+        return load_predictor(model_path, threads=threads)
+    return load_predictor(model_path, _bundle_network(bundle_root), threads)
+
+
+def _bundle_network(bundle_root: Path) -> nn.Module:
+    """The network that ``network_def`` in the bundle's configs/inference.json builds."""
+    from monai.bundle import ConfigParser
+
+    config = bundle_root / "configs" / "inference.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config}: no such bundle config")
+    parser = ConfigParser()
+    parser.read_config(config)
+    if "network_def" not in parser:
+        raise ValueError(f"{config}: no 'network_def' item to build the network from")
+    return parser.get_parsed_content("network_def")
