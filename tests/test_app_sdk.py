@@ -32,6 +32,8 @@ def test_cli_segments_a_mixed_folder_and_names_the_bad_file(bundle, tmp_path):
     shutil.copy(input_path("OBXXXX1A_2frame.dcm"), folder / "cine.dcm")
     truncated = folder / "truncated.dcm"
     truncated.write_bytes(input_path("US1_UNCR.dcm").read_bytes()[:30000])
+    (folder / "notes.txt").write_text("not an image\n")
+    shutil.copy(input_path("rtplan.dcm"), folder / "rtplan.dcm")
     run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), "-m", str(bundle))
     assert run.returncode == 0, run.stderr[-2000:]
     segs = sorted((tmp_path / "out").glob("*.seg.dcm"))
@@ -39,6 +41,8 @@ def test_cli_segments_a_mixed_folder_and_names_the_bad_file(bundle, tmp_path):
     assert all(dciodvfy_errors(seg) == [] for seg in segs)
     assert sorted(hd.seg.segread(seg).NumberOfFrames for seg in segs) == [2, 5]
     assert f"error: {truncated}: cannot decode pixel data" in run.stderr
+    assert f"error: {folder / 'notes.txt'}: not a DICOM file" in run.stderr
+    assert f"error: {folder / 'rtplan.dcm'}: unsupported SOP class 'RT Plan Storage'" in run.stderr
     assert len(list((tmp_path / "out").iterdir())) == 6  # SEG, overlay, report each; no temporary files
 
 

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as `python apps/lightweight_seg`: make the 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lightweight_seg  # noqa: E402,F401  (preloads the CUDA runtime before monai pulls in Holoscan)
-from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, find_files  # noqa: E402
+from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, find_files, read_headers  # noqa: E402
 from lightweight_seg.pipeline import DEFAULT_BUNDLE, SeriesResult  # noqa: E402
 
 
@@ -58,21 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     result = app.segmenter.result
+    files = find_files(app.input_folder)
+    # The SDK loader only logs the files it cannot read, and never shows the selector files of other SOP classes:
+    # the same header check as segment_paths names them here, each once.
+    unreadable = read_headers(files)[1]
     for output in result.outputs:
         print(_summary(output))
-    for _, message in result.errors:
+    for message in dict.fromkeys(message for _, message in unreadable + result.errors):
         print(f"error: {message}", file=sys.stderr)
     if not result.outputs:
-        if result.errors:
+        if result.errors or unreadable:
             reason = "nothing segmented"
-        elif find_files(app.input_folder):
+        elif files:
             reason = "no series matches the selection rules"
         else:
             reason = "no files"
         print(f"error: {app.input_folder}: {reason}", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
