@@ -179,9 +179,9 @@ class Listener:
         def up():
             if self.process.poll() is not None:
                 raise RuntimeError(f"listener exited: {self.log()[-3000:]}")
-            return echo(self.port)
+            return "model ready" in self.log() and echo(self.port)
 
-        wait_for(up, timeout, interval=0.2, what="the listener to answer C-ECHO")
+        wait_for(up, timeout, interval=0.2, what="the listener to load its model and answer C-ECHO")
         return self
 
     def log(self) -> str:

@@ -23,7 +23,8 @@ def _listen(node: Node, args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     node.recover()
-    node.start_server()
+    node.start_server()  # receive at once; the model loads meanwhile
+    node.warm_up()
     workers = [threading.Thread(target=node.work, args=(stop,), daemon=True) for _ in range(node.config.workers)]
     for worker in workers:
         worker.start()

@@ -55,6 +55,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 11112
     allowed_calling_aets: list[str] = field(default_factory=list)
+    max_associations: int = 64
     quiet_seconds: float = 10.0
     max_attempts: int = 3
     retry_seconds: float = 30.0

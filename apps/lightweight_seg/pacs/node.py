@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from pydicom import dcmread
@@ -98,7 +99,7 @@ class Node:
             raise ValueError("allowed_calling_aets is empty: name the AE titles that may send to this node")
         ae = AE(ae_title=self.config.ae_title)
         ae.require_calling_aet = list(self.config.allowed_calling_aets)
-        ae.maximum_associations = 32
+        ae.maximum_associations = self.config.max_associations
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
@@ -124,6 +125,14 @@ class Node:
 
                 self._predictor = load_bundle_predictor(self.config.bundle_root or DEFAULT_BUNDLE, backend="auto")
             return self._predictor
+
+    def warm_up(self) -> None:
+        """Import the pipeline and load the model now, so the first series waits for neither."""
+        import lightweight_seg.pipeline  # noqa: F401
+
+        started = time.perf_counter()
+        backend = getattr(self.predictor, "backend", "unknown")
+        log.info("model ready (%s backend, loaded in %.1f s)", backend, time.perf_counter() - started)
 
     def work(self, stop: threading.Event, done: Callable[[], bool] | None = None, only: set[str] | None = None):
         """Run jobs until `stop` is set or `done()` says so; `only` limits the worker to those series."""
