@@ -6,7 +6,7 @@ so what the network sees at serving time is exactly what it saw in training.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import ConvNormAct, check_spatial_size, make_conv, max_pool, upsample
+from lightweight_nets.blocks import ConvNormAct, batch_norm, check_spatial_size, conv, make_conv, max_pool, upsample
 from lightweight_nets.registry import register_net
 
 __all__ = ["ThinUNet"]
@@ -19,7 +19,7 @@ class ThinBlock(nn.Sequential):
         for i in range(num_convs):
             layers.append(ConvNormAct(make_conv(conv_kind, spatial_dims, in_channels if i == 0 else channels, channels),
                                       act=nn.ReLU(inplace=True)))
-        layers.append((nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels))
+        layers.append(batch_norm(spatial_dims, channels))
         super().__init__(*layers)
 
 
@@ -61,8 +61,10 @@ class ThinUNet(nn.Module):
         )
         self.pool = max_pool(spatial_dims)
         self.bottom = ThinBlock(conv_kind, spatial_dims, channels, channels, 2)
-        self.decoder = nn.ModuleList(ThinBlock(conv_kind, spatial_dims, 2 * channels, channels, 2) for _ in range(depth))
-        self.head = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(channels, out_channels, 1)
+        self.decoder = nn.ModuleList(
+            ThinBlock(conv_kind, spatial_dims, 2 * channels, channels, 2) for _ in range(depth)
+        )
+        self.head = conv(spatial_dims, channels, out_channels, 1)
 
     @property
     def feature_layers(self) -> list[str]:
