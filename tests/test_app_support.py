@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 import lightweight_nets
 from lightweight_nets.inference import MODEL_FILES, export_onnx
 
-TEST_FILES = Path(get_testdata_file("MR_small.dcm")).parent
+TEST_FILES = Path(get_testdata_file("MR_small.dcm", download=False)).parent
 SINGLE_FILE_INPUTS = ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "OBXXXX1A_2frame.dcm", "examples_ybr_color.dcm",
                       "color3d_jpeg_baseline.dcm", "MR_small.dcm", "CT_small.dcm"]
 FOLDER_INPUTS = {"CT5N": "dicomdirtests/98892001/CT5N", "MR700": "dicomdirtests/98892003/MR700"}
