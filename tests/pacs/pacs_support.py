@@ -24,6 +24,8 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 NODE_AET = "LWSEG"
 SENDER_AET = "TESTSCU"
 USER, PASSWORD = "lwseg", "not-a-real-secret"
+# A real three-slice CT series (16 x 16 pixels: fast to segment).
+CT_SERIES = ["dicomdirtests/77654033/CT2/17106", "dicomdirtests/77654033/CT2/17136", "dicomdirtests/77654033/CT2/17166"]
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ bad objects recorded in the status without stopping the node."""
 import json
 
 import pydicom
-from pacs_support import SENDER_AET, cli, echo, fresh_series, storescu, wait_for, write_config
+from pacs_support import CT_SERIES, SENDER_AET, cli, echo, fresh_series, storescu, wait_for, write_config
 from pynetdicom import AE
 
 
@@ -29,8 +29,7 @@ def test_echo_and_unknown_calling_ae_rejected(orthanc, listener_factory, tmp_pat
 def test_received_series_segmented_and_sent_once(orthanc, listener_factory, tmp_path):
     config = write_config(tmp_path / "node.json", orthanc)
     listener = listener_factory(config)
-    files = ["dicomdirtests/77654033/CT2/17106", "dicomdirtests/77654033/CT2/17136", "dicomdirtests/77654033/CT2/17166"]
-    study_uid, series_uid, paths = fresh_series(files, tmp_path / "src")
+    study_uid, series_uid, paths = fresh_series(CT_SERIES, tmp_path / "src")
     assert storescu(paths, listener.port).returncode == 0
     segs = wait_for(lambda: orthanc.sop_uids(study_uid, "SEG"), 120, 0.5, "the SEG in Orthanc")
     job = wait_for(lambda: status(config)[series_uid]["state"] == "done" and status(config)[series_uid], 30)
@@ -89,4 +88,7 @@ def test_bad_objects_get_clear_errors_and_node_keeps_working(orthanc, listener_f
     text = cli(config, "status").stdout
     assert text.startswith("queued 0  running 0  done 1  failed 0  parked 3") and jobs[sr_uid]["error"] in text
     assert listener.process.poll() is None
+    assert cli(config, "retry", sr_uid).returncode == 0  # an operator gives it another round: parked again
+    wait_for(lambda: status(config)[sr_uid]["state"] == "parked" and status(config)[sr_uid]["attempts"] == 2, 60)
+    assert cli(config, "retry", good_uid).returncode == 1  # only parked or failed jobs
     assert "Traceback" not in listener.log()

@@ -2,9 +2,7 @@
 
 import pydicom
 import pytest
-from pacs_support import cli, fresh_series, storescu, write_config
-
-CT_SERIES = ["dicomdirtests/77654033/CT2/17106", "dicomdirtests/77654033/CT2/17136", "dicomdirtests/77654033/CT2/17166"]
+from pacs_support import CT_SERIES, cli, fresh_series, storescu, write_config
 
 
 @pytest.mark.parametrize("peer", ["pacs", "pacs-web"])

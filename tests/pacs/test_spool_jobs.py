@@ -24,7 +24,8 @@ def test_spool_files_by_series_and_sop_uid(tmp_path):
 def test_spool_keeps_objects_it_cannot_file(tmp_path):
     spool = Spool(tmp_path / "spool")
     ds = pydicom.dcmread(fresh_series("CT_small.dcm", tmp_path / "src")[2][0])
-    ds.SeriesInstanceUID = "../../etc"
+    with pytest.warns(UserWarning, match="Invalid value for VR UI"):
+        ds.SeriesInstanceUID = "../../etc"  # a hostile "UID" must not become a path
     with pytest.raises(RejectedObject, match="no valid Series") as caught:
         spool.store_dataset(ds)
     assert caught.value.path.parent == spool.root / "rejected" and caught.value.path.exists()

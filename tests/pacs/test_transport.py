@@ -8,14 +8,13 @@ import requests
 from lightweight_seg.pacs.config import Peer, load_config
 from lightweight_seg.pacs.spool import Spool
 from lightweight_seg.pacs.transport import DimseClient, TransportError, WebClient
-from pacs_support import PASSWORD, USER, fresh_series, storescu
+from pacs_support import CT_SERIES, PASSWORD, USER, fresh_series, storescu
 
 
 @pytest.fixture
 def in_pacs(orthanc, tmp_path):
     """A fresh three-instance CT series stored in Orthanc."""
-    files = ["dicomdirtests/77654033/CT2/17106", "dicomdirtests/77654033/CT2/17136", "dicomdirtests/77654033/CT2/17166"]
-    study_uid, series_uid, paths = fresh_series(files, tmp_path / "src")
+    study_uid, series_uid, paths = fresh_series(CT_SERIES, tmp_path / "src")
     sent = storescu(paths, orthanc.dicom_port, called=orthanc.aet)
     assert sent.returncode == 0, sent.stderr
     return study_uid, series_uid, paths

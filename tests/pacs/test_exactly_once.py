@@ -1,0 +1,32 @@
+"""Exactly once across the crash window between Orthanc's acknowledgement and the record of the send."""
+
+import sqlite3
+
+import pydicom
+from lightweight_seg.pacs.config import load_config
+from lightweight_seg.pacs.node import Node
+from pacs_support import CT_SERIES, fresh_series, write_config
+
+
+def test_resend_after_crash_between_send_and_record_is_idempotent(orthanc, tmp_path):
+    node = Node(load_config(write_config(tmp_path / "node.json", orthanc)))
+    study_uid, series_uid, paths = fresh_series(CT_SERIES, tmp_path / "src")
+    node.add([node.spool.store_dataset(pydicom.dcmread(p)) for p in paths], quiet=0, destination="pacs")
+    node.run(node.jobs.claim())
+    first = node.jobs.get(series_uid)
+    assert first.state == "done", first.error
+    assert orthanc.sop_uids(study_uid, "SEG") == [first.seg_uid]
+
+    # The state a kill -9 leaves if it strikes after Orthanc acknowledged the SEG but before the send was recorded.
+    db = sqlite3.connect(node.spool.root / "jobs.sqlite")
+    with db:
+        db.execute("DELETE FROM sent")
+        db.execute("UPDATE jobs SET state = 'running'")
+    db.close()
+    node.jobs.recover(max_attempts=3)
+    node.run(node.jobs.claim())
+    second = node.jobs.get(series_uid)
+    assert second.state == "done" and second.seg_uid == first.seg_uid  # same SOP Instance UID, derived again
+    assert orthanc.sop_uids(study_uid, "SEG") == [first.seg_uid]  # so the PACS holds it once
+    assert node.jobs.was_sent(first.seg_uid, "pacs")
+    node.jobs.close()
