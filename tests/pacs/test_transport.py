@@ -72,6 +72,16 @@ def test_dicomweb_credentials_from_file_and_refused_without(orthanc, tmp_path, m
     assert WebClient(config.peer("web")).find_series(series_uid="1.2.3") == []
 
 
+def test_dicomweb_token_from_environment_is_sent(orthanc, monkeypatch):
+    """Orthanc knows no bearer tokens, so a token (and only a token) is refused: it did replace basic auth."""
+    monkeypatch.setenv("LWSEG_PACS_TOKEN", "a-token")
+    monkeypatch.setenv("LWSEG_PACS_USERNAME", USER)
+    peer = Peer(name="web", dicomweb=orthanc.dicomweb, credentials_env="LWSEG_PACS")
+    assert peer.credentials() == {"token": "a-token"}
+    with pytest.raises(requests.HTTPError, match="401"):
+        WebClient(peer).find_series(series_uid="1.2.3")
+
+
 def test_unreachable_or_refusing_peer_raises(orthanc):
     with pytest.raises(TransportError, match="failed or was rejected"):
         DimseClient(Peer(name="x", ae_title="ORTHANC", host="127.0.0.1", port=1), "LWSEG", timeout=5).find_series("1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -137,7 +138,12 @@ class Node:
     def work(self, stop: threading.Event, done: Callable[[], bool] | None = None, only: set[str] | None = None):
         """Run jobs until `stop` is set or `done()` says so; `only` limits the worker to those series."""
         while not stop.is_set():
-            job = self.jobs.claim(only)
+            try:
+                job = self.jobs.claim(only)
+            except sqlite3.Error as exc:  # e.g. a full disk: keep the worker alive and try again
+                log.error("cannot claim a job: %s", exc)
+                stop.wait(5)
+                continue
             if job is not None:
                 self.run(job)
             elif done is not None and done():
