@@ -24,6 +24,8 @@ def test_echo_and_unknown_calling_ae_rejected(orthanc, listener_factory, tmp_pat
     assert refused.returncode != 0 and "Rejected" in refused.stderr + refused.stdout
     assert not (tmp_path / "spool" / "series" / series_uid).exists()
     assert status(config) == {}
+    busy = cli(config, "pull", "--from", "pacs", "--series", series_uid)  # the spool belongs to the listener
+    assert busy.returncode == 2 and "in use by another listen or pull" in busy.stderr
 
 
 def test_received_series_segmented_and_sent_once(orthanc, listener_factory, tmp_path):

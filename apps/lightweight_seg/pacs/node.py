@@ -53,7 +53,8 @@ class Node:
         self.server = None
 
     def recover(self) -> None:
-        """Make the spool and the job store agree after any stop, including `kill -9`."""
+        """Take the spool, then make it and the job store agree after any stop, including `kill -9`."""
+        self.spool.lock()
         removed = self.spool.remove_temporaries()
         requeued = self.jobs.recover(self.config.max_attempts)
         missing = sum(

@@ -7,6 +7,7 @@ series (no valid Series or SOP Instance UID) are kept under rejected/ so that no
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
@@ -47,6 +48,20 @@ class Spool:
         self.root = Path(root)
         for sub in ("series", "rejected", "out"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> None:
+        """Hold the spool for this process's lifetime (the kernel releases it even after `kill -9`).
+
+        Recovery re-queues running jobs and deletes temporaries, which only the sole user of a spool may do.
+        """
+        self._lock_file = open(self.root / "lock", "a")  # kept open: closing it would release the lock
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise RuntimeError(
+                f"{self.root} is in use by another listen or pull; give this one its own spool_dir"
+            ) from None
 
     def _write_atomic(self, target: Path, write: Callable[[BinaryIO], None]) -> None:
         new_dir = not target.parent.exists()
