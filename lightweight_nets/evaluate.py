@@ -1,11 +1,9 @@
 """Validation metrics on the original image grid: Dice, 95% Hausdorff distance (mm where the pixel size is
-known), and for the fetal-head model the head-circumference error in mm; plus CPU throughput."""
+known), and for the fetal-head model the head-circumference error in mm. Speed is measured in ``benchmarks/``."""
 
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +16,7 @@ from lightweight_nets.measure import head_circumference_mm
 from lightweight_nets.segment import read_pixel_sizes, segment_frames
 from lightweight_nets.training.split import read_split
 
-__all__ = ["evaluate", "frames_per_second", "summarise"]
-
-
-def frames_per_second(predictor, spatial_size=(256, 256), threads: int = 2, runs: int = 30) -> float:
-    """Single-frame throughput of ``predictor`` on ``threads`` CPU threads: 1 / median latency after warm-up."""
-    torch.set_num_threads(threads)
-    batch = torch.rand(1, 1, *spatial_size)
-    for _ in range(5):
-        predictor.predict(batch)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        predictor.predict(batch)
-        times.append(time.perf_counter() - start)
-    return 1.0 / statistics.median(times)
+__all__ = ["evaluate", "summarise"]
 
 
 def summarise(values: list[float]) -> dict:
@@ -85,7 +69,6 @@ def evaluate(predictor, dataset_dir: str | Path, split_file: str | Path, output_
         "dice": summarise([r.get("dice") for r in per_image if "dice" in r]),
         "hd95": summarise([r.get("hd95") for r in per_image if "dice" in r]),
         "hd95_unit": "mm" if all(r["spacing_known"] for r in per_image) else "pixels",
-        "fps_2_threads": frames_per_second(predictor),
         "backend": getattr(predictor, "backend", type(predictor).__name__),
     }
     if reference_hc:
