@@ -165,3 +165,15 @@ def test_ddp_two_cpu_processes(tmp_path, sample_split):
     assert result.returncode == 0, output[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in output
     assert (tmp_path / "ddp.pt").is_file()
+
+
+def test_evaluate_reports_dice_hd95_and_head_circumference(tmp_path, sample_split):
+    parser = parser_for(["evaluate.json"], dataset_dir=str(SAMPLES), split_file=str(sample_split),
+                        output_dir=str(tmp_path), pixel_size_csv=str(SAMPLES / "pixel_size_and_hc.csv"))
+    summary = _run(parser)
+    assert summary["images"] == 4 and summary["dice"]["n"] == 4
+    assert summary["dice"]["mean"] > 0.9
+    assert summary["hd95_unit"] == "mm" and 0 < summary["hd95"]["mean"] < 20
+    assert 0 <= summary["hc_abs_diff_mm"]["mean"] < 15
+    assert json.loads((tmp_path / "metrics.json").read_text()) == summary
+    assert len(json.loads((tmp_path / "per_image.json").read_text())) == 4
