@@ -196,4 +196,4 @@ class Listener:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=120)
+            assert self.process.wait(timeout=120) == 0, f"listener did not stop cleanly: {self.log()[-2000:]}"

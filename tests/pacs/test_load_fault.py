@@ -8,8 +8,9 @@ import subprocess
 import time
 
 import pytest
-from lightweight_seg.pacs.jobs import JobStore
 from pacs_support import NODE_AET, SENDER_AET, fresh_series, wait_for, write_config
+
+from lightweight_seg.pacs.jobs import JobStore
 
 
 def make_series(tmp_path, count: int) -> list[tuple[str, str, list]]:

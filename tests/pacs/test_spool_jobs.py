@@ -4,10 +4,11 @@ import time
 
 import pydicom
 import pytest
-from lightweight_seg.pacs.jobs import JobStore
-from lightweight_seg.pacs.spool import RejectedObject, Spool
 from pacs_support import fresh_series
 from pydicom.dataset import Dataset
+
+from lightweight_seg.pacs.jobs import JobStore
+from lightweight_seg.pacs.spool import RejectedObject, Spool
 
 
 def test_spool_files_by_series_and_sop_uid(tmp_path):

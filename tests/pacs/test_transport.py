@@ -5,10 +5,11 @@ import json
 import pydicom
 import pytest
 import requests
+from pacs_support import CT_SERIES, PASSWORD, USER, fresh_series, storescu
+
 from lightweight_seg.pacs.config import Peer, load_config
 from lightweight_seg.pacs.spool import Spool
 from lightweight_seg.pacs.transport import DimseClient, TransportError, WebClient
-from pacs_support import CT_SERIES, PASSWORD, USER, fresh_series, storescu
 
 
 @pytest.fixture

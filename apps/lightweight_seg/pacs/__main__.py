@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     node = Node(load_config(args.config))
     try:
         return {"listen": _listen, "pull": _pull, "status": _status, "retry": _retry}[args.command](node, args)
-    except (RuntimeError, KeyError) as exc:  # a busy spool, an unknown peer, a PACS that refused: one line, no trace
+    except (RuntimeError, KeyError, OSError) as exc:  # busy spool, unknown peer, PACS refused or down: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
