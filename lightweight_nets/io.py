@@ -15,7 +15,8 @@ import numpy as np
 
 from lightweight_nets.transforms import to_grey
 
-__all__ = ["Image2D", "IMAGE_SUFFIXES", "read_image", "write_mask", "mask_name", "atomic_path"]
+__all__ = ["Image2D", "IMAGE_SUFFIXES", "read_image", "write_mask", "mask_name", "atomic_path", "dicom_grey_frames",
+           "dicom_pixel_spacing_mm"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
 
@@ -34,29 +35,43 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+_CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
+
+
+def dicom_pixel_spacing_mm(ds) -> tuple[float, float] | None:
+    """(row, column) pixel spacing in mm: PixelSpacing, else the first ultrasound region calibrated in cm."""
+    if "PixelSpacing" in ds:
+        return float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])
+    for region in ds.get("SequenceOfUltrasoundRegions", []):
+        if region.get("PhysicalUnitsXDirection") == _CM_UNITS and region.get("PhysicalUnitsYDirection") == _CM_UNITS:
+            return float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10
+    return None
+
+
+def dicom_grey_frames(ds) -> np.ndarray:
+    """All frames of a DICOM instance as grey float32 ``(F, H, W)``: palette colour through its LUT, YBR and RGB
+    (pydicom hands both back as RGB) through the shared luminance."""
+    from pydicom.pixels import apply_color_lut
+
+    pixels = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    elif int(ds.get("SamplesPerPixel", 1)) == 1:
+        pixels = pixels[..., None]  # grey: a one-channel axis, so that to_grey cannot mistake a width for colour
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return to_grey(pixels).reshape(frames, int(ds.Rows), int(ds.Columns))
+
+
 def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     import pydicom
-    from pydicom.pixels import apply_color_lut, convert_color_space
 
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
         raise ValueError("DICOM file has no pixel data")
-    pixels = ds.pixel_array
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+    frames = dicom_grey_frames(ds)
+    if len(frames) > 1:
         raise ValueError("multi-frame DICOM: use the Deploy app (apps/lightweight_seg) for cine and volumes")
-    photometric = str(ds.get("PhotometricInterpretation", ""))
-    if photometric == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, ds)
-    elif photometric.startswith("YBR") and pixels.ndim == 3:
-        pixels = convert_color_space(pixels, photometric, "RGB")
-    spacing = None
-    if "PixelSpacing" in ds:
-        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
-    elif "SequenceOfUltrasoundRegions" in ds:
-        region = ds.SequenceOfUltrasoundRegions[0]
-        if region.get("PhysicalUnitsXDirection") == 3 and region.get("PhysicalUnitsYDirection") == 3:  # cm
-            spacing = (float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10)
-    return pixels, spacing
+    return frames[0], dicom_pixel_spacing_mm(ds)
 
 
 def read_image(path: str | Path) -> Image2D:
@@ -110,7 +125,7 @@ class atomic_path:
 
     def __enter__(self) -> Path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".part" + "".join(self.target.suffixes),
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".part" + _suffix(self.target),
                                    dir=self.target.parent)
         os.close(fd)
         self.tmp = Path(tmp)

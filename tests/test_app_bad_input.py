@@ -8,10 +8,10 @@ import shutil
 
 import pydicom
 import pytest
-from lightweight_seg.pipeline import segment_paths
 from test_app_support import dciodvfy_errors, input_path, make_bundle
 
 from lightweight_nets.inference import load_bundle_predictor
+from lightweight_seg.pipeline import segment_paths
 
 
 @pytest.fixture(scope="module")

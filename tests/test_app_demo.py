@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from lightweight_seg.dicom_io import pixel_spacing_mm
-from lightweight_seg.pipeline import segment_paths
 from test_app_support import dciodvfy_errors, make_bundle
+
+from lightweight_nets.io import dicom_pixel_spacing_mm
+from lightweight_seg.pipeline import segment_paths
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -21,7 +22,7 @@ def test_demo_ultrasound_is_conformant_and_calibrated():
     assert dciodvfy_errors(path) == []
     with open(SAMPLES / "hc18" / "pixel_size_and_hc.csv") as table:
         expected = {row["filename"]: float(row["pixel_size_mm"]) for row in csv.DictReader(table)}["006_HC.png"]
-    assert pixel_spacing_mm(pydicom.dcmread(path)) == pytest.approx((expected, expected))
+    assert dicom_pixel_spacing_mm(pydicom.dcmread(path)) == pytest.approx((expected, expected))
 
 
 def test_demo_folder_segments_both_series(tmp_path):

@@ -14,11 +14,12 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
-from lightweight_seg.seg_writer import FETAL_HEAD, SegmentInfo, build_seg
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from test_app_support import dciodvfy_errors
+
+from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
+from lightweight_seg.seg_writer import FETAL_HEAD, SegmentInfo, build_seg
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_ct_mr"
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (shared reference data) is absent")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightweight_seg.pipeline import DEFAULT_BUNDLE
 from pydicom.data import get_testdata_file
 
 import lightweight_nets
 from lightweight_nets.inference import MODEL_FILES, export_onnx
+from lightweight_seg.pipeline import DEFAULT_BUNDLE
 
 TEST_FILES = Path(get_testdata_file("MR_small.dcm", download=False)).parent
 SINGLE_FILE_INPUTS = ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "OBXXXX1A_2frame.dcm", "examples_ybr_color.dcm",

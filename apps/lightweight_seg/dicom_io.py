@@ -20,7 +20,6 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut
 from pydicom.uid import (
     CTImageStorage,
     MediaStorageDirectoryStorage,
@@ -29,7 +28,7 @@ from pydicom.uid import (
     UltrasoundMultiFrameImageStorage,
 )
 
-from lightweight_nets.transforms import to_grey
+from lightweight_nets.io import dicom_grey_frames, dicom_pixel_spacing_mm
 
 __all__ = [
     "SUPPORTED_SOP_CLASSES",
@@ -44,7 +43,6 @@ __all__ = [
     "series_matches",
     "group_series",
     "build_stacks",
-    "pixel_spacing_mm",
 ]
 
 SUPPORTED_SOP_CLASSES = {
@@ -54,7 +52,6 @@ SUPPORTED_SOP_CLASSES = {
     UltrasoundMultiFrameImageStorage: "US cine",
 }
 DEFAULT_RULES = Path(__file__).with_name("selection_rules.json")
-_CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
 
 
 class InputError(ValueError):
@@ -186,28 +183,6 @@ def group_series(headers: list[Dataset]) -> dict[str, list[Dataset]]:
     return dict(series)
 
 
-def pixel_spacing_mm(ds: Dataset) -> tuple[float, float] | None:
-    """(row, column) pixel spacing in mm: PixelSpacing, else the first ultrasound region calibrated in cm."""
-    if "PixelSpacing" in ds:
-        return float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])
-    for region in ds.get("SequenceOfUltrasoundRegions", []):
-        if region.get("PhysicalUnitsXDirection") == _CM_UNITS and region.get("PhysicalUnitsYDirection") == _CM_UNITS:
-            return float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10
-    return None
-
-
-def _grey_frames(ds: Dataset) -> np.ndarray:
-    """All frames of an instance as grey float32 ``(F, H, W)``: palette colour through its LUT, YBR and RGB
-    (pydicom hands both back as RGB) through the shared luminance, channel-last."""
-    pixels = ds.pixel_array
-    if ds.PhotometricInterpretation == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, ds)
-    elif int(ds.get("SamplesPerPixel", 1)) == 1:
-        pixels = pixels[..., None]  # grey: a one-channel axis, so that to_grey cannot mistake a width for colour
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    return to_grey(pixels).reshape(frames, int(ds.Rows), int(ds.Columns))
-
-
 def _read_pixels(header: Dataset) -> tuple[Dataset, np.ndarray]:
     """The full instance of a selected header and its grey frames, decoded here so that a bad file fails
     alone; ``InputError`` names the file."""
@@ -218,7 +193,7 @@ def _read_pixels(header: Dataset) -> tuple[Dataset, np.ndarray]:
             raise InputError(f"{path}: no pixel data")
         if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
             del ds.SpecificCharacterSet  # empty means the default repertoire; highdicom refuses the empty value
-        return ds, _grey_frames(ds)
+        return ds, dicom_grey_frames(ds)
     except InputError:
         raise
     except Exception as err:  # decoders and truncated files fail in many ways
@@ -259,7 +234,7 @@ def _make_stack(series_uid: str, decoded: list[tuple[Dataset, np.ndarray]]) -> S
         frame_sources += [(ds, k + 1 if multi else None) for k in range(count)]
     frames = np.concatenate([grey[ds.SOPInstanceUID] for ds in instances])
     return Stack(series_uid=series_uid, modality=str(instances[0].Modality), frames=frames, sources=instances,
-                 frame_sources=frame_sources, pixel_spacing_mm=pixel_spacing_mm(instances[0]),
+                 frame_sources=frame_sources, pixel_spacing_mm=dicom_pixel_spacing_mm(instances[0]),
                  slice_spacing_mm=slice_spacing)
 
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydicom.dataset import Dataset
 
 from lightweight_nets.io import atomic_path
-from lightweight_nets.transforms import postprocess, preprocess
+from lightweight_nets.segment import segment_frames, write_overlay
 from lightweight_seg.dicom_io import (
     InputError,
     Stack,
@@ -30,14 +29,13 @@ from lightweight_seg.dicom_io import (
     read_headers,
     series_matches,
 )
-from lightweight_seg.report import measurements, write_overlay, write_report
+from lightweight_seg.report import measurements, write_report
 from lightweight_seg.seg_writer import FETAL_HEAD, SegmentInfo, build_seg
 
 __all__ = ["DEFAULT_BUNDLE", "SeriesResult", "RunResult", "load_segment_info", "bundle_keeps_largest", "segment_stack",
            "segment_series", "segment_paths"]
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
-BATCH_FRAMES = 16  # frames per forward pass: bounds memory for long cines without slowing small inputs
 log = logging.getLogger(__name__)
 
 
@@ -72,13 +70,7 @@ def bundle_keeps_largest(bundle_root: Path) -> bool:
 
 def segment_stack(stack: Stack, predictor, keep_largest: bool = True) -> np.ndarray:
     """Boolean masks ``(N, H, W)`` on the stack's own grid, every frame through the shared pre/post-processing."""
-    masks = []
-    for start in range(0, len(stack.frames), BATCH_FRAMES):
-        chunk = stack.frames[start:start + BATCH_FRAMES]
-        with torch.inference_mode():
-            probabilities = predictor.predict(preprocess(chunk))
-        masks.append(postprocess(probabilities, chunk.shape[1:], keep_largest=keep_largest))
-    return np.concatenate(masks)
+    return segment_frames(stack.frames, predictor, keep_largest)
 
 
 def _write_outputs(stack: Stack, masks: np.ndarray, info: SegmentInfo, output_dir: Path, name: str,
