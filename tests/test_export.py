@@ -1,0 +1,178 @@
+"""TorchScript and ONNX export of every registered net, the backends behind Predictor, int8 quantisation, bundles."""
+
+import json
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from lightweight_nets import create_net, list_nets
+from lightweight_nets.inference import (
+    AUTO_ORDER,
+    export_onnx,
+    export_torchscript,
+    load_bundle_predictor,
+    load_predictor,
+    quantize_int8,
+)
+
+STUDENT = "thin_separable_student"
+# An ONNX export takes ~10 s, so by default only the student and the weight-standardised, GroupNorm SD-UNet (the one
+# net with parametrised weights) run; the rest of the zoo is marked slow (CI runs it).
+ONNX_NETS = [pytest.param(name, marks=() if name in (STUDENT, "sd_unet") else pytest.mark.slow) for name in list_nets()]
+
+
+def smallest_input(net: torch.nn.Module, spatial_dims: int = 2) -> torch.Tensor:
+    """A 1x1 batch of side 64, or of the net's size multiple where that is larger (read from the error a size-1
+    input raises), so the test follows whatever nets are registered."""
+    try:
+        net(torch.zeros(1, 1, *(1,) * spatial_dims))
+        side = 64
+    except ValueError as error:
+        side = max(64, int(re.search(r"multiple of (\d+)", str(error)).group(1)))
+    torch.manual_seed(0)
+    return torch.rand(1, 1, *(side,) * spatial_dims)
+
+
+def eval_net(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_net(name, in_channels=1, out_channels=1, **kwargs).eval()
+
+
+def onnx_logits(path, batch: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+
+
+@pytest.mark.parametrize("name", ONNX_NETS)
+def test_onnx_export_matches_pytorch(name, tmp_path):
+    net = eval_net(name)
+    example = smallest_input(net)
+    path = export_onnx(net, tmp_path / f"{name}.onnx", example)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{name}.onnx"]  # one file, no temporary left over
+    larger = torch.rand(2, 1, example.shape[2], 2 * example.shape[3])  # dynamic batch and spatial axes
+    for batch in (example, larger):
+        with torch.no_grad():
+            expected = net(batch).numpy()
+        assert np.abs(onnx_logits(path, batch) - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", list_nets())
+def test_torchscript_round_trip(name, tmp_path):
+    net = eval_net(name)
+    example = smallest_input(net)
+    path = export_torchscript(net, tmp_path / f"{name}.ts", example)
+    loaded = torch.jit.load(str(path))
+    batch = torch.rand(2, 1, example.shape[2], 2 * example.shape[3])
+    with torch.no_grad():
+        assert torch.allclose(loaded(batch), net(batch), atol=1e-5)
+
+
+def test_3d_onnx_and_torchscript_match_pytorch(tmp_path):
+    net = eval_net("thin_separable_unet", spatial_dims=3, depth=3, channels=8)
+    example = smallest_input(net, spatial_dims=3)[:, :, :16, :16, :16]
+    with torch.no_grad():
+        expected = net(example)
+    onnx_path = export_onnx(net, tmp_path / "net.onnx", example)
+    assert np.abs(onnx_logits(onnx_path, example) - expected.numpy()).max() <= 1e-4
+    scripted = torch.jit.load(str(export_torchscript(net, tmp_path / "net.ts", example)))
+    assert torch.allclose(scripted(example), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def student_files(tmp_path_factory):
+    """The distillation student exported to all three formats, with its eager net and a test batch."""
+    folder = tmp_path_factory.mktemp("student")
+    net = eval_net(STUDENT)
+    example = smallest_input(net)
+    torch.save(net.state_dict(), folder / "model.pt")
+    export_torchscript(net, folder / "model.ts", example)
+    export_onnx(net, folder / "model.onnx", example)
+    return net, folder, torch.rand(2, 1, 64, 128)
+
+
+def test_load_predictor_every_suffix_gives_the_same_probabilities(student_files):
+    net, folder, batch = student_files
+    with torch.no_grad():
+        expected = torch.sigmoid(net(batch))
+    for suffix, backend in [(".pt", "torch"), (".ts", "torchscript"), (".onnx", "onnx")]:
+        predictor = load_predictor(folder / f"model{suffix}", eval_net(STUDENT), threads=1)
+        assert predictor.backend == backend
+        for given in (batch, batch.numpy()):
+            probabilities = predictor.predict(given)
+            assert probabilities.dtype == torch.float32 and probabilities.shape == (2, 1, 64, 128)
+            assert torch.allclose(probabilities, expected, atol=1e-5)
+
+
+def test_load_predictor_bad_paths_are_one_line_errors(student_files, tmp_path):
+    _, folder, _ = student_files
+    cases = [
+        (tmp_path / "missing.onnx", None, FileNotFoundError, "no such model file"),
+        (folder / "model.pt", None, ValueError, "needs `net`"),
+        (tmp_path / "model.h5", None, ValueError, "unknown model suffix '.h5'"),
+    ]
+    (tmp_path / "model.h5").write_bytes(b"")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    (tmp_path / "garbage.ts").write_bytes(b"not a model")
+    cases += [(tmp_path / "garbage.onnx", None, ValueError, "not a loadable ONNX model"),
+              (tmp_path / "garbage.ts", None, ValueError, "not a loadable TorchScript module"),
+              (folder / "model.pt", eval_net("thin_unet"), ValueError, "not a state dict of ThinUNet")]
+    for path, net, error, message in cases:
+        with pytest.raises(error, match=re.escape(message)) as raised:
+            load_predictor(path, net)
+        assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match="expects a 4-D batch"):
+        load_predictor(folder / "model.onnx").predict(torch.rand(1, 64, 64))
+
+
+def test_int8_quantisation_keeps_the_masks(student_files, tmp_path):
+    _, folder, batch = student_files
+    calibration = [torch.rand(1, 1, 64, 64) for _ in range(4)]
+    quantized = quantize_int8(folder / "model.onnx", tmp_path / "int8.onnx", calibration)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in onnx.load(str(quantized)).graph.node}
+    fp32 = load_predictor(folder / "model.onnx").predict(batch)
+    int8 = load_predictor(quantized).predict(batch)
+    assert (fp32 - int8).abs().mean() < 0.02
+    assert ((fp32 > 0.5) == (int8 > 0.5)).float().mean() > 0.95
+    dynamic = quantize_int8(folder / "model.onnx", tmp_path / "dynamic.onnx")
+    assert load_predictor(dynamic).predict(batch).shape == fp32.shape
+    with pytest.raises(FileNotFoundError, match="no such ONNX model"):
+        quantize_int8(tmp_path / "missing.onnx", tmp_path / "out.onnx")
+
+
+def test_load_bundle_predictor(student_files, tmp_path):
+    net, folder, batch = student_files
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "models").mkdir()
+    network_def = {"_target_": "lightweight_nets.nets.ThinUNet", "spatial_dims": 2, "in_channels": 1,
+                   "out_channels": 1, "conv_kind": "separable", "deep_extra_conv": True}
+    (tmp_path / "configs" / "inference.json").write_text(json.dumps({"network_def": network_def}))
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        load_bundle_predictor(tmp_path)
+    with torch.no_grad():
+        expected = torch.sigmoid(net(batch))
+
+    (tmp_path / "models" / "model.pt").write_bytes((folder / "model.pt").read_bytes())
+    predictor = load_bundle_predictor(tmp_path, threads=1)
+    assert predictor.backend == "torch"  # the only file shipped: the fallback
+    assert torch.allclose(predictor.predict(batch), expected, atol=1e-5)
+
+    for suffix in ("ts", "onnx"):
+        (tmp_path / "models" / f"model.{suffix}").write_bytes((folder / f"model.{suffix}").read_bytes())
+    assert load_bundle_predictor(tmp_path).backend == AUTO_ORDER[0]
+    for backend in ("onnx", "torchscript", "torch"):
+        predictor = load_bundle_predictor(tmp_path, backend)
+        assert predictor.backend == backend
+        assert torch.allclose(predictor.predict(batch), expected, atol=1e-5)
+
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        load_bundle_predictor(tmp_path, "tensorrt")
+    (tmp_path / "models" / "model.ts").unlink()
+    with pytest.raises(FileNotFoundError, match="model.ts: no such model file"):
+        load_bundle_predictor(tmp_path, "torchscript")
+    (tmp_path / "configs" / "inference.json").write_text("{}")
+    with pytest.raises(ValueError, match="no 'network_def' item"):
+        load_bundle_predictor(tmp_path, "torch")
