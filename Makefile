@@ -61,3 +61,8 @@ map: venv system-packages
 
 test-map: venv deploy-sdk system-packages
 	$(PY) -m pytest -q tests/test_app_map.py
+
+# CPU benchmarks of every net on every backend (docs/benchmarks.md); `$(PY) -m benchmarks --quick` to try it.
+.PHONY: bench
+bench: venv
+	$(PY) -m benchmarks

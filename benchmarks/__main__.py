@@ -1,0 +1,90 @@
+"""``python -m benchmarks [--quick]``: time every registered net on every CPU backend, write docs/benchmarks.md.
+
+Raw results go to docs/benchmarks.json after each net, so an interrupted run keeps what it measured and
+``--from-json`` rewrites the report from them without measuring again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from benchmarks.cpu import Case, NetResult, Timing, benchmark_net
+from benchmarks.report import BASELINE, STUDENT, write_report
+from lightweight_nets import list_nets
+from lightweight_nets.io import atomic_path
+
+FULL_CASES = (
+    Case("2D", (1, 1, 256, 256), runs=30, min_runs=10, budget_s=10.0, warmup=3, threads=(1, 2), peak_rss=True),
+    Case("3D", (1, 1, 64, 64, 64), runs=10, min_runs=2, budget_s=6.0, warmup=1, threads=(2,), peak_rss=False),
+)
+QUICK_CASES = (
+    Case("2D", (1, 1, 256, 256), runs=10, min_runs=3, budget_s=5.0, warmup=2, threads=(2,), peak_rss=False),
+    Case("3D", (1, 1, 64, 64, 64), runs=3, min_runs=1, budget_s=5.0, warmup=1, threads=(2,), peak_rss=False),
+)
+
+
+def _environment() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu}, {os.cpu_count()} cores, "
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; load average at the end {load} "
+            "(the cores were shared with other work during the run, which slows everything and adds noise).")
+
+
+def _load(path: Path) -> list[NetResult]:
+    results = []
+    for item in json.loads(path.read_text()):
+        item["timings"] = [Timing(**t) for t in item["timings"]]
+        results.append(NetResult(**item))
+    return results
+
+
+def _save(results: list[NetResult], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps([asdict(r) for r in results], indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {STUDENT} and {BASELINE}, fewer runs, 2 threads only, no peak RSS")
+    parser.add_argument("--nets", nargs="+", default=None, help="registered net names (default: all)")
+    parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks.md"),
+                        help="report to write; charts go beside it (default: docs/benchmarks.md)")
+    parser.add_argument("--from-json", action="store_true", help="rewrite the report from the saved raw results")
+    args = parser.parse_args(argv)
+    raw = args.markdown.with_suffix(".json")
+    command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if args.from_json:
+        if not raw.is_file():
+            parser.error(f"{raw}: no saved results to rewrite the report from")
+        results = _load(raw)
+    else:
+        # the student and the baseline first: an interrupted run still has the ratio the targets are about
+        headline = [n for n in (STUDENT, BASELINE) if n in list_nets()]
+        names = args.nets or (headline if args.quick else headline + [n for n in list_nets() if n not in headline])
+        unknown = sorted(set(names) - set(list_nets()))
+        if unknown:
+            parser.error(f"unknown net(s) {', '.join(unknown)}; known: {', '.join(list_nets())}")
+        results = []
+        for name in names:
+            results.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
+            _save(results, raw)
+    for path in write_report(results, args.markdown, _environment(), command):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""docs/benchmarks.md and its charts from the measured :class:`~benchmarks.cpu.NetResult` list."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+from benchmarks import end_to_end  # noqa: E402
+from benchmarks.cpu import BACKENDS, NetResult  # noqa: E402
+from lightweight_nets.io import atomic_path  # noqa: E402
+from lightweight_nets.profile import markdown_table  # noqa: E402
+
+__all__ = ["STUDENT", "BASELINE", "TARGET_FPS", "TARGET_SPEEDUP", "fastest_backends", "write_report"]
+
+STUDENT, BASELINE = "thin_separable_student", "unet"
+TARGET_FPS, TARGET_SPEEDUP = 150.0, 40.0  # 2D 256x256, 2 threads, best backend
+BACKEND_TITLES = {"torch": "PyTorch eager", "torchscript": "TorchScript", "onnx": "ONNX Runtime",
+                  "onnx-int8": "ORT int8"}
+
+
+def fastest_backends(results: list[NetResult], case: str, threads: int) -> Counter:
+    """How many nets each fp32 backend was fastest for (int8 left out: it changes the outputs)."""
+    wins = Counter()
+    for result in results:
+        timings = [t for t in result.timings if t.case == case and t.threads == threads and t.backend != "onnx-int8"]
+        if timings:
+            wins[min(timings, key=lambda t: t.median_ms).backend] += 1
+    return wins
+
+
+def _cases(results: list[NetResult]) -> list[tuple[str, int]]:
+    return sorted({(t.case, t.threads) for r in results for t in r.timings})
+
+
+def _summary_table(results: list[NetResult], case: str, threads: int) -> str:
+    header = ["net", "parameters", "GFLOPs", "weights (MiB)", *[f"{BACKEND_TITLES[b]} fps" for b in BACKENDS],
+              "best", "best / eager"]
+    rows = []
+    for r in results:
+        if not any(t.case == case and t.threads == threads for t in r.timings):
+            continue
+        best, eager = r.best(case, threads), r.timing(case, threads, "torch")
+        rows.append([r.name, f"{r.parameters:,}", f"{r.gflops[case]:.2f}", f"{r.weight_mib:.2f}",
+                     *[f"{r.timing(case, threads, b).fps:.1f}" for b in BACKENDS],
+                     BACKEND_TITLES[best.backend], f"{best.fps / eager.fps:.1f}x"])
+    return markdown_table(header, rows)
+
+
+def _detail_table(results: list[NetResult], case: str) -> str:
+    header = ["net", "threads", "backend", "median (ms)", "p95 (ms)", "fps", "runs", "peak RSS (MiB)"]
+    rows = [[r.name, str(t.threads), BACKEND_TITLES[t.backend], f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}",
+             f"{t.fps:.1f}", str(len(t.latencies_ms)), f"{t.peak_rss_mib:.0f}" if t.peak_rss_mib else "-"]
+            for r in results for t in r.timings if t.case == case]
+    return markdown_table(header, rows)
+
+
+def _ratios(results: list[NetResult]) -> str:
+    by_name = {r.name: r for r in results}
+    if STUDENT not in by_name or BASELINE not in by_name:
+        return f"Needs both `{STUDENT}` and `{BASELINE}` in the run.\n"
+    student, baseline = by_name[STUDENT], by_name[BASELINE]
+    header = ["case", "threads", f"{STUDENT} best", "fps", f"{BASELINE} best", "fps", "speed-up",
+              f"{STUDENT} best / eager"]
+    rows, verdicts = [], []
+    for case, threads in _cases([student]):
+        if not any(t.case == case and t.threads == threads for t in baseline.timings):
+            continue
+        fast, slow = student.best(case, threads), baseline.best(case, threads)
+        eager = student.timing(case, threads, "torch")
+        rows.append([case, str(threads), BACKEND_TITLES[fast.backend], f"{fast.fps:.1f}",
+                     BACKEND_TITLES[slow.backend], f"{slow.fps:.1f}", f"{fast.fps / slow.fps:.1f}x",
+                     f"{fast.fps / eager.fps:.1f}x"])
+        if case == "2D" and threads == 2:
+            verdicts.append(f"- target >= {TARGET_FPS:.0f} fps (2D, 2 threads, best backend): "
+                            f"{fast.fps:.1f} fps, **{'met' if fast.fps >= TARGET_FPS else 'not met'}**")
+            speedup = fast.fps / slow.fps
+            verdicts.append(f"- target >= {TARGET_SPEEDUP:.0f}x the Li et al. U-net: {speedup:.0f}x, "
+                            f"**{'met' if speedup >= TARGET_SPEEDUP else 'not met'}**")
+    return markdown_table(header, rows) + "\n" + "\n".join(verdicts) + "\n"
+
+
+def _accuracy_table(results: list[NetResult]) -> str:
+    header = ["net", "weights", "images", "int8 vs fp32 Dice", "int8 vs fp32 pixels equal", "fp32 Dice (ref.)",
+              "int8 Dice (ref.)"]
+    rows = [[r.name, r.weights, str(r.accuracy["images"]), f"{r.accuracy['int8_vs_fp32_dice']:.4f}",
+             f"{100 * r.accuracy['int8_vs_fp32_pixel_agreement']:.2f}%", f"{r.accuracy['fp32_dice']:.4f}",
+             f"{r.accuracy['int8_dice']:.4f}"] for r in results if r.accuracy]
+    return markdown_table(header, rows)
+
+
+def _fps_chart(results: list[NetResult], path: Path) -> None:
+    """fps against parameters (log-log), 2D 2 threads: eager and the best backend of each net."""
+    measured = [r for r in results if any(t.case == "2D" and t.threads == 2 for t in r.timings)]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([r.parameters for r in measured], [r.timing("2D", 2, "torch").fps for r in measured],
+               marker="o", label="PyTorch eager")
+    ax.scatter([r.parameters for r in measured], [r.best("2D", 2).fps for r in measured], marker="^",
+               label="best backend")
+    for r in measured:
+        ax.annotate(r.name, (r.parameters, r.best("2D", 2).fps), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(TARGET_FPS, color="grey", linestyle="--", linewidth=0.8, label=f"{TARGET_FPS:.0f} fps target")
+    ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="frames per second (1x1x256x256, 2 threads)",
+           title="CPU throughput vs size")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _accuracy_chart(results: list[NetResult], path: Path) -> bool:
+    """Dice on the held-out HC18 samples against best-backend fps, for nets with trained weights; False if none."""
+    trained = [r for r in results if r.accuracy and r.weights.startswith("trained")
+               and any(t.case == "2D" and t.threads == 2 for t in r.timings)]
+    if not trained:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in trained:
+        fp32 = r.best("2D", 2) if r.best("2D", 2).backend != "onnx-int8" else r.timing("2D", 2, "onnx")
+        ax.scatter(fp32.fps, r.accuracy["fp32_dice"], marker="o", color="C0")
+        ax.scatter(r.timing("2D", 2, "onnx-int8").fps, r.accuracy["int8_dice"], marker="x", color="C1")
+        ax.annotate(r.name, (fp32.fps, r.accuracy["fp32_dice"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.scatter([], [], marker="o", color="C0", label="fp32, fastest fp32 backend")
+    ax.scatter([], [], marker="x", color="C1", label="ONNX Runtime int8")
+    ax.set(xlabel="frames per second (1x1x256x256, 2 threads)", ylabel="Dice (held-out HC18 samples)",
+           title="Accuracy vs speed (trained weights)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: list[NetResult], markdown: Path, environment: str, command: str) -> list[Path]:
+    """Write the Markdown report and its charts beside it; returns the files written."""
+    fps_png = markdown.with_name("benchmarks_fps_vs_parameters.png")
+    accuracy_png = markdown.with_name("benchmarks_accuracy_vs_speed.png")
+    _fps_chart(results, fps_png)
+    written = [fps_png] + ([accuracy_png] if _accuracy_chart(results, accuracy_png) else [])
+    wins = fastest_backends(results, "2D", 2)
+    sections = [
+        "# CPU benchmarks\n",
+        f"Generated by `{command}`. {environment}\n",
+        "Every net is exported to TorchScript (traced, frozen, `optimize_for_inference` on load), ONNX (opset 21) "
+        "and ONNX Runtime int8 (static QDQ, per-channel weights, calibrated on 4 HC18 sample images in 2D, on "
+        "noise in 3D), then all four backends are timed in interleaved rounds in the same process, so load from "
+        "other processes falls on all of them alike; only ratios within one run are comparable. Latency is for "
+        "one call of `Predictor.predict` (sigmoid included) on one batch; fps = 1000 / median ms. Peak RSS: "
+        "peak resident set of a fresh process that loads the model and predicts once (see "
+        "`lightweight_nets/profile.py`), at the larger thread count.\n",
+        f"![fps vs parameters]({fps_png.name})\n",
+        "## Distilled thin separable student vs the Li et al. U-net\n",
+        _ratios(results),
+        "## Default backend\n",
+        "Fastest fp32 backend per net (2D, 2 threads): "
+        + ", ".join(f"{BACKEND_TITLES[b]} {n}" for b, n in wins.most_common())
+        + ". `load_bundle_predictor(backend=\"auto\")` takes the first of "
+        "`lightweight_nets.inference.AUTO_ORDER` that a bundle ships; int8 is never automatic because it changes "
+        "the outputs (see below).\n",
+    ]
+    for case, threads in _cases(results):
+        sections += [f"## {case}, {threads} thread(s)\n", _summary_table(results, case, threads)]
+    sections += ["## int8 accuracy\n",
+                 "Masks at threshold 0.5 on the HC18 samples not used for calibration. Dice (ref.) compares with "
+                 "the reference masks and means something only for trained weights.\n",
+                 _accuracy_table(results)]
+    if len(written) > 1:
+        sections.append(f"![accuracy vs speed]({accuracy_png.name})\n")
+    failed = [f"- {r.name} {case}: {error}" for r in results for case, error in r.errors.items()]
+    if failed:
+        sections += ["## Not measured\n", "\n".join(failed) + "\n"]
+    sections += ["## End to end\n", end_to_end.markdown_section()]
+    for case in sorted({t.case for r in results for t in r.timings}):
+        sections += [f"## All timings, {case}\n", _detail_table(results, case)]
+    with atomic_path(markdown) as tmp:
+        tmp.write_text("\n".join(sections))
+    return [markdown, *written]
