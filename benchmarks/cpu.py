@@ -77,8 +77,10 @@ class NetResult:
     accuracy: dict[str, float] = field(default_factory=dict)  # Dice vs reference masks, int8 vs fp32 agreement
     errors: dict[str, str] = field(default_factory=dict)  # by case name
 
-    def best(self, case: str, threads: int) -> Timing:
-        return min((t for t in self.timings if t.case == case and t.threads == threads), key=lambda t: t.median_ms)
+    def best(self, case: str, threads: int, fp32_only: bool = False) -> Timing:
+        """The fastest backend's timing; ``fp32_only`` leaves out int8 (whose outputs differ)."""
+        return min((t for t in self.timings if t.case == case and t.threads == threads
+                    and not (fp32_only and t.backend == "onnx-int8")), key=lambda t: t.median_ms)
 
     def timing(self, case: str, threads: int, backend: str) -> Timing:
         return next(t for t in self.timings if (t.case, t.threads, t.backend) == (case, threads, backend))
