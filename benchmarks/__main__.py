@@ -43,17 +43,20 @@ def _environment() -> str:
             "(the cores were shared with other work during the run, which slows everything and adds noise).")
 
 
-def _load(path: Path) -> list[NetResult]:
+def _load(path: Path) -> tuple[list[NetResult], str, str]:
+    """Results, environment and command saved by :func:`_save`."""
+    saved = json.loads(path.read_text())
     results = []
-    for item in json.loads(path.read_text()):
+    for item in saved["results"]:
         item["timings"] = [Timing(**t) for t in item["timings"]]
         results.append(NetResult(**item))
-    return results
+    return results, saved["environment"], saved["command"]
 
 
-def _save(results: list[NetResult], path: Path) -> None:
+def _save(results: list[NetResult], environment: str, command: str, path: Path) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        tmp.write_text(json.dumps({"command": command, "environment": environment,
+                                   "results": [asdict(r) for r in results]}, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,11 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from-json", action="store_true", help="rewrite the report from the saved raw results")
     args = parser.parse_args(argv)
     raw = args.markdown.with_suffix(".json")
-    command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python -m benchmarks", shlex.join(argv if argv is not None else sys.argv[1:])]).strip()
     if args.from_json:
         if not raw.is_file():
             parser.error(f"{raw}: no saved results to rewrite the report from")
-        results = _load(raw)
+        results, environment, command = _load(raw)
     else:
         # the student and the baseline first: an interrupted run still has the ratio the targets are about
         headline = [n for n in (STUDENT, BASELINE) if n in list_nets()]
@@ -81,8 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         results = []
         for name in names:
             results.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
-            _save(results, raw)
-    for path in write_report(results, args.markdown, _environment(), command):
+            environment = _environment()
+            _save(results, environment, command, raw)
+    for path in write_report(results, args.markdown, environment, command):
         print(f"wrote {path}")
 
 
