@@ -1,15 +1,95 @@
-"""Hook for the end-to-end benchmark through the MONAI Deploy app (DICOM in, DICOM-SEG out).
+"""End-to-end timing through the Deploy app's pipeline (DICOM in, DICOM-SEG + overlay + report out), warm:
+the model is loaded once and each case runs once before the timed run, as in listener mode.
 
-Not measured yet: whoever adds it fills :func:`markdown_section` (it is called by the report, its Markdown goes
-into docs/benchmarks.md under "End to end"), measuring with the same 2-thread setting as the CPU tables.
+The pipeline's own report gives read / inference / write; inference is split further into preprocess, predict and
+postprocess by timing the shared functions on the same frames, with the same 2-thread setting as the CPU tables.
 """
 
 from __future__ import annotations
 
-__all__ = ["markdown_section"]
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from pydicom.data import get_testdata_file
+
+from lightweight_nets.inference import load_bundle_predictor
+from lightweight_nets.transforms import postprocess, preprocess
+
+__all__ = ["CASES", "measure", "markdown_section"]
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {
+    "US frame (HC18 sample as DICOM US)": lambda: ROOT / "samples" / "dicom" / "us_hc18_006.dcm",
+    "US cine, 120 frames (color3d_jpeg_baseline)": lambda: Path(get_testdata_file("color3d_jpeg_baseline.dcm")),
+    "CT series, 5 slices (CT5N)": lambda: Path(get_testdata_file("dicomdirtests/98892001/CT5N", read=False)),
+}
 
 
-def markdown_section() -> str:
-    """Markdown for the "End to end" section of docs/benchmarks.md."""
-    return ("Not measured yet: the Deploy app's end-to-end time (DICOM in -> DICOM-SEG out) goes here, "
-            "from `benchmarks/end_to_end.py`.\n")
+def _split_inference(frames, predictor) -> dict[str, float]:
+    """Seconds spent in preprocess, predict and postprocess for ``frames`` (one batch, as the pipeline does
+    for up to 16 frames; longer stacks in 16-frame chunks)."""
+    times = {"preprocess": 0.0, "predict": 0.0, "postprocess": 0.0}
+    for start in range(0, len(frames), 16):
+        chunk = frames[start:start + 16]
+        t0 = time.perf_counter()
+        batch = preprocess(chunk)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            probabilities = predictor.predict(batch)
+        t2 = time.perf_counter()
+        postprocess(probabilities, chunk.shape[1:])
+        t3 = time.perf_counter()
+        times["preprocess"] += t1 - t0
+        times["predict"] += t2 - t1
+        times["postprocess"] += t3 - t2
+    return times
+
+
+def measure(threads: int = 2) -> list[dict]:
+    """One row per case: frames, total wall time of the warm run, the pipeline's read / inference / write, and
+    inference split into preprocess / predict / postprocess."""
+    from lightweight_seg.dicom_io import build_stacks, find_files, group_series, read_headers
+    from lightweight_seg.pipeline import DEFAULT_BUNDLE, segment_paths
+
+    torch.set_num_threads(threads)
+    predictor = load_bundle_predictor(DEFAULT_BUNDLE, threads=threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, locate in CASES.items():
+            path = locate()
+            segment_paths(path, Path(tmp) / "warm", predictor=predictor)
+            started = time.perf_counter()
+            result = segment_paths(path, Path(tmp) / "timed", predictor=predictor)
+            total = time.perf_counter() - started
+            if not result.outputs:
+                rows.append({"case": name, "error": "; ".join(message for _, message in result.errors)})
+                continue
+            report = json.loads(result.outputs[0].report_path.read_text())
+            headers, _ = read_headers(find_files(path))
+            (uid, series), = group_series(headers).items()
+            stacks, _ = build_stacks(uid, series)
+            rows.append({"case": name, "frames": report["frames"], "total_s": total, **report["timing_s"],
+                         **_split_inference(stacks[0].frames, predictor), "backend": predictor.backend})
+    return rows
+
+
+def markdown_section(threads: int = 2) -> str:
+    """Markdown for the "End to end" section of docs/benchmarks.md (runs :func:`measure`)."""
+    rows = measure(threads)
+    lines = [f"Warm runs of `lightweight_seg.pipeline.segment_paths` ({threads} threads, bundle default backend), "
+             "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (split in "
+             "the next columns, timed again on the same frames); write = SEG + overlay + report.\n",
+             "| case | frames | total | read | inference | preprocess | predict | postprocess | write | frames/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['case']} | failed: {row['error']} |||||||||")
+            continue
+        lines.append(f"| {row['case']} | {row['frames']} | {row['total_s']:.2f} | {row['read']:.2f} | "
+                     f"{row['inference']:.2f} | {row['preprocess']:.2f} | {row['predict']:.2f} | "
+                     f"{row['postprocess']:.2f} | {row['write']:.2f} | {row['frames'] / row['total_s']:.1f} |")
+    lines.append("\nTargets: US frame DICOM -> SEG warm <= 0.3 s; 120-frame cine >= 30 frames/s end to end.\n")
+    return "\n".join(lines) + "\n"
