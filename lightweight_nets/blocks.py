@@ -29,6 +29,7 @@ __all__ = [
     "max_pool",
     "check_spatial_size",
     "upsample",
+    "u_shape",
 ]
 
 
@@ -252,3 +253,25 @@ def upsample(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
     if mode == "linear":
         return F.interpolate(x, size=size, mode="bilinear" if x.dim() == 4 else "trilinear", align_corners=True)
     return F.interpolate(x, size=size, mode=mode)
+
+
+def u_shape(
+    x: torch.Tensor,
+    encoder: Sequence[nn.Module],
+    pool: nn.Module,
+    bottom: Callable[[torch.Tensor], torch.Tensor],
+    decoder: Sequence[nn.Module],
+    join: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+) -> torch.Tensor:
+    """The U-Net data flow the zoo's nets share: each encoder block's output is kept as a skip and pooled, the
+    bottom runs, then each decoder block runs on ``join(x, skip, level)`` (level 0 is the deepest), which up-samples
+    ``x`` and merges it with the skip in the net's own way."""
+    skips = []
+    for block in encoder:
+        x = block(x)
+        skips.append(x)
+        x = pool(x)
+    x = bottom(x)
+    for level, (block, skip) in enumerate(zip(decoder, reversed(skips))):
+        x = block(join(x, skip, level))
+    return x

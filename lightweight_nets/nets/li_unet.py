@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import DoubleConv, check_spatial_size, conv, max_pool, upsample
+from lightweight_nets.blocks import DoubleConv, check_spatial_size, conv, max_pool, u_shape, upsample
 from lightweight_nets.registry import register_net
 
 __all__ = ["LiUNet"]
@@ -67,14 +67,8 @@ class LiUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
-        skips = []
-        for block in self.encoder:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.dropout(self.bottom(x))
-        for block, skip in zip(self.decoder, reversed(skips)):
-            x = block(torch.cat([skip, upsample(x, skip.shape[2:], "linear")], dim=1))
+        x = u_shape(x, self.encoder, self.pool, lambda x: self.dropout(self.bottom(x)), self.decoder,
+                    lambda x, skip, _: torch.cat([skip, upsample(x, skip.shape[2:], "linear")], dim=1))
         return self.head(x)
 
 

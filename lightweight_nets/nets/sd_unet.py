@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import ConvNormAct, check_spatial_size, conv, make_conv, max_pool, upsample
+from lightweight_nets.blocks import ConvNormAct, check_spatial_size, conv, make_conv, max_pool, u_shape, upsample
 from lightweight_nets.registry import register_net
 
 __all__ = ["SDUNet"]
@@ -83,15 +83,11 @@ class SDUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
-        skips = []
-        for block in self.encoder:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottom(x)
-        for up_conv, block, skip in zip(self.up_convs, self.decoder, reversed(skips)):
-            x = block(torch.cat([skip, up_conv(upsample(x, skip.shape[2:], "nearest"))], dim=1))
-        return self.head(x)
+        return self.head(u_shape(x, self.encoder, self.pool, self.bottom, self.decoder, self._join))
+
+    def _join(self, x: torch.Tensor, skip: torch.Tensor, level: int) -> torch.Tensor:
+        """Nearest up-sampling, the level's separable up-conv, then the skip in front."""
+        return torch.cat([skip, self.up_convs[level](upsample(x, skip.shape[2:], "nearest"))], dim=1)
 
 
 register_net("sd_unet")(SDUNet)
