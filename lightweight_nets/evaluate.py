@@ -3,7 +3,9 @@ known), and for the fetal-head model the head-circumference error in mm. Speed i
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from lightweight_nets.io import atomic_path, read_image
 from lightweight_nets.measure import head_circumference_mm
 from lightweight_nets.segment import read_pixel_sizes, segment_frames
 from lightweight_nets.training.split import read_split
+from lightweight_nets.transforms import DEFAULT_SPATIAL_SIZE
 
 __all__ = ["evaluate", "summarise"]
 
@@ -30,15 +33,19 @@ def summarise(values: list[float]) -> dict:
 def evaluate(predictor, dataset_dir: str | Path, split_file: str | Path, output_dir: str | Path,
              part: str = "validation", pixel_size_csv: str | Path | None = None, keep_largest: bool = True,
              measure_head_circumference: bool = True, reference_csv_column: str = "head_circumference_mm",
-             limit: int | None = None) -> dict:
+             limit: int | None = None, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE,
+             class_csv: str | Path | None = None) -> dict:
     """Segment every image of the split part, compare with ``dataset_dir/masks``, write ``metrics.json`` (summary)
     and ``per_image.json`` to ``output_dir`` and return the summary. Images with an empty reference mask (BUSI
-    'normal') count towards ``false_positive_rate_on_empty`` instead of Dice."""
-    import csv
-
+    'normal') count towards ``false_positive_rate_on_empty`` instead of Dice. With ``class_csv`` (columns
+    ``filename``, ``class``, as BUSI's labels.csv) Dice is also summarised per class."""
     dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
     names = read_split(split_file, part)[:limit]
     pixel_sizes = read_pixel_sizes(pixel_size_csv)
+    classes = {}
+    if class_csv:
+        with open(class_csv, newline="") as f:
+            classes = {r["filename"]: r["class"] for r in csv.DictReader(f)}
     reference_hc = {}
     if pixel_size_csv and measure_head_circumference:
         with open(pixel_size_csv, newline="") as f:
@@ -47,10 +54,12 @@ def evaluate(predictor, dataset_dir: str | Path, split_file: str | Path, output_
     for name in tqdm(names, desc=f"evaluating {part}", unit="image"):
         image = read_image(dataset_dir / "images" / name)
         truth = read_image(dataset_dir / "masks" / name).pixels > 0
-        mask = segment_frames(image.pixels, predictor, keep_largest)[0]
+        mask = segment_frames(image.pixels, predictor, keep_largest, spatial_size)[0]
         spacing = image.spacing_mm or ((pixel_sizes[name],) * 2 if name in pixel_sizes else None)
         row = {"image": name, "empty_reference": not truth.any(), "predicted_any": bool(mask.any()),
                "spacing_known": spacing is not None}
+        if name in classes:
+            row["class"] = classes[name]
         spacing = spacing or (1.0, 1.0)
         if truth.any():
             pred_t = torch.as_tensor(mask[None, None], dtype=torch.float32)
@@ -71,6 +80,9 @@ def evaluate(predictor, dataset_dir: str | Path, split_file: str | Path, output_
         "hd95_unit": "mm" if all(r["spacing_known"] for r in per_image) else "pixels",
         "backend": getattr(predictor, "backend", type(predictor).__name__),
     }
+    if classes:
+        summary["dice_by_class"] = {label: summarise([r["dice"] for r in per_image if r.get("class") == label])
+                                    for label in sorted({r["class"] for r in per_image if "dice" in r})}
     if reference_hc:
         summary["hc_abs_diff_mm"] = summarise([r.get("hc_abs_diff_mm") for r in per_image])
     empty = [r for r in per_image if r["empty_reference"]]

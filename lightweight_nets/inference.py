@@ -25,7 +25,7 @@ from lightweight_nets.io import atomic_path
 __all__ = [
     "BACKENDS",
     "AUTO_ORDER",
-    "MODEL_FILES",
+    "MODEL_SUFFIXES",
     "Predictor",
     "TorchPredictor",
     "OnnxRuntimePredictor",
@@ -40,12 +40,12 @@ BACKENDS = ("onnx", "torchscript", "torch")
 # Fastest first, as measured by `python -m benchmarks` on 2 CPU cores (docs/benchmarks.md); "auto" takes the first
 # one the bundle ships, and the eager state dict is the fallback that always works.
 AUTO_ORDER = ("onnx", "torchscript", "torch")
-# MONAI bundle specification names under <bundle_root>/models/.
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "torch": "model.pt"}
+# A bundle model is <bundle_root>/models/<model_name><suffix>; "model" is the MONAI bundle specification's name.
+MODEL_SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch": ".pt"}
 # 21: GroupNorm exports as GroupNormalization; as Reshape + InstanceNormalization (older opsets) ONNX Runtime
 # is ~1e-4 off PyTorch on SD-UNet.
 ONNX_OPSET = 21
-_SUFFIX_BACKENDS = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torch"}
+_SUFFIX_BACKENDS = {suffix: backend for backend, suffix in MODEL_SUFFIXES.items()}
 
 
 class Predictor(Protocol):
@@ -208,23 +208,25 @@ def load_predictor(model_path: str | Path, net: nn.Module | None = None, threads
     return TorchPredictor(net, backend)
 
 
-def load_bundle_predictor(bundle_root: str | Path, backend: str = "auto", threads: int | None = None) -> Predictor:
-    """Predictor for a MONAI bundle: ``models/model.onnx``, ``model.ts`` or ``model.pt``; the last needs the
-    ``network_def`` of ``configs/inference.json`` to build the net. ``backend`` "auto" takes the first of
-    :data:`AUTO_ORDER` (fastest measured first) that the bundle ships; "onnx", "torchscript" or "torch" force one."""
+def load_bundle_predictor(bundle_root: str | Path, backend: str = "auto", threads: int | None = None,
+                          model_name: str = "model", net: nn.Module | None = None) -> Predictor:
+    """Predictor for a MONAI bundle model: ``models/<model_name>.onnx``, ``.ts`` or ``.pt``. The ``.pt`` state dict
+    loads into ``net``, or without it into the ``network_def`` of ``configs/inference.json``. ``backend`` "auto"
+    takes the first of :data:`AUTO_ORDER` (fastest measured first) that the bundle ships; "onnx", "torchscript" or
+    "torch" force one."""
     bundle_root = Path(bundle_root)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected auto, {', '.join(BACKENDS)}")
     models = bundle_root / "models"
     if backend == "auto":
-        shipped = [name for name in AUTO_ORDER if (models / MODEL_FILES[name]).is_file()]
+        shipped = [name for name in AUTO_ORDER if (models / f"{model_name}{MODEL_SUFFIXES[name]}").is_file()]
         if not shipped:
-            raise FileNotFoundError(f"{models}: no model file ({', '.join(MODEL_FILES.values())})")
+            raise FileNotFoundError(f"{models}: no model file {model_name}({'|'.join(MODEL_SUFFIXES.values())})")
         backend = shipped[0]
-    model_path = models / MODEL_FILES[backend]
+    model_path = models / f"{model_name}{MODEL_SUFFIXES[backend]}"
     if backend != "torch":
         return load_predictor(model_path, threads=threads)
-    return load_predictor(model_path, _bundle_network(bundle_root), threads)
+    return load_predictor(model_path, net if net is not None else _bundle_network(bundle_root), threads)
 
 
 def _bundle_network(bundle_root: Path) -> nn.Module:

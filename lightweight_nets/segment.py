@@ -96,10 +96,12 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def segment_folder(predictor, dataset_dir: str | Path, output_dir: str | Path, keep_largest: bool = True,
-                   pixel_size_csv: str | Path | None = None, measure_head_circumference: bool = True) -> Path:
+                   pixel_size_csv: str | Path | None = None, measure_head_circumference: bool = True,
+                   spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE) -> Path:
     """Segment every image in ``dataset_dir``: one mask per input named after it (PNG for pictures, same format
-    for NIfTI), an overlay PNG per input under ``overlays/``, and ``results.csv`` with the segmented area and,
-    for the fetal-head model, the head circumference in mm (pixel size from DICOM/NIfTI or ``pixel_size_csv``).
+    for NIfTI; empty where nothing is found), an overlay PNG per input under ``overlays/``, and ``results.csv``
+    with the segmented area and, for the fetal-head model, the head circumference in mm (pixel size from
+    DICOM/NIfTI or ``pixel_size_csv``). ``spatial_size`` is the grid the model was trained on.
 
     A file that cannot be read gets a one-line error naming it and the rest is still processed; the run fails
     (``SystemExit`` 1) when no image could be segmented. Returns the results CSV path."""
@@ -116,7 +118,7 @@ def segment_folder(predictor, dataset_dir: str | Path, output_dir: str | Path, k
             log.error("%s", err)
             failures += 1
             continue
-        mask = segment_frames(image.pixels, predictor, keep_largest)[0]
+        mask = segment_frames(image.pixels, predictor, keep_largest, spatial_size)[0]
         write_mask(mask, output_dir / mask_name(path), like=image)
         write_overlay(image.pixels[None], mask[None], output_dir / "overlays" / f"{Path(mask_name(path)).stem}.png")
         spacing = image.spacing_mm or ((pixel_sizes[path.name],) * 2 if path.name in pixel_sizes else None)

@@ -12,7 +12,7 @@ import torch
 from pydicom.data import get_testdata_file
 
 import lightweight_nets
-from lightweight_nets.inference import MODEL_FILES, export_onnx
+from lightweight_nets.inference import MODEL_SUFFIXES, export_onnx
 from lightweight_seg.pipeline import DEFAULT_BUNDLE
 
 TEST_FILES = Path(get_testdata_file("MR_small.dcm", download=False)).parent
@@ -33,7 +33,7 @@ def input_path(name: str) -> Path:
 def make_bundle(root: Path) -> Path:
     """The repository's bundle when it holds a trained model, else a bundle with a freshly initialised
     ``thin_separable_student`` exported to ONNX (same architecture and input grid, untrained weights)."""
-    if any((DEFAULT_BUNDLE / "models" / name).is_file() for name in MODEL_FILES.values()):
+    if any((DEFAULT_BUNDLE / "models" / f"model{suffix}").is_file() for suffix in MODEL_SUFFIXES.values()):
         return DEFAULT_BUNDLE
     (root / "models").mkdir(parents=True)
     (root / "configs").mkdir()

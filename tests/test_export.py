@@ -168,6 +168,13 @@ def test_load_bundle_predictor(student_files, tmp_path):
         assert predictor.backend == backend
         assert torch.allclose(predictor.predict(batch), expected, atol=1e-5)
 
+    # a second model beside the default one, by name; its own net instead of the config's network_def
+    (tmp_path / "models" / "other.pt").write_bytes((folder / "model.pt").read_bytes())
+    predictor = load_bundle_predictor(tmp_path, model_name="other", net=eval_net(STUDENT))
+    assert predictor.backend == "torch" and torch.allclose(predictor.predict(batch), expected, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match=re.escape("no model file missing(.onnx|.ts|.pt)")):
+        load_bundle_predictor(tmp_path, model_name="missing")
+
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
         load_bundle_predictor(tmp_path, "tensorrt")
     (tmp_path / "models" / "model.ts").unlink()
