@@ -1,0 +1,49 @@
+"""DICOM grey frames: the Y plane of YBR cines against pydicom's RGB through the shared luminance, other
+photometric interpretations unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.pixels import apply_color_lut
+
+from lightweight_nets.io import dicom_grey_frames
+from lightweight_nets.transforms import to_grey
+
+
+def _dataset(name: str) -> pydicom.Dataset:
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"{name} is not available offline"
+    return pydicom.dcmread(path)
+
+
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "color3d_jpeg_baseline.dcm", "SC_ybr_full_uncompressed.dcm",
+                                  "SC_ybr_full_422_uncompressed.dcm"])
+def test_ybr_grey_is_the_luma_of_the_rgb(name):
+    """YBR_FULL(_422), JPEG cines and native: the Y plane equals the BT.601 luma of pydicom's RGB up to rounding,
+    and within a few grey levels where that RGB is clipped to [0, 255] (out-of-gamut chroma)."""
+    ds = _dataset(name)
+    grey = dicom_grey_frames(ds)
+    rgb = ds.pixel_array
+    expected = to_grey(rgb).reshape(grey.shape)
+    assert grey.dtype == np.float32
+    difference = np.abs(grey - expected)
+    clipped = ((rgb == 0) | (rgb == 255)).any(axis=-1).reshape(grey.shape)
+    assert difference[~clipped].max() < 0.5
+    assert difference.max() <= 7.0  # 6.6 (color3d_jpeg_baseline) and 5.9 (examples_ybr_color) measured
+
+
+@pytest.mark.parametrize("name", ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "CT_small.dcm", "MR_small.dcm"])
+def test_rgb_palette_and_monochrome_grey_unchanged(name):
+    """RGB (also YBR_RCT, which pydicom returns as RGB), palette colour and monochrome: as pydicom's array
+    through the shared luminance, exactly."""
+    ds = _dataset(name)
+    pixels = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    elif ds.SamplesPerPixel == 1:
+        pixels = pixels[..., None]
+    expected = to_grey(pixels).reshape(1, ds.Rows, ds.Columns)
+    np.testing.assert_array_equal(dicom_grey_frames(ds), expected)
