@@ -1,13 +1,19 @@
-"""Post-processing: the largest connected component of each frame, as MONAI's KeepLargestConnectedComponent."""
+"""Pre-processing as MONAI's ScaleIntensity + Resize; post-processing: the largest connected component of each
+frame, as MONAI's KeepLargestConnectedComponent."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
-from monai.transforms import KeepLargestConnectedComponent
+from monai.transforms import KeepLargestConnectedComponent, Resize, ScaleIntensity
 from scipy import ndimage
 
-from lightweight_nets.transforms import postprocess
+from lightweight_nets.io import read_image
+from lightweight_nets.transforms import postprocess, preprocess
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hc18" / "images"
 
 
 def _monai_postprocess(probabilities: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
@@ -51,3 +57,17 @@ def test_keep_largest_off_is_the_thresholded_resize():
     probabilities = torch.tensor([[[[0.2, 0.7], [0.9, 0.4]]]])
     masks = postprocess(probabilities, (2, 2), keep_largest=False)
     np.testing.assert_array_equal(masks, [[[False, True], [True, False]]])
+
+
+def test_preprocess_matches_monai_scale_intensity_and_resize():
+    """Real frames of different sizes and dtypes, a constant frame among them, to 256x256 and to 128x128."""
+    frames = np.stack([read_image(p).pixels for p in sorted(SAMPLES.glob("*.png"))[:3]])
+    frames = np.concatenate([frames, np.full_like(frames[:1], 7)])
+    for spatial_size in ((256, 256), (128, 128)):
+        scale, resize = ScaleIntensity(minv=0.0, maxv=1.0), Resize(spatial_size, mode="bilinear", anti_aliasing=False)
+        expected = torch.stack([torch.as_tensor(np.asarray(resize(scale(f[None].astype(np.float32))))) for f in frames])
+        batch = preprocess(frames, spatial_size)
+        assert batch.shape == (4, 1, *spatial_size) and batch.dtype == torch.float32
+        torch.testing.assert_close(batch, expected.float(), atol=1e-6, rtol=0)
+        assert batch[3].abs().max() == 0
+        torch.testing.assert_close(preprocess(frames[0], spatial_size), expected[:1].float(), atol=1e-6, rtol=0)
