@@ -25,12 +25,12 @@ from lightweight_nets import list_nets
 from lightweight_nets.io import atomic_path
 
 FULL_CASES = (
-    Case("2D", (1, 1, 256, 256), runs=30, min_runs=10, budget_s=10.0, warmup=3, threads=(1, 2), peak_rss=True),
-    Case("3D", (1, 1, 64, 64, 64), runs=10, min_runs=2, budget_s=6.0, warmup=1, threads=(2,), peak_rss=False),
+    Case("2D", (1, 1, 256, 256), runs=30, warmup=3, threads=(1, 2), peak_rss=True),
+    Case("3D", (1, 1, 64, 64, 64), runs=30, warmup=1, threads=(1, 2), peak_rss=True),
 )
 QUICK_CASES = (
-    Case("2D", (1, 1, 256, 256), runs=10, min_runs=3, budget_s=5.0, warmup=2, threads=(2,), peak_rss=False),
-    Case("3D", (1, 1, 64, 64, 64), runs=3, min_runs=1, budget_s=5.0, warmup=1, threads=(2,), peak_rss=False),
+    Case("2D", (1, 1, 256, 256), runs=10, warmup=2, threads=(2,), peak_rss=False),
+    Case("3D", (1, 1, 64, 64, 64), runs=3, warmup=1, threads=(2,), peak_rss=False),
 )
 
 

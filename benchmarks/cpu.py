@@ -37,12 +37,10 @@ class Case:
 
     name: str
     shape: tuple[int, ...]
-    runs: int  # timed runs per backend and thread count, unless the time budget cuts them
-    min_runs: int
-    budget_s: float  # seconds of timed runs per backend and thread count
+    runs: int  # timed runs per backend and thread count
     warmup: int
     threads: tuple[int, ...]
-    peak_rss: bool  # measure the peak RSS of each backend (one fresh process each)
+    peak_rss: bool  # measure the peak RSS of each backend and thread count (one fresh process each)
 
 
 @dataclass
@@ -111,22 +109,15 @@ def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _timed_rounds(predictors: dict[str, Predictor], batch: torch.Tensor, case: Case,
                   rounds: int = 3) -> dict[str, list[float]]:
-    """Latencies (ms) of each predictor, measured in interleaved rounds so that load from other processes on
-    the machine falls on every backend alike; each gets ``case.runs`` runs, fewer (not under ``case.min_runs``)
-    where its runs would take longer than ``case.budget_s``."""
-    counts = {}
-    for backend, predictor in predictors.items():
+    """``case.runs`` latencies (ms) of each predictor after ``case.warmup`` runs, measured in interleaved rounds so
+    that load from other processes on the machine falls on every backend alike."""
+    for predictor in predictors.values():
         for _ in range(case.warmup):  # allocations, ORT/TorchScript first-run optimisation
             predictor.predict(batch)
-        start = time.perf_counter()
-        predictor.predict(batch)
-        per_run = time.perf_counter() - start
-        counts[backend] = max(case.min_runs, min(case.runs, int(case.budget_s / per_run)))
     latencies: dict[str, list[float]] = {backend: [] for backend in predictors}
     for round_index in range(rounds):
         for backend, predictor in predictors.items():
-            share = counts[backend] // rounds + (round_index < counts[backend] % rounds)
-            for _ in range(share):
+            for _ in range(case.runs // rounds + (round_index < case.runs % rounds)):
                 start = time.perf_counter()
                 predictor.predict(batch)
                 latencies[backend].append(1000.0 * (time.perf_counter() - start))
@@ -181,13 +172,12 @@ def benchmark_net(name: str, cases: Sequence[Case],
                 for backend, latencies in _timed_rounds(predictors, batch, case).items():
                     result.timings.append(Timing(case.name, count, backend, latencies))
             if case.peak_rss:
-                log(f"{name} {case.name}: peak RSS per backend")
-                for backend in BACKENDS:
-                    model_path = files[backend] if backend != "torch" else None
-                    peak, _ = peak_rss_mib(name, case.shape, max(case.threads), model_path)
-                    for timing in result.timings:
-                        if (timing.case, timing.threads, timing.backend) == (case.name, max(case.threads), backend):
-                            timing.peak_rss_mib = peak
+                log(f"{name} {case.name}: peak RSS per backend and thread count")
+                for count in case.threads:
+                    for backend in BACKENDS:
+                        model_path = files[backend] if backend != "torch" else None
+                        peak, _ = peak_rss_mib(name, case.shape, count, model_path)
+                        result.timing(case.name, count, backend).peak_rss_mib = peak
             if is_2d:
                 result.accuracy = _int8_accuracy(TorchPredictor(net, "torch"), load_predictor(files["onnx-int8"]),
                                                  inputs[CALIBRATION_IMAGES:], masks[CALIBRATION_IMAGES:])

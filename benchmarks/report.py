@@ -155,7 +155,7 @@ def write_report(results: list[NetResult], markdown: Path, environment: str, com
         "other processes falls on all of them alike; only ratios within one run are comparable. Latency is for "
         "one call of `Predictor.predict` (sigmoid included) on one batch; fps = 1000 / median ms. Peak RSS: "
         "peak resident set of a fresh process that loads the model and predicts once (see "
-        "`lightweight_nets/profile.py`), at the larger thread count.\n",
+        "`lightweight_nets/profile.py`), for each thread count.\n",
         f"![fps vs parameters]({fps_png.name})\n",
         "## Distilled thin separable student vs the Li et al. U-net\n",
         _ratios(results),
