@@ -8,20 +8,9 @@ import shutil
 
 import pydicom
 import pytest
-from test_app_support import dciodvfy_errors, input_path, make_bundle
+from test_app_support import dciodvfy_errors, input_path
 
-from lightweight_nets.inference import load_bundle_predictor
 from lightweight_seg.pipeline import segment_paths
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def predictor(bundle):
-    return load_bundle_predictor(bundle)
 
 
 def _not_dicom(folder):

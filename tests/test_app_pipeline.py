@@ -10,22 +10,11 @@ import highdicom as hd
 import numpy as np
 import pytest
 from PIL import Image
-from test_app_support import FOLDER_INPUTS, SINGLE_FILE_INPUTS, dciodvfy_errors, input_path, make_bundle
+from test_app_support import FOLDER_INPUTS, SINGLE_FILE_INPUTS, dciodvfy_errors, input_path
 
-from lightweight_nets.inference import load_bundle_predictor
 from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
 from lightweight_seg.pipeline import bundle_keeps_largest, load_segment_info, segment_paths, segment_stack
 from lightweight_seg.seg_writer import build_seg
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def predictor(bundle):
-    return load_bundle_predictor(bundle)
 
 
 def _stacks(name: str) -> list[Stack]:

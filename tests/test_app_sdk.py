@@ -10,15 +10,9 @@ import sys
 from pathlib import Path
 
 import highdicom as hd
-import pytest
-from test_app_support import dciodvfy_errors, input_path, make_bundle
+from test_app_support import dciodvfy_errors, input_path
 
 APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "lightweight_seg"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def _run_app(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
