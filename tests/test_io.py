@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.pixels import apply_color_lut
+from pydicom.pixels import apply_color_lut, get_decoder
 
 from lightweight_nets.io import dicom_grey_frames
 from lightweight_nets.transforms import to_grey
@@ -19,9 +19,12 @@ def _dataset(name: str) -> pydicom.Dataset:
     return pydicom.dcmread(path)
 
 
-@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "color3d_jpeg_baseline.dcm", "SC_ybr_full_uncompressed.dcm",
-                                  "SC_ybr_full_422_uncompressed.dcm"])
-def test_ybr_grey_is_the_luma_of_the_rgb(name):
+# JPEG cines are decoded by Pillow (libjpeg-turbo) straight to grey, pydicom's RGB comes from pylibjpeg: the two
+# IDCTs may differ by one grey level, so the unclipped tolerance is 0.5 rounding + 1 for those.
+@pytest.mark.parametrize(("name", "unclipped_tolerance"), [
+    ("examples_ybr_color.dcm", 1.5), ("color3d_jpeg_baseline.dcm", 1.5), ("SC_ybr_full_uncompressed.dcm", 0.5),
+    ("SC_ybr_full_422_uncompressed.dcm", 0.5)])
+def test_ybr_grey_is_the_luma_of_the_rgb(name, unclipped_tolerance):
     """YBR_FULL(_422), JPEG cines and native: the Y plane equals the BT.601 luma of pydicom's RGB up to rounding,
     and within a few grey levels where that RGB is clipped to [0, 255] (out-of-gamut chroma)."""
     ds = _dataset(name)
@@ -31,8 +34,17 @@ def test_ybr_grey_is_the_luma_of_the_rgb(name):
     assert grey.dtype == np.float32
     difference = np.abs(grey - expected)
     clipped = ((rgb == 0) | (rgb == 255)).any(axis=-1).reshape(grey.shape)
-    assert difference[~clipped].max() < 0.5
+    assert difference[~clipped].max() < unclipped_tolerance
     assert difference.max() <= 7.0  # 6.6 (color3d_jpeg_baseline) and 5.9 (examples_ybr_color) measured
+
+
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "color3d_jpeg_baseline.dcm"])
+def test_jpeg_cine_grey_is_pydicoms_y_plane(name):
+    """The fast path (Pillow, luma only) against pydicom's own YBR decode: one grey level at most, on ~1% of pixels."""
+    ds = _dataset(name)
+    y_plane = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, raw=True)[0][..., 0].astype(np.float32)
+    difference = np.abs(dicom_grey_frames(ds) - y_plane.reshape(-1, ds.Rows, ds.Columns))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.02  # 1.2% and 1.4% measured
 
 
 @pytest.mark.parametrize("name", ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "CT_small.dcm", "MR_small.dcm"])
