@@ -23,8 +23,11 @@ def head_circumference_mm(mask: np.ndarray, pixel_spacing_mm: tuple[float, float
     dy, dx = (pixel_spacing_mm, pixel_spacing_mm) if np.isscalar(pixel_spacing_mm) else pixel_spacing_mm
     if mask.sum() < 5:
         return None
-    contours = find_contours(np.pad(mask.astype(np.float32), 1), 0.5)
-    points = (max(contours, key=len) - 1.0) * np.array([dy, dx])  # undo the padding, then to mm
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # the same contour, traced on far fewer pixels
+    contours = find_contours(np.pad(box.astype(np.float32), 1), 0.5)
+    offset = np.array([rows[0] - 1.0, cols[0] - 1.0])  # undo the padding and the crop
+    points = (max(contours, key=len) + offset) * np.array([dy, dx])
     model = EllipseModel.from_estimate(points)
     if not model:
         return None
