@@ -16,6 +16,7 @@ import torch
 from pydicom.data import get_testdata_file
 
 from lightweight_nets.inference import load_bundle_predictor
+from lightweight_nets.segment import BATCH_FRAMES
 from lightweight_nets.transforms import postprocess, preprocess
 
 __all__ = ["CASES", "measure", "markdown_section"]
@@ -29,11 +30,11 @@ CASES = {
 
 
 def _split_inference(frames, predictor) -> dict[str, float]:
-    """Seconds spent in preprocess, predict and postprocess for ``frames`` (one batch, as the pipeline does
-    for up to 16 frames; longer stacks in 16-frame chunks)."""
+    """Seconds spent in preprocess, predict and postprocess for ``frames``, in the pipeline's chunks of
+    :data:`~lightweight_nets.segment.BATCH_FRAMES` frames."""
     times = {"preprocess": 0.0, "predict": 0.0, "postprocess": 0.0}
-    for start in range(0, len(frames), 16):
-        chunk = frames[start:start + 16]
+    for start in range(0, len(frames), BATCH_FRAMES):
+        chunk = frames[start:start + BATCH_FRAMES]
         t0 = time.perf_counter()
         batch = preprocess(chunk)
         t1 = time.perf_counter()

@@ -3,7 +3,6 @@ known), and for the fetal-head model the head-circumference error in mm. Speed i
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 from lightweight_nets.io import atomic_path, read_image
 from lightweight_nets.measure import head_circumference_mm
-from lightweight_nets.segment import read_pixel_sizes, segment_frames
+from lightweight_nets.segment import read_csv_column, read_pixel_sizes, segment_frames
 from lightweight_nets.training.split import read_split
 from lightweight_nets.transforms import DEFAULT_SPATIAL_SIZE
 
@@ -42,14 +41,8 @@ def evaluate(predictor, dataset_dir: str | Path, split_file: str | Path, output_
     dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
     names = read_split(split_file, part)[:limit]
     pixel_sizes = read_pixel_sizes(pixel_size_csv)
-    classes = {}
-    if class_csv:
-        with open(class_csv, newline="") as f:
-            classes = {r["filename"]: r["class"] for r in csv.DictReader(f)}
-    reference_hc = {}
-    if pixel_size_csv and measure_head_circumference:
-        with open(pixel_size_csv, newline="") as f:
-            reference_hc = {r["filename"]: float(r[reference_csv_column]) for r in csv.DictReader(f)}
+    classes = read_csv_column(class_csv, "class")
+    reference_hc = read_csv_column(pixel_size_csv, reference_csv_column, float) if measure_head_circumference else {}
     per_image = []
     for name in tqdm(names, desc=f"evaluating {part}", unit="image"):
         image = read_image(dataset_dir / "images" / name)

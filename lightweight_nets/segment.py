@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from lightweight_nets.io import IMAGE_SUFFIXES, atomic_path, mask_name, read_ima
 from lightweight_nets.measure import head_circumference_mm
 from lightweight_nets.transforms import DEFAULT_SPATIAL_SIZE, postprocess, preprocess
 
-__all__ = ["segment_frames", "write_overlay", "read_pixel_sizes", "list_images", "segment_folder"]
+__all__ = ["segment_frames", "write_overlay", "read_csv_column", "read_pixel_sizes", "list_images", "segment_folder"]
 
 log = logging.getLogger(__name__)
 BATCH_FRAMES = 16  # frames per forward pass: bounds memory for long cines without slowing small inputs
@@ -75,15 +76,21 @@ def write_overlay(frames: np.ndarray, masks: np.ndarray, path: str | Path) -> Pa
     return Path(path)
 
 
-def read_pixel_sizes(csv_path: str | Path | None) -> dict[str, float]:
-    """``{file name: pixel size in mm}`` from a CSV with ``filename`` and ``pixel_size_mm`` columns (HC18's)."""
+def read_csv_column(csv_path: str | Path | None, column: str, convert: Callable[[str], Any] = str) -> dict[str, Any]:
+    """``{file name: convert(value)}`` from a CSV with a ``filename`` column and ``column``; ``{}`` without a path,
+    a clear error naming the file when a column is missing."""
     if not csv_path:
         return {}
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if rows and not {"filename", "pixel_size_mm"} <= set(rows[0]):
-        raise ValueError(f"{csv_path}: needs columns filename and pixel_size_mm, has {', '.join(rows[0])}")
-    return {row["filename"]: float(row["pixel_size_mm"]) for row in rows}
+    if rows and not {"filename", column} <= set(rows[0]):
+        raise ValueError(f"{csv_path}: needs columns filename and {column}, has {', '.join(rows[0])}")
+    return {row["filename"]: convert(row[column]) for row in rows}
+
+
+def read_pixel_sizes(csv_path: str | Path | None) -> dict[str, float]:
+    """``{file name: pixel size in mm}`` from a CSV with ``filename`` and ``pixel_size_mm`` columns (HC18's)."""
+    return read_csv_column(csv_path, "pixel_size_mm", float)
 
 
 def list_images(folder: str | Path) -> list[Path]:
