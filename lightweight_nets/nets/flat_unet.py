@@ -68,7 +68,7 @@ class FlatUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
         x = u_shape(x, self.encoder, self.pool, self.bottom, self.decoder,
-                    lambda x, skip, _: torch.cat([upsample(x, skip.shape[2:], self.upsample_mode), skip], dim=1))
+                    lambda x, skip, _: torch.cat([upsample(x, self.upsample_mode), skip], dim=1))
         return self.head(x)
 
 

@@ -68,7 +68,7 @@ class LiUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
         x = u_shape(x, self.encoder, self.pool, lambda x: self.dropout(self.bottom(x)), self.decoder,
-                    lambda x, skip, _: torch.cat([skip, upsample(x, skip.shape[2:], "linear")], dim=1))
+                    lambda x, skip, _: torch.cat([skip, upsample(x, "linear")], dim=1))
         return self.head(x)
 
 

@@ -87,7 +87,7 @@ class SDUNet(nn.Module):
 
     def _join(self, x: torch.Tensor, skip: torch.Tensor, level: int) -> torch.Tensor:
         """Nearest up-sampling, the level's separable up-conv, then the skip in front."""
-        return torch.cat([skip, self.up_convs[level](upsample(x, skip.shape[2:], "nearest"))], dim=1)
+        return torch.cat([skip, self.up_convs[level](upsample(x, "nearest"))], dim=1)
 
 
 register_net("sd_unet")(SDUNet)

@@ -83,7 +83,7 @@ class ThinUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spatial_size(x, self.spatial_dims, 2**self.depth, type(self).__name__)
         x = u_shape(x, self.encoder, self.pool, self.bottom, self.decoder,
-                    lambda x, skip, _: torch.cat([upsample(x, skip.shape[2:], "nearest"), skip], dim=1))
+                    lambda x, skip, _: torch.cat([upsample(x, "nearest"), skip], dim=1))
         return self.head(x)
 
 

@@ -105,7 +105,7 @@ class ULite(nn.Module):
             skips.append(skip)
         x = self.bottleneck(x)
         for block, skip in zip(self.decoder, reversed(skips)):
-            x = block(torch.cat([upsample(x, skip.shape[2:], "nearest"), skip], dim=1))
+            x = block(torch.cat([upsample(x, "nearest"), skip], dim=1))
         return self.head(x)
 
 
