@@ -34,13 +34,15 @@ QUICK_CASES = (
 )
 
 
-def _environment() -> str:
+def _environment(started: datetime) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu}, {os.cpu_count()} cores, "
+    minutes = (datetime.now(UTC) - started).total_seconds() / 60
+    return (f"{started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min), {cpu}, {os.cpu_count()} cores, "
             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; load average at the end {load} "
-            "(the cores were shared with other work during the run, which slows everything and adds noise).")
+            "(a virtual machine: other work on the same host slows every backend alike and adds noise, so compare "
+            "ratios within this run).")
 
 
 def _load(path: Path) -> tuple[list[NetResult], str, str]:
@@ -81,10 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         unknown = sorted(set(names) - set(list_nets()))
         if unknown:
             parser.error(f"unknown net(s) {', '.join(unknown)}; known: {', '.join(list_nets())}")
-        results = []
+        results, started = [], datetime.now(UTC)
         for name in names:
             results.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
-            environment = _environment()
+            environment = _environment(started)
             _save(results, environment, command, raw)
     for path in write_report(results, args.markdown, environment, command):
         print(f"wrote {path}")
