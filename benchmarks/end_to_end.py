@@ -1,8 +1,9 @@
 """End-to-end timing through the Deploy app's pipeline (DICOM in, DICOM-SEG + overlay + report out), warm:
 the model is loaded once and each case runs once before the timed run, as in listener mode.
 
-The pipeline's own report gives read / inference / write; inference is split further into preprocess, predict and
-postprocess by timing the shared functions on the same frames, with the same 2-thread setting as the CPU tables.
+The pipeline's own report gives read / inference / measure / write; inference is split further into preprocess,
+predict and postprocess by timing the shared functions on the same frames, with the same 2-thread setting as the
+CPU tables.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def _split_inference(frames, predictor) -> dict[str, float]:
 
 
 def measure(threads: int = 2) -> list[dict]:
-    """One row per case: frames, total wall time of the warm run, the pipeline's read / inference / write, and
-    inference split into preprocess / predict / postprocess."""
+    """One row per case: frames, total wall time of the warm run, the pipeline's read / inference / measure /
+    write, and inference split into preprocess / predict / postprocess."""
     from lightweight_seg.dicom_io import build_stacks, find_files, group_series, read_headers
     from lightweight_seg.pipeline import DEFAULT_BUNDLE, segment_paths
 
@@ -82,15 +83,18 @@ def markdown_section(threads: int = 2) -> str:
     rows = measure(threads)
     lines = [f"Warm runs of `lightweight_seg.pipeline.segment_paths` ({threads} threads, bundle default backend), "
              "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (split in "
-             "the next columns, timed again on the same frames); write = SEG + overlay + report.\n",
-             "| case | frames | total | read | inference | preprocess | predict | postprocess | write | frames/s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "the next columns, timed again on the same frames); measure = the report's areas and head "
+             "circumferences; write = SEG + overlay + report.\n",
+             "| case | frames | total | read | inference | preprocess | predict | postprocess | measure | write "
+             "| frames/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['case']} | failed: {row['error']} |||||||||")
+            lines.append(f"| {row['case']} | failed: {row['error']} ||||||||||")
             continue
         lines.append(f"| {row['case']} | {row['frames']} | {row['total_s']:.2f} | {row['read']:.2f} | "
                      f"{row['inference']:.2f} | {row['preprocess']:.2f} | {row['predict']:.2f} | "
-                     f"{row['postprocess']:.2f} | {row['write']:.2f} | {row['frames'] / row['total_s']:.1f} |")
+                     f"{row['postprocess']:.2f} | {row['measure']:.2f} | {row['write']:.2f} | "
+                     f"{row['frames'] / row['total_s']:.1f} |")
     lines.append("\nTargets: US frame DICOM -> SEG warm <= 0.3 s; 120-frame cine >= 30 frames/s end to end.\n")
     return "\n".join(lines) + "\n"

@@ -100,7 +100,7 @@ def test_report_and_overlay_beside_the_seg(bundle, predictor, tmp_path):
     info = load_segment_info(bundle)
     assert report["model"]["name"] == info.algorithm_name and report["model"]["version"] == info.algorithm_version
     assert report["series_instance_uid"] == output.series_uid and report["frames"] == 1
-    assert set(report["timing_s"]) == {"read", "inference", "write"}
+    assert set(report["timing_s"]) == {"read", "inference", "measure", "write"}
     assert "area_mm2_per_frame" in report["segment"]  # spacing from SequenceOfUltrasoundRegions
     assert "head_circumference_mm_per_frame" in report["segment"]
     with Image.open(output.overlay_path) as overlay:

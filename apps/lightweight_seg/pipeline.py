@@ -106,6 +106,10 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, pr
         try:
             started = time.perf_counter()
             masks = segment_stack(stack, predictor, keep_largest)
+            inference_time = time.perf_counter() - started
+            started = time.perf_counter()
+            segment = {"label": info.label, **measurements(stack, masks)}
+            measure_time = time.perf_counter() - started
             report = {
                 "series_instance_uid": series_uid,
                 "study_instance_uid": str(stack.sources[0].get("StudyInstanceUID", "")),
@@ -114,8 +118,9 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, pr
                 "frames": len(stack.frames),
                 "model": {"name": info.algorithm_name, "version": info.algorithm_version,
                           "backend": getattr(predictor, "backend", "unknown")},
-                "segment": {"label": info.label, **measurements(stack, masks)},
-                "timing_s": {"read": round(read_time, 3), "inference": round(time.perf_counter() - started, 3)},
+                "segment": segment,
+                "timing_s": {"read": round(read_time, 3), "inference": round(inference_time, 3),
+                             "measure": round(measure_time, 3)},
             }
             outputs.append(_write_outputs(stack, masks, info, Path(output_dir), name, report))
         except Exception as err:  # one bad stack must not stop the others
