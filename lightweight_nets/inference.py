@@ -9,8 +9,10 @@ with ``backend="auto"``, takes the fastest backend measured in ``docs/benchmarks
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -70,29 +72,51 @@ class TorchPredictor:
 
 
 class OnnxRuntimePredictor:
-    """An ONNX Runtime CPU session with all graph optimisations on."""
+    """An ONNX Runtime CPU session with all graph optimisations on.
+
+    A batch of several frames is split over ``threads`` concurrent single-threaded runs (one session serves
+    them all): the small nets here gain little from one run's intra-op threads, and a 16-frame batch of the
+    student ran at 56 frames/s this way against 45 with 2 intra-op threads (2 cores). One frame runs on all
+    ``threads``; the single-threaded session is made on the first batch of several frames."""
 
     backend = "onnx"
 
     def __init__(self, model_path: str | Path, threads: int | None = None):
         self.model_path = Path(model_path)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # ORT raises its own exception types, with multi-line messages
-            raise ValueError(f"{self.model_path}: not a loadable ONNX model ({_first_line(error)})") from error
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self.session = self._session(self.threads)
         model_input = self.session.get_inputs()[0]
         self.input_name, self.input_rank = model_input.name, len(model_input.shape)
+        self._frame_session: ort.InferenceSession | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _session(self, threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        try:
+            return ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own exception types, with multi-line messages
+            raise ValueError(f"{self.model_path}: not a loadable ONNX model ({_first_line(error)})") from error
+
+    def _run_frames_in_parallel(self, array: np.ndarray) -> np.ndarray:
+        if self._frame_session is None:
+            self._frame_session = self._session(1)
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ort-frames")
+        chunks = np.array_split(array, min(self.threads, len(array)))
+        return np.concatenate(list(self._pool.map(
+            lambda chunk: self._frame_session.run(None, {self.input_name: chunk})[0], chunks)))
 
     def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         array = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
         if array.ndim != self.input_rank:
             raise ValueError(f"{self.model_path}: expects a {self.input_rank}-D batch (N, C, spatial...), "
                              f"got shape {array.shape}")
-        logits = self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if len(array) > 1 and self.threads > 1:
+            logits = self._run_frames_in_parallel(array)
+        else:
+            logits = self.session.run(None, {self.input_name: array})[0]
         return torch.sigmoid(torch.from_numpy(logits))
 
 
@@ -180,8 +204,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path,
 
 def load_predictor(model_path: str | Path, net: nn.Module | None = None, threads: int | None = None) -> Predictor:
     """Predictor for a model file, backend chosen by suffix: ``.onnx`` ONNX Runtime, ``.ts`` TorchScript,
-    ``.pt`` a state dict loaded into ``net`` (PyTorch eager). ``threads`` sets ONNX Runtime's intra-op threads,
-    or torch's process-wide thread count for the torch backends."""
+    ``.pt`` a state dict loaded into ``net`` (PyTorch eager). ``threads`` sets ONNX Runtime's threads (default:
+    the CPUs this process may use), or torch's process-wide thread count for the torch backends."""
     model_path = Path(model_path)
     backend = _SUFFIX_BACKENDS.get(model_path.suffix)
     if backend is None:

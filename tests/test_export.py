@@ -107,6 +107,17 @@ def test_load_predictor_every_suffix_gives_the_same_probabilities(student_files)
             assert torch.allclose(probabilities, expected, atol=1e-5)
 
 
+def test_onnx_batches_run_frames_in_parallel_with_the_same_result(student_files):
+    net, folder, _ = student_files
+    frames = torch.rand(5, 1, 64, 128)
+    with torch.no_grad():
+        expected = torch.sigmoid(net(frames))
+    predictor = load_predictor(folder / "model.onnx", threads=2)
+    for batch in (frames, frames[:2], frames[:1]):  # odd split, one frame per thread, one frame on both threads
+        assert torch.allclose(predictor.predict(batch), expected[:len(batch)], atol=1e-5)
+    assert predictor._frame_session is not None
+
+
 def test_load_predictor_bad_paths_are_one_line_errors(student_files, tmp_path):
     _, folder, _ = student_files
     cases = [

@@ -1,0 +1,39 @@
+"""The benchmark harness end to end on a small input: real nets, real exports, every backend, the report."""
+
+import pytest
+from PIL import Image
+
+from benchmarks.cpu import BACKENDS, Case, benchmark_net
+from benchmarks.report import BASELINE, STUDENT, write_report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results():
+    case = Case("2D", (1, 1, 64, 64), runs=3, warmup=1, threads=(1,), peak_rss=False)
+    return [benchmark_net(name, [case], log=lambda line: None) for name in (STUDENT, BASELINE)]
+
+
+def test_every_backend_is_timed_and_int8_is_checked_on_real_images(results):
+    for result in results:
+        assert not result.errors
+        assert [t.backend for t in result.timings] == list(BACKENDS)
+        assert all(len(t.latencies_ms) == 3 and t.median_ms > 0 for t in result.timings)
+        assert result.accuracy["images"] > 0 and 0 <= result.accuracy["int8_vs_fp32_dice"] <= 1
+    student, baseline = results
+    assert student.weights.startswith("trained") and student.parameters < baseline.parameters
+    assert student.gflops["2D"] < baseline.gflops["2D"]
+
+
+def test_report_states_each_target_and_links_its_charts(results, tmp_path):
+    written = write_report(results, tmp_path / "bench.md", "test machine", "pytest")
+    report = written[0].read_text()
+    assert "- 1 thread(s): target >= 150 fps on the best backend" in report
+    assert "- Target: US frame DICOM -> SEG, warm, <= 0.3 s:" in report
+    assert "- Target: 120-frame US cine >= 30 frames/s end to end:" in report
+    assert "failed" not in report
+    for chart in written[1:]:
+        assert f"]({chart.name})" in report
+        with Image.open(chart) as image:
+            assert image.format == "PNG"
