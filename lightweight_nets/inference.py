@@ -155,11 +155,16 @@ def export_torchscript(net: nn.Module, path: str | Path, example_input: torch.Te
 def export_onnx(net: nn.Module, path: str | Path, example_input: torch.Tensor) -> Path:
     """Export ``net`` (eval mode, parametrisations baked) with the torch.export-based ONNX exporter, batch and
     spatial axes dynamic (the net's own size rule, e.g. multiples of 2**depth, still applies), weights inside the
-    one file, written atomically."""
+    one file, written atomically.
+
+    The trace runs at twice the example's spatial size, which keeps the same size rule: at the smallest valid
+    size the deepest map is one voxel, and torch.export cannot then prove that doubling it gives the skip's size
+    (the 64^3 input of a 6-level 3D net fails to export)."""
     path = Path(path)
     dynamic = {axis: torch.export.Dim.DYNAMIC for axis in [0, *range(2, example_input.dim())]}
+    trace_input = torch.zeros(*example_input.shape[:2], *[2 * size for size in example_input.shape[2:]])
     with atomic_path(path) as tmp:
-        torch.onnx.export(_inference_copy(net), (example_input,), str(tmp), dynamo=True, external_data=False,
+        torch.onnx.export(_inference_copy(net), (trace_input,), str(tmp), dynamo=True, external_data=False,
                           opset_version=ONNX_OPSET, verbose=False, input_names=["image"], output_names=["logits"],
                           dynamic_shapes=(dynamic,))
     return path
