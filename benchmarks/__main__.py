@@ -1,7 +1,8 @@
 """``python -m benchmarks [--quick]``: time every registered net on every CPU backend, write docs/benchmarks.md.
 
 Raw results go to docs/benchmarks.json after each net, so an interrupted run keeps what it measured and
-``--from-json`` rewrites the report from them without measuring again.
+``--from-json`` rewrites the report from them without measuring again; ``--update --nets NAME ...`` re-measures
+some nets into the saved run (after a change that touches only them).
 """
 
 from __future__ import annotations
@@ -69,9 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks.md"),
                         help="report to write; charts go beside it (default: docs/benchmarks.md)")
     parser.add_argument("--from-json", action="store_true", help="rewrite the report from the saved raw results")
+    parser.add_argument("--update", action="store_true",
+                        help="re-measure only --nets and put their results in the saved run in place of the old ones")
     args = parser.parse_args(argv)
     raw = args.markdown.with_suffix(".json")
     command = " ".join(["python -m benchmarks", shlex.join(argv if argv is not None else sys.argv[1:])]).strip()
+    if args.update and not (args.nets and raw.is_file()):
+        parser.error(f"--update needs --nets and a saved run ({raw}) to update")
     if args.from_json:
         if not raw.is_file():
             parser.error(f"{raw}: no saved results to rewrite the report from")
@@ -83,11 +88,17 @@ def main(argv: list[str] | None = None) -> None:
         unknown = sorted(set(names) - set(list_nets()))
         if unknown:
             parser.error(f"unknown net(s) {', '.join(unknown)}; known: {', '.join(list_nets())}")
-        results, started = [], datetime.now(UTC)
+        measured, started = [], datetime.now(UTC)
+        saved = _load(raw) if args.update else ([], "", command)
         for name in names:
-            results.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
+            measured.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
+            new = {r.name: r for r in measured}
+            results = [new.pop(r.name, r) for r in saved[0]] + list(new.values())
             environment = _environment(started)
-            _save(results, environment, command, raw)
+            if args.update:
+                environment = f"{saved[1]} Then {', '.join(names)} re-measured with `{command}`: {environment}"
+            _save(results, environment, saved[2], raw)
+        command = saved[2]
     for path in write_report(results, args.markdown, environment, command):
         print(f"wrote {path}")
 
