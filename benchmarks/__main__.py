@@ -89,16 +89,16 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"unknown net(s) {', '.join(unknown)}; known: {', '.join(list_nets())}")
         measured, started = [], datetime.now(UTC)
-        saved = _load(raw) if args.update else ([], "", command)
+        kept, kept_environment, kept_command = _load(raw) if args.update else ([], "", command)
         for name in names:
             measured.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
             new = {r.name: r for r in measured}
-            results = [new.pop(r.name, r) for r in saved[0]] + list(new.values())
+            results = [new.pop(r.name, r) for r in kept] + list(new.values())
             environment = _environment(started)
             if args.update:
-                environment = f"{saved[1]} Then {', '.join(names)} re-measured with `{command}`: {environment}"
-            _save(results, environment, saved[2], raw)
-        command = saved[2]
+                environment = f"{kept_environment} Then {', '.join(names)} re-measured with `{command}`: {environment}"
+            _save(results, environment, kept_command, raw)
+        command = kept_command
     for path in write_report(results, args.markdown, environment, command):
         print(f"wrote {path}")
 
