@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.inference import (
     Predictor,
     TorchPredictor,
@@ -22,11 +23,12 @@ from lightweight_nets.inference import (
 )
 from lightweight_nets.io import read_image
 from lightweight_nets.profile import MIB, build_net, count_flops, count_parameters, peak_rss_mib, weight_bytes
-from lightweight_nets.transforms import preprocess, resize_mask
+from lightweight_nets.transforms import resize_mask
 
 __all__ = ["BACKENDS", "Case", "Timing", "NetResult", "trained_weights", "hc18_images", "benchmark_net"]
 
 REPO = Path(__file__).resolve().parents[1]
+HC18_BUNDLE = REPO / "bundle" / "fetal_head_us"  # its weights, grid and samples are what the 2D rows measure
 BACKENDS = ("torch", "torchscript", "onnx", "onnx-int8")
 CALIBRATION_IMAGES = 4  # the first HC18 samples calibrate int8; the rest measure its accuracy
 
@@ -85,19 +87,23 @@ class NetResult:
 
 
 def trained_weights(name: str) -> Path | None:
-    """The HC18 state dict shipped in bundle/models for net ``name`` (the distilled one first), if any."""
-    for candidate in (f"{name}_hc18_distilled.pt", f"{name}_hc18.pt"):
-        if (REPO / "bundle" / "models" / candidate).is_file():
-            return REPO / "bundle" / "models" / candidate
-    return None
+    """The HC18 state dict the fetal-head bundle ships for net ``name``, if any: its served model, its teacher
+    (``models/teacher.pt``) or an ablation (``experiments/<name>.pt``)."""
+    spec = BundleSpec.load(HC18_BUNDLE)
+    served = {spec.network_config.get("name"): HC18_BUNDLE / "models" / "model.pt",
+              spec.teacher_config.get("name"): HC18_BUNDLE / "models" / "teacher.pt"}
+    candidate = served.get(name, HC18_BUNDLE / "experiments" / f"{name}.pt")
+    return candidate if candidate.is_file() else None
 
 
 def hc18_images() -> tuple[torch.Tensor, torch.Tensor]:
-    """The HC18 samples as network inputs (N, 1, 256, 256) and their reference masks on the same grid."""
+    """The HC18 samples as the fetal-head bundle's network inputs (N, 1, 256, 256) and their reference masks on
+    the same grid."""
+    preprocessing = BundleSpec.load(HC18_BUNDLE).preprocessing
     images = sorted((REPO / "samples" / "hc18" / "images").glob("*.png"))
-    inputs = torch.cat([preprocess(read_image(path).pixels) for path in images])
-    masks = torch.stack([resize_mask(read_image(REPO / "samples" / "hc18" / "masks" / path.name).pixels)
-                         for path in images])
+    inputs = torch.cat([preprocessing(read_image(path).pixels) for path in images])
+    masks = torch.stack([resize_mask(read_image(REPO / "samples" / "hc18" / "masks" / path.name).pixels,
+                                     preprocessing.spatial_size) for path in images])
     return inputs, masks
 
 
@@ -185,9 +191,10 @@ def benchmark_net(name: str, cases: Sequence[Case],
 
 
 def _int8_accuracy(fp32: Predictor, int8: Predictor, inputs: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
-    """Masks (threshold 0.5) of int8 vs fp32, and of each vs the reference masks, on held-out HC18 samples."""
-    fp32_masks = fp32.predict(inputs) > 0.5
-    int8_masks = int8.predict(inputs) > 0.5
+    """Masks (sigmoid > 0.5, i.e. logit > 0) of int8 vs fp32, and of each vs the reference masks, on held-out HC18
+    samples."""
+    fp32_masks = fp32.predict(inputs) > 0
+    int8_masks = int8.predict(inputs) > 0
     reference = masks > 0.5
     return {"images": len(inputs), "int8_vs_fp32_dice": _dice(int8_masks, fp32_masks),
             "int8_vs_fp32_pixel_agreement": float((int8_masks == fp32_masks).float().mean()),

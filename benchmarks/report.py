@@ -164,8 +164,8 @@ def write_report(results: list[NetResult], markdown: Path, environment: str, com
         + "; ".join(f"{threads} thread(s): " + ", ".join(f"{BACKEND_TITLES[b]} {n}" for b, n in
                                                         fastest_backends(results, case, threads).most_common())
                     for case, threads in _cases(results) if case == "2D")
-        + ". `load_bundle_predictor(backend=\"auto\")` takes the first of "
-        "`lightweight_nets.inference.AUTO_ORDER` that a bundle ships; int8 is never automatic because it changes "
+        + ". A bundle's \"auto\" backend (`BundleSpec.load_predictor`) is the first of "
+        "`lightweight_nets.inference.BACKENDS` that it ships; int8 is never automatic because it changes "
         "the outputs (see below).\n",
     ]
     for case, threads in _cases(results):

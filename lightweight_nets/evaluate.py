@@ -1,10 +1,10 @@
 """Validation metrics on the original image grid: Dice, 95% Hausdorff distance (mm where the pixel size is
-known), and for the fetal-head model the head-circumference error in mm. Speed is measured in ``benchmarks/``."""
+known), and where the dataset gives a reference head circumference, the HC error in mm. Speed is measured in
+``benchmarks/``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from lightweight_nets.io import atomic_path, read_image
 from lightweight_nets.measure import head_circumference_mm
 from lightweight_nets.segment import read_csv_column, read_pixel_sizes, segment_frames
 from lightweight_nets.training.split import read_split
-from lightweight_nets.transforms import DEFAULT_SPATIAL_SIZE
+from lightweight_nets.transforms import Postprocessing, Preprocessing
 
 __all__ = ["evaluate", "summarise"]
 
@@ -29,25 +29,26 @@ def summarise(values: list[float]) -> dict:
     return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "n": len(finite)}
 
 
-def evaluate(predictor, dataset_dir: str | Path, split_file: str | Path, output_dir: str | Path,
-             part: str = "validation", pixel_size_csv: str | Path | None = None, keep_largest: bool = True,
-             measure_head_circumference: bool = True, reference_csv_column: str = "head_circumference_mm",
-             limit: int | None = None, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE,
-             class_csv: str | Path | None = None) -> dict:
-    """Segment every image of the split part, compare with ``dataset_dir/masks``, write ``metrics.json`` (summary)
-    and ``per_image.json`` to ``output_dir`` and return the summary. Images with an empty reference mask (BUSI
-    'normal') count towards ``false_positive_rate_on_empty`` instead of Dice. With ``class_csv`` (columns
-    ``filename``, ``class``, as BUSI's labels.csv) Dice is also summarised per class."""
+def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postprocessing, dataset_dir: str | Path,
+             split_file: str | Path, output_dir: str | Path, part: str = "validation",
+             pixel_size_csv: str | Path | None = None, reference_hc_column: str | None = None,
+             class_csv: str | Path | None = None, limit: int | None = None) -> dict:
+    """Segment every image of the split part with the bundle's pre/post-processing, compare the foreground with
+    ``dataset_dir/masks``, write ``metrics.json`` (summary) and ``per_image.json`` to ``output_dir`` and return the
+    summary. Images with an empty reference mask (BUSI 'normal') count towards ``false_positive_rate_on_empty``
+    instead of Dice. With ``reference_hc_column`` (a column of ``pixel_size_csv``, as HC18's) the head
+    circumference of each mask is compared with it; with ``class_csv`` (columns ``filename``, ``class``, as BUSI's
+    labels.csv) Dice is also summarised per class."""
     dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
     names = read_split(split_file, part)[:limit]
     pixel_sizes = read_pixel_sizes(pixel_size_csv)
     classes = read_csv_column(class_csv, "class")
-    reference_hc = read_csv_column(pixel_size_csv, reference_csv_column, float) if measure_head_circumference else {}
+    reference_hc = read_csv_column(pixel_size_csv, reference_hc_column, float) if reference_hc_column else {}
     per_image = []
     for name in tqdm(names, desc=f"evaluating {part}", unit="image"):
         image = read_image(dataset_dir / "images" / name)
         truth = read_image(dataset_dir / "masks" / name).pixels > 0
-        mask = segment_frames(image.pixels, predictor, keep_largest, spatial_size)[0]
+        mask = segment_frames(image.pixels, predictor, preprocessing, postprocessing)[0] > 0
         spacing = image.spacing_mm or ((pixel_sizes[name],) * 2 if name in pixel_sizes else None)
         row = {"image": name, "empty_reference": not truth.any(), "predicted_any": bool(mask.any()),
                "spacing_known": spacing is not None}

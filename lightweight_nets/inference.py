@@ -1,9 +1,10 @@
-"""One inference interface, ``predict(batch) -> probabilities``, over three CPU backends.
+"""One inference interface, ``predict(batch) -> logits``, over three CPU backends.
 
 PyTorch eager (a ``.pt`` state dict plus the network), TorchScript (``.ts``: traced, frozen, optimised for
 inference) and ONNX Runtime (``.onnx``, optionally int8-quantised) all sit behind :class:`Predictor`, so callers
-pick a backend by file or by config and never change code. :func:`load_bundle_predictor` reads a MONAI bundle and,
-with ``backend="auto"``, takes the fastest backend measured in ``docs/benchmarks.md`` that the bundle ships.
+pick a backend by file or by config and never change code. The activation that turns logits into labels is the
+bundle's, in :class:`lightweight_nets.transforms.Postprocessing`; which file of a bundle is loaded is decided by
+:meth:`lightweight_nets.bundle.BundleSpec.load_predictor`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from lightweight_nets.io import atomic_path
 
 __all__ = [
     "BACKENDS",
-    "AUTO_ORDER",
     "MODEL_SUFFIXES",
     "Predictor",
     "TorchPredictor",
@@ -35,14 +35,11 @@ __all__ = [
     "export_onnx",
     "quantize_int8",
     "load_predictor",
-    "load_bundle_predictor",
 ]
 
+# Fastest first, as measured by `python -m benchmarks` on 2 CPU cores (docs/benchmarks.md): a bundle's "auto" backend
+# is the first one it ships, and the eager state dict is the fallback that always works.
 BACKENDS = ("onnx", "torchscript", "torch")
-# Fastest first, as measured by `python -m benchmarks` on 2 CPU cores (docs/benchmarks.md); "auto" takes the first
-# one the bundle ships, and the eager state dict is the fallback that always works.
-AUTO_ORDER = ("onnx", "torchscript", "torch")
-# A bundle model is <bundle_root>/models/<model_name><suffix>; "model" is the MONAI bundle specification's name.
 MODEL_SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch": ".pt"}
 # 21: GroupNorm exports as GroupNormalization; as Reshape + InstanceNormalization (older opsets) ONNX Runtime
 # is ~1e-4 off PyTorch on SD-UNet.
@@ -51,8 +48,8 @@ _SUFFIX_BACKENDS = {suffix: backend for backend, suffix in MODEL_SUFFIXES.items(
 
 
 class Predictor(Protocol):
-    """``predict`` maps a float batch ``(N, C, *spatial)`` to sigmoid probabilities ``(N, out, *spatial)``
-    (float32 CPU tensor); ``backend`` names what runs it ("onnx", "torchscript" or "torch")."""
+    """``predict`` maps a float batch ``(N, C, *spatial)`` to the network's logits ``(N, out, *spatial)`` (float32
+    CPU tensor); ``backend`` names what runs it ("onnx", "torchscript" or "torch")."""
 
     backend: str
 
@@ -68,7 +65,7 @@ class TorchPredictor:
 
     def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         with torch.no_grad():
-            return torch.sigmoid(self.module(torch.as_tensor(batch, dtype=torch.float32))).float()
+            return self.module(torch.as_tensor(batch, dtype=torch.float32)).float()
 
 
 class OnnxRuntimePredictor:
@@ -117,7 +114,7 @@ class OnnxRuntimePredictor:
             logits = self._run_frames_in_parallel(array)
         else:
             logits = self.session.run(None, {self.input_name: array})[0]
-        return torch.sigmoid(torch.from_numpy(logits))
+        return torch.from_numpy(logits)
 
 
 def _first_line(error: Exception) -> str:
@@ -235,38 +232,3 @@ def load_predictor(model_path: str | Path, net: nn.Module | None = None, threads
     except Exception as error:  # unpickling and key/shape mismatches raise several types
         raise ValueError(f"{model_path}: not a state dict of {type(net).__name__} ({_first_line(error)})") from error
     return TorchPredictor(net, backend)
-
-
-def load_bundle_predictor(bundle_root: str | Path, backend: str = "auto", threads: int | None = None,
-                          model_name: str = "model", net: nn.Module | None = None) -> Predictor:
-    """Predictor for a MONAI bundle model: ``models/<model_name>.onnx``, ``.ts`` or ``.pt``. The ``.pt`` state dict
-    loads into ``net``, or without it into the ``network_def`` of ``configs/inference.json``. ``backend`` "auto"
-    takes the first of :data:`AUTO_ORDER` (fastest measured first) that the bundle ships; "onnx", "torchscript" or
-    "torch" force one."""
-    bundle_root = Path(bundle_root)
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected auto, {', '.join(BACKENDS)}")
-    models = bundle_root / "models"
-    if backend == "auto":
-        shipped = [name for name in AUTO_ORDER if (models / f"{model_name}{MODEL_SUFFIXES[name]}").is_file()]
-        if not shipped:
-            raise FileNotFoundError(f"{models}: no model file {model_name}({'|'.join(MODEL_SUFFIXES.values())})")
-        backend = shipped[0]
-    model_path = models / f"{model_name}{MODEL_SUFFIXES[backend]}"
-    if backend != "torch":
-        return load_predictor(model_path, threads=threads)
-    return load_predictor(model_path, net if net is not None else _bundle_network(bundle_root), threads)
-
-
-def _bundle_network(bundle_root: Path) -> nn.Module:
-    """The network that ``network_def`` in the bundle's configs/inference.json builds."""
-    from monai.bundle import ConfigParser
-
-    config = bundle_root / "configs" / "inference.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config}: no such bundle config")
-    parser = ConfigParser()
-    parser.read_config(config)
-    if "network_def" not in parser:
-        raise ValueError(f"{config}: no 'network_def' item to build the network from")
-    return parser.get_parsed_content("network_def")

@@ -176,7 +176,8 @@ class atomic_path:
 
 
 def write_mask(mask: np.ndarray, target: str | Path, like: Image2D | None = None) -> Path:
-    """Write a binary mask (H x W) as 0/255 PNG or as NIfTI (uint8 0/1, input's spacing), atomically."""
+    """Write a mask (H x W) atomically: PNG (a boolean mask as 0/255, a label map as its values) or NIfTI (uint8
+    labels, the input's spacing)."""
     target = Path(target)
     with atomic_path(target) as tmp:
         if _suffix(target) in (".nii", ".nii.gz"):
@@ -187,5 +188,6 @@ def write_mask(mask: np.ndarray, target: str | Path, like: Image2D | None = None
         else:
             from PIL import Image
 
-            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+            pixels = mask.astype(np.uint8) * 255 if mask.dtype == bool else mask.astype(np.uint8)
+            Image.fromarray(pixels).save(tmp, format="PNG")
     return target

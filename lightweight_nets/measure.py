@@ -1,4 +1,4 @@
-"""Clinical measurements from masks: the fetal head circumference (HC18)."""
+"""Clinical measurements from masks: area, volume and the fetal head circumference (HC18), by name for bundles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 from skimage.measure import EllipseModel, find_contours
 
-__all__ = ["ellipse_perimeter", "head_circumference_mm"]
+__all__ = ["ellipse_perimeter", "head_circumference_mm", "MEASUREMENTS", "measure_segment"]
 
 
 def ellipse_perimeter(a: float, b: float) -> float:
@@ -33,3 +33,46 @@ def head_circumference_mm(mask: np.ndarray, pixel_spacing_mm: tuple[float, float
         return None
     a, b = (abs(float(v)) for v in model.axis_lengths)
     return ellipse_perimeter(a, b)
+
+
+def _per_frame_area_mm2(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -> dict:
+    if pixel_spacing_mm is None:
+        return {}
+    pixel_area = float(pixel_spacing_mm[0]) * float(pixel_spacing_mm[1])
+    return {"area_mm2_per_frame": [round(float(m.sum()) * pixel_area, 2) for m in masks]}
+
+
+def _per_frame_head_circumference_mm(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -> dict:
+    if pixel_spacing_mm is None:
+        return {}
+    circumferences = [head_circumference_mm(mask, pixel_spacing_mm) for mask in masks]
+    return {"head_circumference_mm_per_frame": [None if c is None else round(c, 2) for c in circumferences]}
+
+
+def _volume_mm3(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -> dict:
+    if pixel_spacing_mm is None or not slice_spacing_mm:
+        return {}
+    voxel = float(pixel_spacing_mm[0]) * float(pixel_spacing_mm[1]) * float(slice_spacing_mm)
+    return {"volume_mm3": round(float(masks.sum()) * voxel, 2)}
+
+
+# What a bundle's segment may ask for ("measurements": [...]): each gives its keys where the spacing it needs is
+# known, nothing otherwise.
+MEASUREMENTS = {
+    "area": _per_frame_area_mm2,
+    "head_circumference": _per_frame_head_circumference_mm,
+    "volume": _volume_mm3,
+}
+
+
+def measure_segment(masks: np.ndarray, measurements, pixel_spacing_mm: tuple[float, float] | None = None,
+                    slice_spacing_mm: float | None = None) -> dict:
+    """One segment's boolean masks ``(N, H, W)`` -> its pixel count per frame, the number of frames it is on, and
+    each named measurement of :data:`MEASUREMENTS` that the known spacing allows (area in mm^2 and head
+    circumference in mm per frame, volume in mm^3 for a stack of slices)."""
+    masks = np.asarray(masks, dtype=bool)
+    pixels = masks.reshape(len(masks), -1).sum(axis=1)
+    result = {"pixels_per_frame": pixels.tolist(), "frames_with_segment": int((pixels > 0).sum())}
+    for name in measurements:
+        result.update(MEASUREMENTS[name](masks, pixel_spacing_mm, slice_spacing_mm))
+    return result

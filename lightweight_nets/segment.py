@@ -1,7 +1,7 @@
 """Segmenting frames with any backend, and the bundle's folder workflow (one mask per input image).
 
-:func:`segment_frames` is the single path from grey frames to masks on their own grid; the bundle's
-inference config, the evaluation and the Deploy app all call it.
+:func:`segment_frames` is the single path from grey frames to label maps on their own grid; the bundle's
+inference config, the evaluation and the Deploy app all call it with the bundle's pre- and post-processing.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from lightweight_nets.io import IMAGE_SUFFIXES, atomic_path, mask_name, read_image, write_mask
-from lightweight_nets.measure import head_circumference_mm
-from lightweight_nets.transforms import DEFAULT_SPATIAL_SIZE, postprocess, preprocess
+from lightweight_nets.measure import measure_segment
+from lightweight_nets.transforms import Postprocessing, Preprocessing
 
 __all__ = ["segment_frames", "write_overlay", "read_csv_column", "read_pixel_sizes", "list_images", "segment_folder"]
 
@@ -28,47 +28,50 @@ log = logging.getLogger(__name__)
 BATCH_FRAMES = 16  # frames per forward pass: bounds memory for long cines without slowing small inputs
 MAX_OVERLAY_FRAMES = 8
 _TILE_SIZE = 256
-_TINT = np.array([255, 40, 40], dtype=np.float32)
 
 
-def segment_frames(frames: np.ndarray, predictor, keep_largest: bool = True,
-                   spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE) -> np.ndarray:
-    """Grey frames ``(N, H, W)`` -> boolean masks ``(N, H, W)`` on the same grid, through the shared
-    pre/post-processing and ``predictor.predict``."""
+def segment_frames(frames: np.ndarray, predictor, preprocessing: Preprocessing,
+                   postprocessing: Postprocessing) -> np.ndarray:
+    """Grey frames ``(N, H, W)`` -> label maps ``(N, H, W)`` uint8 on the same grid (0 background, k segment k),
+    through the bundle's pre/post-processing and ``predictor.predict``, :data:`BATCH_FRAMES` frames at a time."""
     frames = np.asarray(frames)
     if frames.ndim == 2:
         frames = frames[None]
-    masks = []
+    labels = []
     for start in range(0, len(frames), BATCH_FRAMES):
         chunk = frames[start:start + BATCH_FRAMES]
         with torch.inference_mode():
-            probabilities = predictor.predict(preprocess(chunk, spatial_size))
-        masks.append(postprocess(probabilities, chunk.shape[1:], keep_largest=keep_largest))
-    return np.concatenate(masks)
+            logits = predictor.predict(preprocessing(chunk))
+        labels.append(postprocessing(logits, chunk.shape[1:]))
+    return np.concatenate(labels)
 
 
-def _overlay_frame(frame: np.ndarray, mask: np.ndarray) -> Image.Image:
-    """A grey frame, scaled to 0-255, with the mask tinted red."""
+def _overlay_frame(frame: np.ndarray, labels: np.ndarray, colors: Sequence[Sequence[int]]) -> Image.Image:
+    """A grey frame, scaled to 0-255, with segment k tinted in ``colors[k - 1]``."""
     low, high = float(frame.min()), float(frame.max())
     grey = (frame - low) / (high - low) * 255 if high > low else np.zeros_like(frame, dtype=np.float32)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    rgb[mask] = 0.55 * rgb[mask] + 0.45 * _TINT
+    for value, color in enumerate(colors, start=1):
+        where = labels == value
+        rgb[where] = 0.55 * rgb[where] + 0.45 * np.asarray(color, dtype=np.float32)
     return Image.fromarray(rgb.astype(np.uint8))
 
 
-def write_overlay(frames: np.ndarray, masks: np.ndarray, path: str | Path) -> Path:
+def write_overlay(frames: np.ndarray, labels: np.ndarray, path: str | Path,
+                  colors: Sequence[Sequence[int]] = ((255, 40, 40),)) -> Path:
     """PNG for a person to check at a glance: one frame at full size, or a contact sheet of up to
-    :data:`MAX_OVERLAY_FRAMES` evenly spaced frames (slices or cine frames) in 256-pixel tiles. Atomic."""
-    frames, masks = np.asarray(frames), np.asarray(masks, dtype=bool)
+    :data:`MAX_OVERLAY_FRAMES` evenly spaced frames (slices or cine frames) in 256-pixel tiles, segment k in
+    ``colors[k - 1]`` (the bundle's display colours). Atomic."""
+    frames, labels = np.asarray(frames), np.asarray(labels)
     if len(frames) == 1:
-        image = _overlay_frame(frames[0], masks[0])
+        image = _overlay_frame(frames[0], labels[0], colors)
     else:
         picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), MAX_OVERLAY_FRAMES)).round().astype(int))
         columns = math.ceil(math.sqrt(len(picks)))
         rows = math.ceil(len(picks) / columns)
         image = Image.new("RGB", (columns * _TILE_SIZE, rows * _TILE_SIZE))
         for slot, index in enumerate(picks):
-            tile = _overlay_frame(frames[index], masks[index])
+            tile = _overlay_frame(frames[index], labels[index], colors)
             tile.thumbnail((_TILE_SIZE, _TILE_SIZE))
             image.paste(tile, ((slot % columns) * _TILE_SIZE, (slot // columns) * _TILE_SIZE))
     with atomic_path(path) as tmp:
@@ -102,13 +105,13 @@ def list_images(folder: str | Path) -> list[Path]:
                   if p.is_file() and (p.name.lower().endswith(".nii.gz") or p.suffix.lower() in IMAGE_SUFFIXES))
 
 
-def segment_folder(predictor, dataset_dir: str | Path, output_dir: str | Path, keep_largest: bool = True,
-                   pixel_size_csv: str | Path | None = None, measure_head_circumference: bool = True,
-                   spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE) -> Path:
-    """Segment every image in ``dataset_dir``: one mask per input named after it (PNG for pictures, same format
-    for NIfTI; empty where nothing is found), an overlay PNG per input under ``overlays/``, and ``results.csv``
-    with the segmented area and, for the fetal-head model, the head circumference in mm (pixel size from
-    DICOM/NIfTI or ``pixel_size_csv``). ``spatial_size`` is the grid the model was trained on.
+def segment_folder(predictor, preprocessing: Preprocessing, postprocessing: Postprocessing, segments: Sequence,
+                   dataset_dir: str | Path, output_dir: str | Path, pixel_size_csv: str | Path | None = None) -> Path:
+    """Segment every image in ``dataset_dir`` with a bundle's model: one mask per input named after it (PNG for
+    pictures, 0/255 for a one-segment model and label values otherwise; same format for NIfTI; empty where nothing
+    is found), an overlay PNG per input under ``overlays/``, and ``results.csv`` with one row per image and
+    segment: its pixels and the measurements the bundle's segment asks for (``area_mm2``,
+    ``head_circumference_mm``) where the pixel size is known (from DICOM/NIfTI or ``pixel_size_csv``).
 
     A file that cannot be read gets a one-line error naming it and the rest is still processed; the run fails
     (``SystemExit`` 1) when no image could be segmented. Returns the results CSV path."""
@@ -117,7 +120,8 @@ def segment_folder(predictor, dataset_dir: str | Path, output_dir: str | Path, k
     if not images:
         raise SystemExit(f"{dataset_dir}: no images to segment (looked for {', '.join(IMAGE_SUFFIXES)})")
     pixel_sizes = read_pixel_sizes(pixel_size_csv)
-    rows, failures = [], 0
+    colors = [segment.color_rgb for segment in segments]
+    rows, segmented, failures = [], 0, 0
     for path in tqdm(images, desc="segmenting", unit="image"):
         try:
             image = read_image(path)
@@ -125,25 +129,26 @@ def segment_folder(predictor, dataset_dir: str | Path, output_dir: str | Path, k
             log.error("%s", err)
             failures += 1
             continue
-        mask = segment_frames(image.pixels, predictor, keep_largest, spatial_size)[0]
-        write_mask(mask, output_dir / mask_name(path), like=image)
-        write_overlay(image.pixels[None], mask[None], output_dir / "overlays" / f"{Path(mask_name(path)).stem}.png")
+        labels = segment_frames(image.pixels, predictor, preprocessing, postprocessing)
+        write_mask(labels[0] > 0 if len(segments) == 1 else labels[0], output_dir / mask_name(path), like=image)
+        write_overlay(image.pixels[None], labels, output_dir / "overlays" / f"{Path(mask_name(path)).stem}.png",
+                      colors)
         spacing = image.spacing_mm or ((pixel_sizes[path.name],) * 2 if path.name in pixel_sizes else None)
-        row = {"image": path.name, "mask": mask_name(path), "pixels": int(mask.sum()), "area_mm2": "",
-               "head_circumference_mm": ""}
-        if spacing is not None:
-            row["area_mm2"] = round(float(mask.sum()) * spacing[0] * spacing[1], 2)
-            if measure_head_circumference:
-                hc = head_circumference_mm(mask, spacing)
-                row["head_circumference_mm"] = "" if hc is None else round(hc, 2)
-        rows.append(row)
+        for segment in segments:
+            measured = measure_segment(labels == segment.number, segment.measurements, spacing)
+            row = {"image": path.name, "mask": mask_name(path), "segment": segment.label}
+            row.update({key.removesuffix("_per_frame"): "" if values[0] is None else values[0]
+                        for key, values in measured.items() if key.endswith("_per_frame")})
+            rows.append(row)
+        segmented += 1
     if not rows:
         raise SystemExit(f"{dataset_dir}: none of {len(images)} images could be segmented")
     results = output_dir / "results.csv"
     with atomic_path(results) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
         writer.writeheader()
         writer.writerows(rows)
-    print(f"segmented {len(rows)} of {len(images)} images -> {output_dir} (masks, overlays/, results.csv)"
+    print(f"segmented {segmented} of {len(images)} images -> {output_dir} (masks, overlays/, results.csv)"
           + (f"; {failures} failed, see the errors above" if failures else ""))
     return results
+

@@ -1,10 +1,12 @@
 """Make the demo input of ``make demo``: samples/dicom/ with a real fetal-head ultrasound and a real CT series.
 
 * ``us_hc18_006.dcm``: the HC18 image samples/hc18/images/006_HC.png (CC BY 4.0, see samples/hc18/README.md)
-  wrapped as a DICOM Ultrasound Image with its pixel size (samples/hc18/pixel_size_and_hc.csv) as a calibrated
-  ultrasound region, so that the app reports the head circumference in mm (sonographer: 67.84 mm).
+  wrapped as an obstetric DICOM Ultrasound Image (BodyPartExamined ABDOMEN, StudyDescription "OB ultrasound",
+  as the fetal-head bundle's series rules expect) with its pixel size (samples/hc18/pixel_size_and_hc.csv) as a
+  calibrated ultrasound region, so that the app reports the head circumference in mm (sonographer: 67.84 mm).
   JPEG 2000 lossless keeps it small.
-* ``ct5n/``: the 5-slice CT series dicomdirtests/98892001/CT5N from pydicom's test files (MIT licence).
+* ``ct5n/``: the 5-slice CT series dicomdirtests/98892001/CT5N from pydicom's test files (MIT licence), which
+  no shipped model is for: the app names it and skips it.
 
 Run from the repository root: ``.venv/bin/python samples/make_demo_dicom.py``.
 """
@@ -26,30 +28,37 @@ IMAGE = "006_HC.png"
 CM_UNITS = 3  # PhysicalUnitsX/YDirection: centimetres
 
 
-def ultrasound_dataset(pixels: np.ndarray, pixel_size_mm: float, name: str) -> Dataset:
-    """A grey 8-bit image as a single-frame DICOM Ultrasound Image with one calibrated region covering it."""
+def ultrasound_dataset(pixels: np.ndarray, pixel_size_mm: float | None, comments: str, patient_id: str,
+                       body_part: str | None, study_description: str,
+                       image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY")) -> Dataset:
+    """A grey 8-bit image as a single-frame DICOM Ultrasound Image, with one calibrated region covering it where
+    ``pixel_size_mm`` is known, and the attributes the bundles' series rules read (BodyPartExamined, left out
+    where ``body_part`` is None, StudyDescription, ImageType)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.SOPClassUID, ds.SOPInstanceUID = UltrasoundImageStorage, generate_uid()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "HC18^Sample", "HC18-006", "", "F"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Sample^" + patient_id, patient_id, "", "F"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "", "1", "", ""
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "US", 1, 1, ""
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "OBSTETRICAL"]
+    ds.ImageType = list(image_type)
     ds.PatientOrientation = ""
-    ds.BodyPartExamined = "HEAD"
-    ds.ImageComments = f"HC18 Grand Challenge image {name} (CC BY 4.0, doi:10.5281/zenodo.1322001)"
+    if body_part is not None:
+        ds.BodyPartExamined = body_part
+    ds.StudyDescription = study_description
+    ds.ImageComments = comments
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.LossyImageCompression = "00"
-    region = Dataset()
-    region.RegionSpatialFormat, region.RegionDataType, region.RegionFlags = 1, 1, 0  # 2D tissue image
-    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
-    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = ds.Columns - 1, ds.Rows - 1
-    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = CM_UNITS
-    region.PhysicalDeltaX = region.PhysicalDeltaY = pixel_size_mm / 10
-    ds.SequenceOfUltrasoundRegions = [region]
+    if pixel_size_mm is not None:
+        region = Dataset()
+        region.RegionSpatialFormat, region.RegionDataType, region.RegionFlags = 1, 1, 0  # 2D tissue image
+        region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+        region.RegionLocationMaxX1, region.RegionLocationMaxY1 = ds.Columns - 1, ds.Rows - 1
+        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = CM_UNITS
+        region.PhysicalDeltaX = region.PhysicalDeltaY = pixel_size_mm / 10
+        ds.SequenceOfUltrasoundRegions = [region]
     ds.compress(JPEG2000Lossless, pixels, encoding_plugin="pylibjpeg")
     return ds
 
@@ -61,7 +70,10 @@ def main() -> None:
         pixel_size = {row["filename"]: float(row["pixel_size_mm"]) for row in csv.DictReader(table)}
     with Image.open(SAMPLES / "hc18" / "images" / IMAGE) as image:
         pixels = np.asarray(image.convert("L"))
-    ultrasound_dataset(pixels, pixel_size[IMAGE], IMAGE).save_as(out / "us_hc18_006.dcm", enforce_file_format=True)
+    comments = f"HC18 Grand Challenge image {IMAGE} (CC BY 4.0, doi:10.5281/zenodo.1322001)"
+    ultrasound = ultrasound_dataset(pixels, pixel_size[IMAGE], comments, "HC18-006", "ABDOMEN", "OB ultrasound",
+                                    ("ORIGINAL", "PRIMARY", "OBSTETRICAL"))
+    ultrasound.save_as(out / "us_hc18_006.dcm", enforce_file_format=True)
     ct = Path(get_testdata_file("MR_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
     shutil.copytree(ct, out / "ct5n", dirs_exist_ok=True)
     print(f"demo DICOM written to {out}")

@@ -1,18 +1,24 @@
-"""Fixtures shared by the Deploy app's tests: one model bundle and its predictor for the whole session."""
+"""Fixtures shared by the Deploy app's tests: the shipped bundles, served once for the whole session."""
 
 from __future__ import annotations
 
 import pytest
-from test_app_support import make_bundle
 
-from lightweight_nets.inference import load_bundle_predictor
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
+from lightweight_seg.routing import ModelRouter
 
 
 @pytest.fixture(scope="session")
-def predictor(bundle):
-    return load_bundle_predictor(bundle)
+def models() -> ModelRouter:
+    """Every bundle the repository ships, each series routed by the bundles' rules."""
+    return ModelRouter.from_path()
+
+
+@pytest.fixture(scope="session")
+def fetal_only() -> ModelRouter:
+    """Every series forced to the fetal-head model: the SEG plumbing on CT and MR, which no shipped model is for."""
+    return ModelRouter.from_path(force="fetal_head_us")
+
+
+@pytest.fixture(scope="session")
+def fetal(models):
+    return models.bundles["fetal_head_us"]

@@ -1,5 +1,5 @@
-"""The demo input that ships with the repository: a conformant ultrasound whose calibration gives the HC18
-pixel size, and a run of the pipeline over the whole sample folder."""
+"""The demo input that ships with the repository: a conformant obstetric ultrasound whose calibration gives the
+HC18 pixel size, and a run of the pipeline over the whole sample folder (the CT beside it has no model)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from test_app_support import dciodvfy_errors, make_bundle
+from test_app_support import dciodvfy_errors
 
 from lightweight_nets.io import dicom_pixel_spacing_mm
 from lightweight_seg.pipeline import segment_paths
@@ -25,11 +25,12 @@ def test_demo_ultrasound_is_conformant_and_calibrated():
     assert dicom_pixel_spacing_mm(pydicom.dcmread(path)) == pytest.approx((expected, expected))
 
 
-def test_demo_folder_segments_both_series(tmp_path):
-    result = segment_paths(SAMPLES / "dicom", tmp_path, bundle_root=make_bundle(tmp_path / "bundle"))
+def test_demo_folder_segments_the_ultrasound_and_names_the_ct(models, tmp_path):
+    result = segment_paths(SAMPLES / "dicom", tmp_path, models=models)
     assert result.errors == []
-    reports = {json.loads(o.report_path.read_text())["modality"]: json.loads(o.report_path.read_text())
-               for o in result.outputs}
-    assert set(reports) == {"CT", "US"}
-    assert "head_circumference_mm_per_frame" in reports["US"]["segment"]
-    assert "volume_mm3" in reports["CT"]["segment"]
+    (output,) = result.outputs
+    report = json.loads(output.report_path.read_text())
+    assert (report["modality"], output.model) == ("US", "fetal_head_us")
+    assert report["segments"][0]["head_circumference_mm_per_frame"][0] > 0
+    ((_, reason),) = result.skipped
+    assert "no model for CT/no body part" in reason

@@ -6,6 +6,7 @@ Data: ../shared/data/reference_ct_mr (BSD-licensed, LICENSE.txt files there)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -18,12 +19,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from test_app_support import dciodvfy_errors
 
+from lightweight_nets.bundle import BundleSpec, Segment
 from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
-from lightweight_seg.seg_writer import FETAL_HEAD, SegmentInfo, build_seg
+from lightweight_seg.routing import DEFAULT_BUNDLES
+from lightweight_seg.seg_writer import build_seg
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_ct_mr"
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (shared reference data) is absent")
-INFO = SegmentInfo(algorithm_name="reference labels", algorithm_version="1", **FETAL_HEAD)
+# The reference labels as a bundle's contract would describe them (only the segment and the algorithm matter here).
+REFERENCE_LABELS = dataclasses.replace(
+    BundleSpec.load(DEFAULT_BUNDLES / "fetal_head_us"), name="reference labels", version="1",
+    segments=(Segment(1, "reference label", {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"},
+                      {"value": "10200004", "scheme": "SCT", "meaning": "Liver"}, (200, 120, 40)),))
 
 
 def _stack(paths: list[Path] | Path) -> Stack:
@@ -70,7 +77,7 @@ def test_ct_seg_covers_the_reference_seg_pixels_slice_by_slice(tmp_path):
     stack = _stack([folder / "01.dcm", folder / "02.dcm", folder / "03.dcm"])
     assert [Path(ds.filename).name for ds in stack.sources] == ["03.dcm", "02.dcm", "01.dcm"]  # along the normal
     masks = _on_source_grid(stack, sitk.ReadImage(str(folder / "liver_seg.nrrd"))) > 0
-    build_seg(stack, masks, INFO).save_as(tmp_path / "liver.seg.dcm")
+    build_seg(stack, masks.astype(np.uint8), REFERENCE_LABELS, 9100, "liver").save_as(tmp_path / "liver.seg.dcm")
     assert dciodvfy_errors(tmp_path / "liver.seg.dcm") == []
     ours, reference = hd.seg.segread(tmp_path / "liver.seg.dcm"), hd.seg.segread(folder / "liver.dcm")
     assert {uid for *_, uid in ours.get_source_image_uids()} == {uid for *_, uid in reference.get_source_image_uids()}
@@ -123,7 +130,7 @@ def test_mr_volume_label_round_trips_voxel_for_voxel(case, tmp_path):
     np.testing.assert_array_equal(stack.frames, _on_source_grid(stack, image))  # each slice in its place
     assert stack.slice_spacing_mm == pytest.approx(image.GetSpacing()[2])
     masks = _on_source_grid(stack, labels) > 0
-    build_seg(stack, masks, INFO).save_as(tmp_path / "label.seg")
+    build_seg(stack, masks.astype(np.uint8), REFERENCE_LABELS, 9100, "label").save_as(tmp_path / "label.seg")
     assert dciodvfy_errors(tmp_path / "label.seg") == []
     seg = hd.seg.segread(tmp_path / "label.seg")
     _assert_volume_matches(seg, labels)

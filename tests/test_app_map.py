@@ -14,7 +14,9 @@ from pathlib import Path
 import highdicom as hd
 import pytest
 import yaml
-from test_app_support import dciodvfy_errors, input_path, make_bundle
+from test_app_support import SHARED_DATA, dciodvfy_errors, input_path, write_ultrasound
+
+from lightweight_seg.routing import DEFAULT_BUNDLES
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_DIR = REPO / "apps" / "lightweight_seg" / "map"
@@ -33,9 +35,9 @@ def test_manifests_agree_with_each_other_and_the_image():
     env = APP_JSON["environment"]
     assert json.loads(APP_JSON["command"]) == ["/opt/holoscan/venv/bin/python3", env["HOLOSCAN_APPLICATION"]]
     assert PKG_JSON["applicationRoot"] == env["HOLOSCAN_APPLICATION"] == "/opt/holoscan/app"
-    assert PKG_JSON["modelRoot"] == "/opt/holoscan/models"
-    assert env["HOLOSCAN_MODEL_PATH"] in PKG_JSON["models"].values()
-    assert env["HOLOSCAN_MODEL_PATH"].startswith(PKG_JSON["modelRoot"] + "/")
+    assert PKG_JSON["modelRoot"] == env["HOLOSCAN_MODEL_PATH"] == "/opt/holoscan/models"  # a folder of bundles
+    shipped = sorted(p.name for p in DEFAULT_BUNDLES.iterdir() if (p / "configs" / "inference.json").is_file())
+    assert PKG_JSON["models"] == {name: f"{PKG_JSON['modelRoot']}/{name}" for name in shipped}
     assert env["HOLOSCAN_APP_MANIFEST_PATH"] == "/etc/holoscan/app.json"
     assert env["HOLOSCAN_PKG_MANIFEST_PATH"] == "/etc/holoscan/pkg.json"
     assert env["HOLOSCAN_INPUT_PATH"] == f"{APP_JSON['workingDirectory']}/{APP_JSON['input']['path'].rstrip('/')}"
@@ -51,13 +53,12 @@ def test_manifests_agree_with_each_other_and_the_image():
 
 @pytest.fixture(scope="module")
 def map_image(tmp_path_factory):
-    """The MAP image built from the working tree with a bundle holding a model; removed afterwards."""
+    """The MAP image built from the working tree with every shipped bundle; removed afterwards."""
     for tool in ("podman", "debootstrap", "dciodvfy"):
         assert shutil.which(tool), f"{tool} missing: make system-packages"
     tag = "lightweight-seg-map:test"
-    bundle = make_bundle(tmp_path_factory.mktemp("bundle"))
-    subprocess.run([str(MAP_DIR / "build.sh"), tag], check=True, env={**os.environ, "MAP_BUNDLE": str(bundle)},
-                   capture_output=True, timeout=1800)
+    subprocess.run([str(MAP_DIR / "build.sh"), tag], check=True,
+                   env={**os.environ, "MAP_BUNDLES": str(DEFAULT_BUNDLES)}, capture_output=True, timeout=1800)
     yield tag
     subprocess.run([*PODMAN, "rmi", "-f", tag], capture_output=True)
 
@@ -79,6 +80,7 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
     try:
         shutil.copytree(input_path("CT5N"), tmp_path / "input" / "ct")
         shutil.copy(input_path("OBXXXX1A_2frame.dcm"), tmp_path / "input")
+        write_ultrasound(tmp_path / "input" / "breast.dcm", SHARED_DATA / "busi" / "images" / "benign_2.png", "BREAST")
         (tmp_path / "output").mkdir()
         binds = [(tmp_path / "input", env["HOLOSCAN_INPUT_PATH"]), (tmp_path / "output", env["HOLOSCAN_OUTPUT_PATH"]),
                  ("/proc", "/proc"), ("/dev", "/dev")]
@@ -88,6 +90,7 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
         shown = subprocess.run(["chroot", str(root), "/var/holoscan/tools", "show"], env=env, capture_output=True,
                                text=True, check=True)
         assert '"applicationRoot": "/opt/holoscan/app"' in shown.stdout
+        assert '"fetal_head_us": "/opt/holoscan/models/fetal_head_us"' in shown.stdout
         run = subprocess.run(["chroot", str(root), *config["Entrypoint"], "-l", "WARN"], env=env, cwd="/",
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
@@ -95,6 +98,10 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
         for mount in reversed(mounts):
             subprocess.run(["umount", mount])
         subprocess.run([*PODMAN, "image", "unmount", map_image], capture_output=True)
-    segs = sorted((tmp_path / "output").glob("*.seg.dcm"))
-    assert sorted(hd.seg.segread(seg).NumberOfFrames for seg in segs) == [2, 5]
-    assert all(dciodvfy_errors(seg) == [] for seg in segs)
+    segs = [hd.seg.segread(seg) for seg in sorted((tmp_path / "output").glob("*.seg.dcm"))]
+    # every shipped bundle served from the image: the cine to the fetal head, the breast US to the lesion model,
+    # the CT (no model) skipped
+    assert sorted((seg.SegmentSequence[0].SegmentLabel, seg.NumberOfFrames) for seg in segs) == [
+        ("breast lesion", 1), ("fetal head", 2)]
+    assert "no model for CT" in run.stderr
+    assert all(dciodvfy_errors(seg) == [] for seg in sorted((tmp_path / "output").glob("*.seg.dcm")))

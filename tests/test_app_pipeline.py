@@ -1,5 +1,6 @@
 """The Deploy app's pipeline on every real input: a SEG that dciodvfy passes, that references its source
-instances and frames correctly (read back with highdicom), and the overlay and report beside it."""
+instances and frames correctly (read back with highdicom), and the overlay and report beside it. CT and MR go
+through the fetal-head model, forced (no shipped model is for them): this proves the SEG plumbing, not a result."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 from test_app_support import FOLDER_INPUTS, SINGLE_FILE_INPUTS, dciodvfy_errors, input_path
 
 from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
-from lightweight_seg.pipeline import bundle_keeps_largest, load_segment_info, segment_paths, segment_stack
+from lightweight_seg.pipeline import segment_paths, segment_stack
 from lightweight_seg.seg_writer import build_seg
 
 
@@ -36,22 +37,22 @@ def _frame_keys(seg: hd.seg.Segmentation) -> list[tuple[str, int | None]]:
     return keys
 
 
-def _assert_seg_matches(seg: hd.seg.Segmentation, stack: Stack, predictor) -> None:
+def _assert_seg_matches(seg: hd.seg.Segmentation, stack: Stack, spec, predictor) -> None:
     """Every frame of the stack is in the SEG once, referencing its source instance and frame; up to 8 of them
     (a long cine is slow to segment twice) carry the mask the model gives that frame."""
     expected = [(ds.SOPInstanceUID, frame) for ds, frame in stack.frame_sources]
     keys = _frame_keys(seg)
     assert sorted(keys, key=str) == sorted(expected, key=str)
     picks = list(range(0, len(expected), -(-len(expected) // 8)))
-    masks = segment_stack(dataclasses.replace(stack, frames=stack.frames[picks]), predictor)
+    masks = segment_stack(dataclasses.replace(stack, frames=stack.frames[picks]), spec, predictor) > 0
     pixels = seg.pixel_array.reshape(len(keys), *stack.frames.shape[1:])
     for pick, mask in zip(picks, masks):
         np.testing.assert_array_equal(pixels[keys.index(expected[pick])].astype(bool), mask)
 
 
 @pytest.mark.parametrize("name", SINGLE_FILE_INPUTS + list(FOLDER_INPUTS))
-def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, bundle, predictor, tmp_path):
-    result = segment_paths(input_path(name), tmp_path, bundle_root=bundle, predictor=predictor)
+def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, fetal_only, fetal, tmp_path):
+    result = segment_paths(input_path(name), tmp_path, models=fetal_only)
     stacks = _stacks(name)
     assert result.errors == []
     assert len(result.outputs) == len(stacks)
@@ -63,54 +64,63 @@ def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, bundle,
             assert errors == []
         seg = hd.seg.segread(output.seg_path)
         assert seg.NumberOfFrames == len(stack.frames)  # every frame, e.g. both of OBXXXX1A_2frame
-        _assert_seg_matches(seg, stack, predictor)
+        _assert_seg_matches(seg, stack, fetal, fetal_only.predictor(fetal))
 
 
-def test_cine_frames_keep_their_order_and_references(bundle, tmp_path):
-    """A different mask on every frame of a real 30-frame cine must come back on the same source frame, through
-    highdicom's own lookup by source frame number."""
+def two_segments(spec):
+    """The fetal-head bundle's contract with a second segment, as a multi-label (softmax) bundle would have."""
+    second = dataclasses.replace(spec.segments[0], number=2, label="second structure", color_rgb=(0, 128, 255))
+    return dataclasses.replace(spec, segments=(spec.segments[0], second))
+
+
+@pytest.mark.parametrize("segments", [1, 2])
+def test_cine_frames_keep_their_order_and_references(fetal, segments, tmp_path):
+    """A different mask on every frame (and segment) of a real 30-frame cine must come back on the same source
+    frame, through highdicom's own lookup by source frame number."""
     (stack,) = _stacks("examples_ybr_color.dcm")
-    masks = np.zeros(stack.frames.shape, dtype=bool)
-    for index in range(len(masks)):
-        masks[index, 5 * index: 5 * index + 4, 10: 10 + index + 1] = True
-    build_seg(stack, masks, load_segment_info(bundle)).save_as(tmp_path / "cine.seg.dcm")
+    spec = fetal if segments == 1 else two_segments(fetal)
+    labels = np.zeros(stack.frames.shape, dtype=np.uint8)
+    for index in range(len(labels)):
+        labels[index, 5 * index: 5 * index + 4, 10: 10 + index + 1] = 1
+        labels[index, 5 * index: 5 * index + 4, 60: 62 + index] = segments
+    build_seg(stack, labels, spec, 9100, "test").save_as(tmp_path / "cine.seg.dcm")
+    assert dciodvfy_errors(tmp_path / "cine.seg.dcm") == []
     seg = hd.seg.segread(tmp_path / "cine.seg.dcm")
+    assert seg.NumberOfFrames == segments * len(labels)
     source_uid = stack.sources[0].SOPInstanceUID
-    read_back = seg.get_pixels_by_source_frame(source_uid, source_frame_numbers=list(range(1, len(masks) + 1)),
-                                               segment_numbers=[1])
-    np.testing.assert_array_equal(read_back[..., 0].astype(bool), masks)
+    read_back = seg.get_pixels_by_source_frame(source_uid, source_frame_numbers=list(range(1, len(labels) + 1)),
+                                               segment_numbers=list(range(1, segments + 1)))
+    for number in range(1, segments + 1):
+        np.testing.assert_array_equal(read_back[..., number - 1].astype(bool), labels == number)
 
 
-def test_ct_series_read_back_by_source_instance(bundle):
-    """highdicom's lookup by source instance gives each CT slice its own mask."""
+def test_ct_series_read_back_by_source_instance(fetal):
+    """highdicom's lookup by source instance gives each CT slice its own mask, for each of two segments."""
     (stack,) = _stacks("CT5N")
-    masks = np.zeros(stack.frames.shape, dtype=bool)
-    for index in range(len(masks)):
-        masks[index, index, :] = True
-    seg = build_seg(stack, masks, load_segment_info(bundle))
+    labels = np.zeros(stack.frames.shape, dtype=np.uint8)
+    for index in range(len(labels)):
+        labels[index, index, :] = 1
+        labels[index, :, index] = 2
+    seg = build_seg(stack, labels, two_segments(fetal), 9100, "test")
     uids = [ds.SOPInstanceUID for ds in stack.sources]
-    read_back = seg.get_pixels_by_source_instance(uids, segment_numbers=[1])
-    np.testing.assert_array_equal(read_back[..., 0].astype(bool), masks)
+    read_back = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2])
+    for number in (1, 2):
+        np.testing.assert_array_equal(read_back[..., number - 1].astype(bool), labels == number)
 
 
-def test_report_and_overlay_beside_the_seg(bundle, predictor, tmp_path):
-    result = segment_paths(input_path("OBXXXX1A.dcm"), tmp_path, bundle_root=bundle, predictor=predictor)
+def test_report_and_overlay_beside_the_seg(models, fetal, tmp_path):
+    result = segment_paths(input_path("OBXXXX1A.dcm"), tmp_path, models=models)
     (output,) = result.outputs
     report = json.loads(output.report_path.read_text())
-    info = load_segment_info(bundle)
-    assert report["model"]["name"] == info.algorithm_name and report["model"]["version"] == info.algorithm_version
+    assert output.model == report["model"]["bundle"] == "fetal_head_us"
+    assert report["model"]["name"] == fetal.name and report["model"]["version"] == fetal.version
     assert report["series_instance_uid"] == output.series_uid and report["frames"] == 1
     assert set(report["timing_s"]) == {"read", "inference", "measure", "write"}
-    assert "area_mm2_per_frame" in report["segment"]  # spacing from SequenceOfUltrasoundRegions
-    assert "head_circumference_mm_per_frame" in report["segment"]
+    (segment,) = report["segments"]
+    assert segment["label"] == "fetal head" and segment["number"] == 1
+    assert "area_mm2_per_frame" in segment  # spacing from SequenceOfUltrasoundRegions
+    assert "head_circumference_mm_per_frame" in segment
     with Image.open(output.overlay_path) as overlay:
         assert overlay.format == "PNG" and overlay.size == (800, 600)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (output.seg_path, output.overlay_path, output.report_path))
-
-
-def test_keep_largest_follows_the_bundle(tmp_path):
-    assert bundle_keeps_largest(tmp_path)  # a bundle that does not say keeps the largest component
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "inference.json").write_text('{"keep_largest": false}')
-    assert not bundle_keeps_largest(tmp_path)

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import highdicom as hd
-from test_app_support import dciodvfy_errors, input_path
+from test_app_support import SHARED_DATA, dciodvfy_errors, input_path, write_ultrasound
+
+from lightweight_seg.routing import DEFAULT_BUNDLES
 
 APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "lightweight_seg"
 
@@ -20,30 +22,51 @@ def _run_app(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
-def test_cli_segments_a_mixed_folder_and_names_the_bad_file(bundle, tmp_path):
+def test_cli_segments_a_mixed_folder_and_names_the_bad_file(tmp_path):
+    """The default -m (every shipped bundle): the obstetric cine and the breast US segmented, each by its model;
+    the CT named and skipped; every bad file named."""
     folder = tmp_path / "in"
     shutil.copytree(input_path("CT5N"), folder / "ct")
     shutil.copy(input_path("OBXXXX1A_2frame.dcm"), folder / "cine.dcm")
+    write_ultrasound(folder / "breast.dcm", SHARED_DATA / "busi" / "images" / "malignant_1.png", "BREAST")
     truncated = folder / "truncated.dcm"
     truncated.write_bytes(input_path("US1_UNCR.dcm").read_bytes()[:30000])
     (folder / "notes.txt").write_text("not an image\n")
     shutil.copy(input_path("rtplan.dcm"), folder / "rtplan.dcm")
-    run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), "-m", str(bundle))
+    run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"))
     assert run.returncode == 0, run.stderr[-2000:]
     segs = sorted((tmp_path / "out").glob("*.seg.dcm"))
     assert len(segs) == 2 and run.stdout.count("  SEG ") == 2
     assert all(dciodvfy_errors(seg) == [] for seg in segs)
-    assert sorted(hd.seg.segread(seg).NumberOfFrames for seg in segs) == [2, 5]
+    labels = {hd.seg.segread(seg).SegmentSequence[0].SegmentLabel: hd.seg.segread(seg).NumberOfFrames for seg in segs}
+    assert labels == {"fetal head": 2, "breast lesion": 1}
+    assert "-> fetal_head_us: fetal head on" in run.stdout and "-> breast_lesion_us: breast lesion on" in run.stdout
+    assert run.stderr.count("skipped: ") == 1 and "no model for CT/no body part" in run.stderr
     assert f"error: {truncated}: cannot decode pixel data" in run.stderr
     assert f"error: {folder / 'notes.txt'}: not a DICOM file" in run.stderr
     assert f"error: {folder / 'rtplan.dcm'}: unsupported SOP class 'RT Plan Storage'" in run.stderr
     assert len(list((tmp_path / "out").iterdir())) == 6  # SEG, overlay, report each; no temporary files
 
 
-def test_holoscan_variables_and_nothing_to_segment(bundle, tmp_path):
+def test_forced_model_and_a_single_bundle(tmp_path):
+    """--model NAME forces a bundle; -m one bundle serves only what its rules claim."""
+    folder = tmp_path / "in"
+    shutil.copytree(input_path("CT5N"), folder / "ct")
+    run = _run_app("-i", str(folder), "-o", str(tmp_path / "forced"), "--model", "fetal_head_us")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "CT series" in run.stdout and "-> fetal_head_us" in run.stdout
+    run = _run_app("-i", str(folder), "-o", str(tmp_path / "single"), "-m", str(DEFAULT_BUNDLES / "breast_lesion_us"))
+    assert run.returncode == 1
+    assert "skipped: series" in run.stderr and "(serving breast_lesion_us)" in run.stderr
+    assert f"error: {folder}: no model for any series" in run.stderr
+    run = _run_app("-i", str(folder), "-o", str(tmp_path / "unknown"), "--model", "spleen")
+    assert run.returncode == 1 and "error: --model spleen: no such bundle" in run.stderr
+
+
+def test_holoscan_variables_and_nothing_to_segment(tmp_path):
     (tmp_path / "in").mkdir()
     env = {"HOLOSCAN_INPUT_PATH": str(tmp_path / "in"), "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
-           "HOLOSCAN_MODEL_PATH": str(bundle)}
+           "HOLOSCAN_MODEL_PATH": str(DEFAULT_BUNDLES)}
     run = _run_app(env=env)
     assert run.returncode == 1
     assert f"error: {tmp_path / 'in'}: no files" in run.stderr
@@ -57,6 +80,9 @@ def test_holoscan_variables_and_nothing_to_segment(bundle, tmp_path):
 
 def test_missing_model_is_a_one_line_error(tmp_path):
     (tmp_path / "models").mkdir()
+    run = _run_app("-i", str(input_path("CT5N")), "-o", str(tmp_path / "out"), "-m", str(tmp_path))
+    assert run.returncode == 1 and f"error: {tmp_path}: not a model bundle" in run.stderr
+    shutil.copytree(DEFAULT_BUNDLES / "fetal_head_us" / "configs", tmp_path / "configs")
     run = _run_app("-i", str(input_path("CT5N")), "-o", str(tmp_path / "out"), "-m", str(tmp_path))
     assert run.returncode == 1 and f"error: {tmp_path / 'models'}: no model file" in run.stderr
     assert "Traceback" not in run.stderr

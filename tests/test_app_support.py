@@ -1,19 +1,21 @@
-"""Shared pieces of the Deploy app's tests: the real input files, a model bundle, and dciodvfy."""
+"""Shared pieces of the Deploy app's tests: the real input files and dciodvfy."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
+from PIL import Image
 from pydicom.data import get_testdata_file
 
-import lightweight_nets
-from lightweight_nets.inference import MODEL_SUFFIXES, export_onnx
-from lightweight_seg.pipeline import DEFAULT_BUNDLE
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "samples"))
+from make_demo_dicom import ultrasound_dataset  # noqa: E402
 
 TEST_FILES = Path(get_testdata_file("MR_small.dcm", download=False)).parent
 SINGLE_FILE_INPUTS = ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "OBXXXX1A_2frame.dcm", "examples_ybr_color.dcm",
@@ -30,23 +32,20 @@ def input_path(name: str) -> Path:
     return Path(path)
 
 
-def make_bundle(root: Path) -> Path:
-    """The repository's bundle when it holds a trained model, else a bundle with a freshly initialised
-    ``thin_separable_student`` exported to ONNX (same architecture and input grid, untrained weights)."""
-    if any((DEFAULT_BUNDLE / "models" / f"model{suffix}").is_file() for suffix in MODEL_SUFFIXES.values()):
-        return DEFAULT_BUNDLE
-    (root / "models").mkdir(parents=True)
-    (root / "configs").mkdir()
-    torch.manual_seed(0)
-    net = lightweight_nets.create_net("thin_separable_student", spatial_dims=2, in_channels=1, out_channels=1)
-    export_onnx(net.eval(), root / "models" / "model.onnx", torch.zeros(1, 1, 256, 256))
-    (root / "configs" / "metadata.json").write_text(json.dumps({"name": "untrained test net", "version": "0.0.0"}))
-    return root
-
-
 def dciodvfy_errors(path: Path) -> list[str]:
     """The error lines dciodvfy reports for a DICOM file."""
     if shutil.which("dciodvfy") is None:
         pytest.fail("dciodvfy missing: install dicom3tools (make system-packages)")
     run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def write_ultrasound(path: Path, image: Path, body_part: str | None, study_description: str = "",
+                     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY"), pixel_size_mm: float | None = None) -> Path:
+    """A real image (PNG) as a single-frame DICOM ultrasound with the attributes the bundles route on."""
+    with Image.open(image) as picture:
+        pixels = np.asarray(picture.convert("L"))
+    ds = ultrasound_dataset(pixels, pixel_size_mm, f"test image {image.name}", image.stem, body_part,
+                            study_description, image_type)
+    ds.save_as(path, enforce_file_format=True)
+    return path

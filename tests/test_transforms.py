@@ -1,17 +1,19 @@
-"""Pre-processing as MONAI's ScaleIntensity + Resize; post-processing: the largest connected component of each
-frame, as MONAI's KeepLargestConnectedComponent."""
+"""Pre-processing as MONAI's ScaleIntensity / NormalizeIntensity + Resize; post-processing: the activation, the
+way back to the original grid, and the largest connected component of each label in each frame, as MONAI's
+KeepLargestConnectedComponent."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from monai.transforms import KeepLargestConnectedComponent, Resize, ScaleIntensity
+from monai.transforms import KeepLargestConnectedComponent, NormalizeIntensity, Resize, ScaleIntensity
 from scipy import ndimage
 
 from lightweight_nets.io import read_image
-from lightweight_nets.transforms import postprocess, preprocess
+from lightweight_nets.transforms import Postprocessing, Preprocessing
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hc18" / "images"
 
@@ -29,8 +31,8 @@ def test_largest_component_matches_monai_on_random_blobs():
     noise = ndimage.gaussian_filter(rng.random((6, 1, 64, 80)), sigma=(0, 0, 3, 3))
     probabilities = torch.as_tensor((noise - noise.mean()) / noise.std() * 0.15 + 0.4, dtype=torch.float32)
     probabilities[2] = 0.0
-    masks = postprocess(probabilities, (96, 120))
-    assert masks.shape == (6, 96, 120) and masks.dtype == bool
+    masks = Postprocessing()(torch.logit(probabilities), (96, 120))
+    assert masks.shape == (6, 96, 120) and masks.dtype == np.uint8 and masks.max() == 1
     assert not masks[2].any()
     assert all(masks[i].any() for i in (0, 1, 3, 4, 5))
     np.testing.assert_array_equal(masks, _monai_postprocess(probabilities, (96, 120)))
@@ -46,7 +48,7 @@ def test_largest_component_is_eight_connected_and_per_frame():
     frames[2, [0, 1, 2, 3], [0, 1, 2, 3]] = 1  # diagonal of 4
     frames[2, 8, 5:8] = 1  # run of 3
     probabilities = torch.from_numpy(frames[:, None])
-    masks = postprocess(probabilities, (10, 10))
+    masks = Postprocessing()(torch.logit(probabilities), (10, 10)) > 0
     np.testing.assert_array_equal(masks[0], frames[0] > 0)
     assert masks[1].sum() == 4 and masks[1, 3:5, 3:5].all()
     assert masks[2].sum() == 4 and masks[2, [0, 1, 2, 3], [0, 1, 2, 3]].all()
@@ -55,8 +57,37 @@ def test_largest_component_is_eight_connected_and_per_frame():
 
 def test_keep_largest_off_is_the_thresholded_resize():
     probabilities = torch.tensor([[[[0.2, 0.7], [0.9, 0.4]]]])
-    masks = postprocess(probabilities, (2, 2), keep_largest=False)
-    np.testing.assert_array_equal(masks, [[[False, True], [True, False]]])
+    masks = Postprocessing(keep_largest=False)(torch.logit(probabilities), (2, 2))
+    np.testing.assert_array_equal(masks, [[[0, 1], [1, 0]]])
+    masks = Postprocessing(threshold=0.8, keep_largest=False)(torch.logit(probabilities), (2, 2))
+    np.testing.assert_array_equal(masks, [[[0, 0], [1, 0]]])
+
+
+def test_softmax_gives_the_most_probable_label_and_keeps_the_largest_component_of_each():
+    """Two segments and background: each pixel gets its most probable label; keep_largest drops a stray
+    one-pixel island of label 2 and keeps the block of each label."""
+    logits = torch.zeros(1, 3, 6, 6)
+    logits[0, 1, 0:3, 0:3] = 5.0  # label 1: a 3x3 block
+    logits[0, 2, 3:6, 3:6] = 5.0  # label 2: a 3x3 block
+    logits[0, 2, 0, 5] = 5.0  # label 2: a stray pixel
+    labels = Postprocessing("softmax", keep_largest=False)(logits, (6, 6))
+    assert labels.dtype == np.uint8 and labels[0, 0, 5] == 2 and (labels == 1).sum() == 9
+    kept = Postprocessing("softmax", keep_largest=True)(logits, (6, 6))
+    assert kept[0, 0, 5] == 0 and (kept == 2).sum() == 9 and (kept == 1).sum() == 9
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    ({"activation": "relu"}, "unknown activation"), ({"threshold": 1.0}, "strictly between 0 and 1")])
+def test_postprocessing_refuses_bad_arguments(arguments, problem):
+    with pytest.raises(ValueError, match=problem):
+        Postprocessing(**arguments)
+
+
+def test_postprocessing_refuses_logits_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"sigmoid post-processing expects \(N, 1, h, w\) logits, got \(1, 2, 4, 4\)"):
+        Postprocessing()(torch.zeros(1, 2, 4, 4), (4, 4))
+    with pytest.raises(ValueError, match="softmax post-processing expects"):
+        Postprocessing("softmax")(torch.zeros(1, 1, 4, 4), (4, 4))
 
 
 def test_preprocess_matches_monai_scale_intensity_and_resize():
@@ -66,8 +97,33 @@ def test_preprocess_matches_monai_scale_intensity_and_resize():
     for spatial_size in ((256, 256), (128, 128)):
         scale, resize = ScaleIntensity(minv=0.0, maxv=1.0), Resize(spatial_size, mode="bilinear", anti_aliasing=False)
         expected = torch.stack([torch.as_tensor(np.asarray(resize(scale(f[None].astype(np.float32))))) for f in frames])
-        batch = preprocess(frames, spatial_size)
+        batch = Preprocessing(spatial_size)(frames)
         assert batch.shape == (4, 1, *spatial_size) and batch.dtype == torch.float32
         torch.testing.assert_close(batch, expected.float(), atol=1e-6, rtol=0)
         assert batch[3].abs().max() == 0
-        torch.testing.assert_close(preprocess(frames[0], spatial_size), expected[:1].float(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(Preprocessing(spatial_size)(frames[0]), expected[:1].float(), atol=1e-6, rtol=0)
+
+
+def test_zscore_matches_monai_normalize_intensity():
+    frames = np.stack([read_image(p).pixels for p in sorted(SAMPLES.glob("*.png"))[:2]])
+    frames = np.concatenate([frames, np.full_like(frames[:1], 7)])
+    resize = Resize((64, 64), mode="bilinear", anti_aliasing=False)
+    expected = torch.stack([torch.as_tensor(np.asarray(resize(NormalizeIntensity()(f[None].astype(np.float32)))))
+                            for f in frames])
+    torch.testing.assert_close(Preprocessing((64, 64), "zscore")(frames), expected.float(), atol=1e-4, rtol=0)
+
+
+def test_window_clips_and_scales_hounsfield_units():
+    frame = np.array([[-2000.0, -160.0], [40.0, 3000.0]])
+    batch = Preprocessing((2, 2), "window", window=[-160, 240])(frame)
+    torch.testing.assert_close(batch[0, 0], torch.tensor([[0.0, 0.0], [0.5, 1.0]]))
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    ({"spatial_size": [256]}, "two positive sizes"), ({"spatial_size": [256, 256], "intensity": "gamma"},
+                                                      "unknown intensity scheme"),
+    ({"spatial_size": [256, 256], "intensity": "window"}, "goes with the 'window' intensity scheme"),
+    ({"spatial_size": [256, 256], "intensity": "window", "window": [100, -100]}, "low < high")])
+def test_preprocessing_refuses_bad_arguments(arguments, problem):
+    with pytest.raises(ValueError, match=problem):
+        Preprocessing(**arguments)

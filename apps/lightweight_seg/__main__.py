@@ -1,8 +1,11 @@
-"""``python apps/lightweight_seg -i DICOM_DIR -o OUT_DIR [-m BUNDLE] [--rules RULES.json] [--all-components]``.
+"""``python apps/lightweight_seg -i DICOM_DIR -o OUT_DIR [-m BUNDLES] [--model NAME] [--rules RULES.json]
+[--all-components]``.
 
 The SDK's own flags (-i, -o, -m, -l, -w) and variables (HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH,
-HOLOSCAN_MODEL_PATH) work as in any MONAI Deploy app; ``-m`` defaults to the repository's bundle. Prints one
-line per SEG and per problem; exits 1 when nothing could be segmented.
+HOLOSCAN_MODEL_PATH) work as in any MONAI Deploy app; ``-m`` takes one model bundle or a folder of bundles and
+defaults to every bundle the repository ships. Each series goes to the bundle whose series rules claim it;
+``--model NAME`` sends every series to the bundle of that folder name instead. Prints one line per SEG, per
+skipped series and per problem; exits 1 when nothing could be segmented.
 """
 
 from __future__ import annotations
@@ -20,38 +23,46 @@ if __package__ in (None, ""):  # run as `python apps/lightweight_seg`: make the 
 
 import lightweight_seg  # noqa: E402,F401  (preloads the CUDA runtime before monai pulls in Holoscan)
 from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, find_files, read_headers  # noqa: E402
-from lightweight_seg.pipeline import DEFAULT_BUNDLE, SeriesResult  # noqa: E402
+from lightweight_seg.pipeline import SeriesResult  # noqa: E402
+from lightweight_seg.routing import DEFAULT_BUNDLES  # noqa: E402
 
 
 def _summary(output: SeriesResult) -> str:
     """What was found in a series and where its SEG, overlay and report went, from its report."""
     report = json.loads(output.report_path.read_text())
-    segment = report["segment"]
-    facts = [f"{segment['label']} on {segment['frames_with_segment']} of {report['frames']} frames"]
-    if "volume_mm3" in segment:
-        facts.append(f"volume {segment['volume_mm3']:.0f} mm3")
-    circumferences = [c for c in segment.get("head_circumference_mm_per_frame", []) if c is not None]
-    if circumferences:
-        median = " (median of frames)" if len(circumferences) > 1 else ""
-        facts.append(f"head circumference {np.median(circumferences):.1f} mm{median}")
-    return (f"{report['modality']} series {output.series_uid}: {', '.join(facts)}\n  SEG     {output.seg_path}\n"
-            f"  overlay {output.overlay_path}\n  report  {output.report_path}")
+    facts = []
+    for segment in report["segments"]:
+        fact = f"{segment['label']} on {segment['frames_with_segment']} of {report['frames']} frames"
+        if "volume_mm3" in segment:
+            fact += f", volume {segment['volume_mm3']:.0f} mm3"
+        areas = [a for a in segment.get("area_mm2_per_frame", []) if a]
+        if areas:
+            fact += f", area {np.median(areas):.0f} mm2" + (" (median of frames)" if len(areas) > 1 else "")
+        circumferences = [c for c in segment.get("head_circumference_mm_per_frame", []) if c is not None]
+        if circumferences:
+            median = " (median of frames)" if len(circumferences) > 1 else ""
+            fact += f", head circumference {np.median(circumferences):.1f} mm{median}"
+        facts.append(fact)
+    return (f"{report['modality']} series {output.series_uid} -> {output.model}: {'; '.join(facts)}\n"
+            f"  SEG     {output.seg_path}\n  overlay {output.overlay_path}\n  report  {output.report_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     ours = argparse.ArgumentParser(add_help=False)
-    ours.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="series selection rules (JSON)")
+    ours.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="which series to consider at all (JSON)")
+    ours.add_argument("--model", dest="force", metavar="NAME",
+                      help="segment every selected series with this bundle (its folder name), whatever its rules")
     ours.add_argument("--all-components", action="store_true",
-                      help="keep every connected component (default: as the bundle's keep_largest says)")
+                      help="keep every connected component (default: as each bundle's postprocessing says)")
     options, sdk_argv = ours.parse_known_args(argv[1:])
-    if "-m" not in sdk_argv and "--model" not in sdk_argv and not os.environ.get("HOLOSCAN_MODEL_PATH"):
-        sdk_argv += ["-m", str(DEFAULT_BUNDLE)]
+    if "-m" not in sdk_argv and not os.environ.get("HOLOSCAN_MODEL_PATH"):
+        sdk_argv += ["-m", str(DEFAULT_BUNDLES)]
 
     from lightweight_seg.app import LightweightSegApp
 
-    keep_largest = False if options.all_components else None  # None: as the bundle says
-    app = LightweightSegApp([argv[0], *sdk_argv], rules=options.rules, keep_largest=keep_largest)
+    app = LightweightSegApp([argv[0], *sdk_argv], rules=options.rules, force=options.force,
+                            keep_all_components=options.all_components)
     try:
         app.run()
     except InputError as err:
@@ -64,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     unreadable = read_headers(files)[1]
     for output in result.outputs:
         print(_summary(output))
+    for message in dict.fromkeys(message for _, message in result.skipped):
+        print(f"skipped: {message}", file=sys.stderr)
     for message in dict.fromkeys(message for _, message in unreadable + result.errors):
         print(f"error: {message}", file=sys.stderr)
     if not result.outputs:
         if result.errors or unreadable:
             reason = "nothing segmented"
+        elif result.skipped:
+            reason = "no model for any series"
         elif files:
             reason = "no series matches the selection rules"
         else:
@@ -76,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {app.input_folder}: {reason}", file=sys.stderr)
         return 1
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
     MediaStorageDirectoryStorage,
@@ -40,6 +41,7 @@ __all__ = [
     "check_headers",
     "read_headers",
     "load_rules",
+    "selection_score",
     "series_matches",
     "group_series",
     "build_stacks",
@@ -155,9 +157,19 @@ def load_rules(path: Path | None = None) -> list[dict]:
 
 def _condition_holds(value, wanted) -> bool:
     """One condition, with the SDK selector's meaning: a string is a case-insensitive regular expression, a
-    list names terms a multi-valued attribute must contain (``"!term"``: must not), ``[min, max]`` a range."""
+    list names terms a multi-valued attribute must contain (``"!term"``: must not), ``[min, max]`` a range. Two
+    additions for routing series to models: ``null`` holds where the attribute is absent or empty, and a regular
+    expression on a code sequence (e.g. AnatomicRegionSequence) holds where it matches an item's CodeValue or
+    CodeMeaning."""
+    if wanted is None:
+        return value is None or value == "" or (isinstance(value, Sequence) and len(value) == 0)
     if value is None or value == "":
         return False
+    if isinstance(value, Sequence):
+        if not isinstance(wanted, str):
+            return False
+        return any(re.search(wanted, str(item.get(keyword, "")), re.IGNORECASE) is not None
+                   for item in value for keyword in ("CodeValue", "CodeMeaning"))
     if isinstance(wanted, str):
         return re.search(wanted, str(value), re.IGNORECASE) is not None
     if isinstance(value, (int, float)) and isinstance(wanted, list) and len(wanted) == 2:
@@ -169,10 +181,19 @@ def _condition_holds(value, wanted) -> bool:
     return value == wanted
 
 
+def selection_score(header: Dataset, selections) -> int | None:
+    """How specifically the best-matching selection describes a series (given by one of its headers): the
+    number of its conditions that test a value (an "absent" condition, ``null``, counts nothing), or None when
+    no selection matches. Routing gives a series to the model whose rules describe it most specifically."""
+    scores = [sum(wanted is not None for wanted in selection["conditions"].values())
+              for selection in selections
+              if all(_condition_holds(header.get(key), wanted) for key, wanted in selection["conditions"].items())]
+    return max(scores) if scores else None
+
+
 def series_matches(header: Dataset, selections: list[dict]) -> bool:
     """Whether a series (given by one of its headers) is selected by any of the selections."""
-    return any(all(_condition_holds(header.get(key), wanted) for key, wanted in selection["conditions"].items())
-               for selection in selections)
+    return selection_score(header, selections) is not None
 
 
 def group_series(headers: list[Dataset]) -> dict[str, list[Dataset]]:

@@ -1,11 +1,12 @@
 """The one operator of our own in the Deploy app, a thin adapter from the SDK's selected series to the pipeline.
 
-The SDK's DICOMDataLoaderOperator and DICOMSeriesSelectorOperator are used as they are. Ours replaces the rest
-of the SDK chain because DICOMSeriesToVolumeOperator stacks one grey 2D slice per instance (no colour, no
-multi-frame cine, and it stacks slices of differing orientation), MonaiBundleInferenceOperator runs a 3D volume
-through the bundle's own configs instead of our 2D model frame by frame through the shared transforms, and
-DICOMSegmentationWriterOperator writes a SEG that dciodvfy rejects (empty Manufacturer in
-ContributingEquipmentSequence) and cannot write cine ultrasound.
+The SDK's DICOMDataLoaderOperator and DICOMSeriesSelectorOperator are used as they are. Ours routes each selected
+series to the bundle whose rules claim it (:class:`~lightweight_seg.routing.ModelRouter`; the SDK serves one
+model per operator), and replaces the rest of the SDK chain because DICOMSeriesToVolumeOperator stacks one grey
+2D slice per instance (no colour, no multi-frame cine, and it stacks slices of differing orientation),
+MonaiBundleInferenceOperator runs a 3D volume through the bundle's own configs instead of our 2D model frame by
+frame through the shared transforms, and DICOMSegmentationWriterOperator writes a SEG that dciodvfy rejects
+(empty Manufacturer in ContributingEquipmentSequence) and cannot write cine ultrasound.
 """
 
 from __future__ import annotations
@@ -15,21 +16,20 @@ from pathlib import Path
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from lightweight_seg.dicom_io import check_headers
-from lightweight_seg.pipeline import RunResult, load_segment_info, segment_series
+from lightweight_seg.pipeline import RunResult, segment_routed
+from lightweight_seg.routing import ModelRouter
 
 __all__ = ["SegmentSeriesOperator"]
 
 
 class SegmentSeriesOperator(Operator):
-    """Segments every series the selector passes on: SEG, overlay PNG and JSON report per stack into
-    ``output_folder``. Outputs and one-line errors accumulate in ``self.result`` for the caller's exit code."""
+    """Segments every series the selector passes on with the model it is routed to: SEG, overlay PNG and JSON
+    report per stack into ``output_folder``. Outputs, skipped series and one-line errors accumulate in
+    ``self.result`` for the caller's exit code."""
 
-    def __init__(self, fragment: Fragment, *args, output_folder: Path, bundle_root: Path, predictor,
-                 keep_largest: bool = True, **kwargs):
+    def __init__(self, fragment: Fragment, *args, output_folder: Path, models: ModelRouter, **kwargs):
         self.output_folder = Path(output_folder)
-        self.predictor = predictor
-        self.info = load_segment_info(bundle_root)
-        self.keep_largest = keep_largest
+        self.models = models
         self.result = RunResult([], [])
         super().__init__(fragment, *args, **kwargs)
 
@@ -43,7 +43,5 @@ class SegmentSeriesOperator(Operator):
                 headers, errors = check_headers(native)
                 self.result.errors.extend(errors)
                 if headers:
-                    done = segment_series(selected.series.SeriesInstanceUID, headers, self.output_folder,
-                                          self.predictor, self.info, self.keep_largest)
-                    self.result.outputs.extend(done.outputs)
-                    self.result.errors.extend(done.errors)
+                    self.result.extend(segment_routed(selected.series.SeriesInstanceUID, headers,
+                                                      self.output_folder, self.models))

@@ -1,22 +1,23 @@
 """The whole application without the Deploy SDK: DICOM files in, a SEG + overlay PNG + JSON report per stack out.
 
 The Deploy app's operator and the PACS listener both call :func:`segment_paths` (or :func:`segment_series`),
-so there is one code path to test. Each stack is segmented frame by frame with the 2D model, through the
-shared ``preprocess`` / ``postprocess`` of ``lightweight_nets.transforms``.
+so there is one code path to test. Each series goes to the model its bundle's rules claim it for
+(:class:`~lightweight_seg.routing.ModelRouter`), and each stack is segmented frame by frame through that bundle's
+pre- and post-processing (``lightweight_nets.segment.segment_frames``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 
+from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.io import atomic_path
 from lightweight_nets.segment import segment_frames, write_overlay
 from lightweight_seg.dicom_io import (
@@ -30,18 +31,20 @@ from lightweight_seg.dicom_io import (
     series_matches,
 )
 from lightweight_seg.report import measurements, write_report
-from lightweight_seg.seg_writer import FETAL_HEAD, SegmentInfo, build_seg
+from lightweight_seg.routing import ModelRouter
+from lightweight_seg.seg_writer import build_seg
 
-__all__ = ["DEFAULT_BUNDLE", "SeriesResult", "RunResult", "load_segment_info", "bundle_keeps_largest", "segment_stack",
-           "segment_series", "segment_paths"]
+__all__ = ["SeriesResult", "RunResult", "seg_series_identity", "segment_stack", "segment_series", "segment_routed",
+           "segment_paths"]
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 log = logging.getLogger(__name__)
+SEG_SERIES_BASE = 9000  # SEG series numbers follow the source's: 9000 + 100 x source SeriesNumber + stack index
 
 
 @dataclass
 class SeriesResult:
     series_uid: str
+    model: str  # the bundle id
     seg_path: Path
     overlay_path: Path
     report_path: Path
@@ -51,49 +54,52 @@ class SeriesResult:
 class RunResult:
     outputs: list[SeriesResult]
     errors: list[tuple[str, str]]  # (file or series, one-line message)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (series, why no model segments it)
+
+    def extend(self, other: RunResult) -> None:
+        self.outputs += other.outputs
+        self.errors += other.errors
+        self.skipped += other.skipped
 
 
-def load_segment_info(bundle_root: Path) -> SegmentInfo:
-    """What the model segments and its name and version, from the bundle's configs/metadata.json when present."""
-    metadata_path = Path(bundle_root) / "configs" / "metadata.json"
-    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-    return SegmentInfo(algorithm_name=str(metadata.get("name", Path(bundle_root).resolve().name)),
-                       algorithm_version=str(metadata.get("version", "unknown")), **FETAL_HEAD)
+def segment_stack(stack: Stack, spec: BundleSpec, predictor) -> np.ndarray:
+    """Label maps ``(N, H, W)`` on the stack's own grid, every frame through the bundle's pre/post-processing."""
+    return segment_frames(stack.frames, predictor, spec.preprocessing, spec.postprocessing)
 
 
-def bundle_keeps_largest(bundle_root: Path) -> bool:
-    """Whether post-processing keeps only the largest connected component: the bundle's ``keep_largest`` in
-    configs/inference.json (one lesion per frame for the fetal head), True where the bundle does not say."""
-    config_path = Path(bundle_root) / "configs" / "inference.json"
-    return bool(json.loads(config_path.read_text()).get("keep_largest", True)) if config_path.is_file() else True
+def seg_series_identity(stack: Stack, spec: BundleSpec, index: int, count: int) -> tuple[int, str]:
+    """SeriesNumber and SeriesDescription of the SEG of stack ``index`` of ``count`` of a series: derived from the
+    source series, so that two SEGs of one study differ in both, whichever run wrote them."""
+    source = stack.sources[0].get("SeriesNumber")
+    number = SEG_SERIES_BASE + 100 * int(source) + index if source not in (None, "") else SEG_SERIES_BASE + index
+    labels = ", ".join(segment.label for segment in spec.segments)
+    part = f" image {index + 1}/{count}" if count > 1 else ""
+    of = f" of series {source}" if source not in (None, "") else ""
+    return number, f"{labels} ({spec.id}){of}{part}"
 
 
-def segment_stack(stack: Stack, predictor, keep_largest: bool = True) -> np.ndarray:
-    """Boolean masks ``(N, H, W)`` on the stack's own grid, every frame through the shared pre/post-processing."""
-    return segment_frames(stack.frames, predictor, keep_largest)
-
-
-def _write_outputs(stack: Stack, masks: np.ndarray, info: SegmentInfo, output_dir: Path, name: str,
-                   report: dict) -> SeriesResult:
+def _write_outputs(stack: Stack, labels: np.ndarray, spec: BundleSpec, output_dir: Path, name: str,
+                   identity: tuple[int, str], report: dict) -> SeriesResult:
     """SEG, overlay and report, each written under a temporary name and renamed only when all three are
     complete, so that a failure leaves none of them behind."""
-    result = SeriesResult(stack.series_uid, output_dir / f"{name}.seg.dcm", output_dir / f"{name}.overlay.png",
+    result = SeriesResult(stack.series_uid, spec.id, output_dir / f"{name}.seg.dcm", output_dir / f"{name}.overlay.png",
                           output_dir / f"{name}.report.json")
     started = time.perf_counter()
     with ExitStack() as files:
         seg_tmp, overlay_tmp, report_tmp = (files.enter_context(atomic_path(p))
                                             for p in (result.seg_path, result.overlay_path, result.report_path))
-        build_seg(stack, masks, info).save_as(seg_tmp, enforce_file_format=True)
-        write_overlay(stack.frames, masks, overlay_tmp)
+        build_seg(stack, labels, spec, *identity).save_as(seg_tmp, enforce_file_format=True)
+        write_overlay(stack.frames, labels, overlay_tmp, [segment.color_rgb for segment in spec.segments])
         report["timing_s"]["write"] = round(time.perf_counter() - started, 3)
         report["outputs"] = {"seg": result.seg_path.name, "overlay": result.overlay_path.name}
         write_report(report, report_tmp)
     return result
 
 
-def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, predictor, info: SegmentInfo,
-                   keep_largest: bool = True) -> RunResult:
-    """Segment one selected series (its headers, as from :func:`read_headers`): one SEG per stack."""
+def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, spec: BundleSpec,
+                   predictor) -> RunResult:
+    """Segment one selected series (its headers, as from :func:`read_headers`) with one bundle's model: one SEG
+    per stack."""
     started = time.perf_counter()
     stacks, errors = build_stacks(series_uid, headers)
     read_time = time.perf_counter() - started
@@ -105,40 +111,41 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, pr
         name = series_uid if len(stacks) == 1 else f"{series_uid}_{index + 1}"
         try:
             started = time.perf_counter()
-            masks = segment_stack(stack, predictor, keep_largest)
+            labels = segment_stack(stack, spec, predictor)
             inference_time = time.perf_counter() - started
             started = time.perf_counter()
-            segment = {"label": info.label, **measurements(stack, masks)}
+            segments = measurements(stack, labels, spec)
             measure_time = time.perf_counter() - started
+            identity = seg_series_identity(stack, spec, index, len(stacks))
             report = {
                 "series_instance_uid": series_uid,
                 "study_instance_uid": str(stack.sources[0].get("StudyInstanceUID", "")),
                 "modality": stack.modality,
                 "source_instances": [ds.SOPInstanceUID for ds in stack.sources],
                 "frames": len(stack.frames),
-                "model": {"name": info.algorithm_name, "version": info.algorithm_version,
+                "model": {"bundle": spec.id, "name": spec.name, "version": spec.version,
                           "backend": getattr(predictor, "backend", "unknown")},
-                "segment": segment,
+                "seg": {"series_number": identity[0], "series_description": identity[1][:64]},
+                "segments": segments,
                 "timing_s": {"read": round(read_time, 3), "inference": round(inference_time, 3),
                              "measure": round(measure_time, 3)},
             }
-            outputs.append(_write_outputs(stack, masks, info, Path(output_dir), name, report))
+            outputs.append(_write_outputs(stack, labels, spec, Path(output_dir), name, identity, report))
         except Exception as err:  # one bad stack must not stop the others
             errors.append((series_uid, f"series {series_uid}: not segmented ({type(err).__name__}: {err})"))
     return RunResult(outputs, errors)
 
 
-def segment_paths(paths: list[Path] | Path, output_dir: Path, bundle_root: Path | None = None,
-                  rules: Path | None = None, predictor=None, keep_largest: bool | None = None) -> RunResult:
-    """Segment every series selected by ``rules`` among DICOM files and folders ``paths`` into ``output_dir``.
-
-    ``predictor`` is an already loaded model (the listener keeps one between calls); otherwise the bundle's
-    is loaded. ``keep_largest`` None follows the bundle. Bad files and series are reported in ``errors`` and
-    the rest is still processed."""
-    bundle_root = Path(bundle_root or DEFAULT_BUNDLE)
+def segment_paths(paths: list[Path] | Path, output_dir: Path, models: ModelRouter | None = None,
+                  rules: Path | None = None) -> RunResult:
+    """Segment every series selected by ``rules`` among DICOM files and folders ``paths`` into ``output_dir``,
+    each with the model ``models`` routes it to (default: every bundle this repository ships; the listener keeps
+    one router, and so its loaded models, between calls). Bad files and series are reported in ``errors``, series
+    no model is for in ``skipped``, and the rest is still processed."""
     try:
         selections = load_rules(rules)
         files = find_files(paths)
+        models = models or ModelRouter.from_path()
     except InputError as err:
         return RunResult([], [(str(paths), str(err))])
     if not files:
@@ -149,15 +156,19 @@ def segment_paths(paths: list[Path] | Path, output_dir: Path, bundle_root: Path 
         found = sorted({f"{h.get('Modality', '?')}" for h in headers}) or ["no images"]
         errors.append((str(paths), f"{paths}: no series matches the selection rules (found: {', '.join(found)})"))
         return RunResult([], errors)
-    if predictor is None:
-        from lightweight_nets.inference import load_bundle_predictor
-
-        predictor = load_bundle_predictor(bundle_root)
-    info = load_segment_info(bundle_root)
-    keep_largest = bundle_keeps_largest(bundle_root) if keep_largest is None else keep_largest
-    outputs = []
+    result = RunResult([], errors)
     for uid, series_headers in series.items():
-        result = segment_series(uid, series_headers, Path(output_dir), predictor, info, keep_largest)
-        outputs += result.outputs
-        errors += result.errors
-    return RunResult(outputs, errors)
+        result.extend(segment_routed(uid, series_headers, Path(output_dir), models))
+    return result
+
+
+def segment_routed(series_uid: str, headers: list[Dataset], output_dir: Path, models: ModelRouter) -> RunResult:
+    """One series through the model it is routed to, or skipped with the reason."""
+    spec, reason = models.route(series_uid, headers[0])
+    if spec is None:
+        return RunResult([], [], [(series_uid, reason)])
+    try:
+        predictor = models.predictor(spec)
+    except InputError as err:
+        return RunResult([], [(series_uid, str(err))])
+    return segment_series(series_uid, headers, output_dir, spec, predictor)

@@ -8,26 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from lightweight_nets.measure import head_circumference_mm
+from lightweight_nets.bundle import BundleSpec
+from lightweight_nets.measure import measure_segment
 from lightweight_seg.dicom_io import Stack
 
 __all__ = ["measurements", "write_report"]
 
 
-def measurements(stack: Stack, masks: np.ndarray) -> dict:
-    """Segment size per frame (pixels, and mm^2 where the pixel spacing is known), the volume for a CT/MR
-    stack with a slice spacing, and the head circumference per frame for ultrasound with a known spacing."""
-    pixels = masks.reshape(len(masks), -1).sum(axis=1)
-    result = {"pixels_per_frame": pixels.tolist(), "frames_with_segment": int((pixels > 0).sum())}
-    if stack.pixel_spacing_mm is not None:
-        pixel_area = stack.pixel_spacing_mm[0] * stack.pixel_spacing_mm[1]
-        result["area_mm2_per_frame"] = [round(float(p) * pixel_area, 2) for p in pixels]
-        if stack.modality in ("CT", "MR") and stack.slice_spacing_mm:
-            result["volume_mm3"] = round(float(pixels.sum()) * pixel_area * stack.slice_spacing_mm, 2)
-        if stack.modality == "US":
-            circumferences = [head_circumference_mm(mask, stack.pixel_spacing_mm) for mask in masks]
-            result["head_circumference_mm_per_frame"] = [None if c is None else round(c, 2) for c in circumferences]
-    return result
+def measurements(stack: Stack, labels: np.ndarray, spec: BundleSpec) -> list[dict]:
+    """Per segment of the bundle: its number and label, its size per frame (pixels, and mm^2 where the pixel
+    spacing is known) and the measurements its bundle asks for (area and head circumference per frame, volume of
+    a stack with a slice spacing)."""
+    return [{"number": segment.number, "label": segment.label,
+             **measure_segment(labels == segment.number, segment.measurements, stack.pixel_spacing_mm,
+                               stack.slice_spacing_mm)}
+            for segment in spec.segments]
 
 
 def write_report(report: dict, path: Path) -> None:

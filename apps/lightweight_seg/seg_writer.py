@@ -1,4 +1,5 @@
-"""DICOM out: one binary DICOM-SEG per stack, written with highdicom.
+"""DICOM out: one binary DICOM-SEG per stack, written with highdicom, one segment per label of the bundle (its
+label, codes and recommended display colour), the algorithm named by the bundle's metadata.
 
 Two cases highdicom 0.28 does not cover alone, both kept standard-conformant here:
 
@@ -11,54 +12,47 @@ Two cases highdicom 0.28 does not cover alone, both kept standard-conformant her
   frames are organised along the cine's time axis by a second dimension, ``TemporalPositionIndex`` in the
   Frame Content functional group. highdicom writes the SEG for frame 1, given a one-frame single-frame view
   of the source; the references are then pointed back at the real SOP class and the remaining frames added
-  with the same functional groups, one per source frame. A source whose SOP class is single-frame but that
-  holds several frames anyway (seen in the wild) is referenced without frame numbers, as the standard
+  with the same functional groups, one per segment and source frame. A source whose SOP class is single-frame
+  but that holds several frames anyway (seen in the wild) is referenced without frame numbers, as the standard
   forbids them there; its frames stay ordered by the temporal index.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import pack_bits
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
 
+from lightweight_nets.bundle import BundleSpec, Code, Segment
 from lightweight_seg.dicom_io import Stack
 
-__all__ = ["SegmentInfo", "FETAL_HEAD", "SEG_MANUFACTURER", "build_seg"]
+__all__ = ["SEG_MANUFACTURER", "build_seg"]
 
 SEG_MANUFACTURER = "lightweight-seg"
 
 
-@dataclass(frozen=True)
-class SegmentInfo:
-    """What the one segment is, and which algorithm made it (model name and version from the bundle)."""
-
-    label: str
-    category: hd.sr.CodedConcept | object
-    property_type: hd.sr.CodedConcept | object
-    algorithm_name: str
-    algorithm_version: str
+def _code(code: Code) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
 
 
-FETAL_HEAD = dict(label="fetal head", category=codes.SCT.AnatomicalStructure, property_type=codes.SCT.Head)
-
-
-def _segment_description(info: SegmentInfo) -> hd.seg.SegmentDescription:
+def _segment_description(segment: Segment, spec: BundleSpec) -> hd.seg.SegmentDescription:
     return hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=info.label,
-        segmented_property_category=info.category,
-        segmented_property_type=info.property_type,
+        segment_number=segment.number,
+        segment_label=segment.label,
+        segmented_property_category=_code(segment.category),
+        segmented_property_type=_code(segment.type),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=info.algorithm_name, version=info.algorithm_version, family=codes.DCM.ArtificialIntelligence),
+            name=spec.name[:64], version=spec.version[:64], family=codes.DCM.ArtificialIntelligence),
+        anatomic_regions=None if segment.anatomic_region is None else [_code(segment.anatomic_region)],
+        display_color=hd.color.CIELabColor.from_rgb(*segment.color_rgb),
     )
 
 
@@ -72,10 +66,11 @@ def _one_frame_view(source: Dataset) -> Dataset:
     return view
 
 
-def _add_cine_frames(seg: hd.seg.Segmentation, masks: np.ndarray, source: Dataset) -> None:
+def _add_cine_frames(seg: hd.seg.Segmentation, labels: np.ndarray, source: Dataset) -> None:
     """Grow a SEG of frame 1 of a cine to all frames: references to the real SOP class, per-frame functional
-    groups naming source frame k (where the SOP class allows frame numbers) and temporal position k, a second
-    dimension index for time, and the bit-packed pixel data."""
+    groups for each segment naming source frame k (where the SOP class allows frame numbers) and temporal position
+    k, a second dimension index for time, and the bit-packed pixel data (segment by segment, as highdicom orders
+    frames)."""
 
     def restore_sop_class(dataset: Dataset, element) -> None:
         if element.keyword == "ReferencedSOPInstanceUID" and element.value == source.SOPInstanceUID:
@@ -83,49 +78,57 @@ def _add_cine_frames(seg: hd.seg.Segmentation, masks: np.ndarray, source: Datase
 
     seg.walk(restore_sop_class)
     numbered = source.SOPClassUID == UltrasoundMultiFrameImageStorage
-    first = seg.PerFrameFunctionalGroupsSequence[0]
     time_dimension = copy.deepcopy(seg.DimensionIndexSequence[0])
     time_dimension.DimensionIndexPointer = Tag("TemporalPositionIndex")
     time_dimension.FunctionalGroupPointer = Tag("FrameContentSequence")
     time_dimension.DimensionDescriptionLabel = "Temporal Position Index"
     seg.DimensionIndexSequence.append(time_dimension)
-    frames = []
-    for number in range(1, len(masks) + 1):
-        item = copy.deepcopy(first)
-        if numbered:
-            item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber = number
-        item.FrameContentSequence[0].DimensionIndexValues = [1, number]
-        item.FrameContentSequence[0].TemporalPositionIndex = number
-        frames.append(item)
+    frames, masks = [], []
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    for first in seg.PerFrameFunctionalGroupsSequence:  # one item per segment (shared identification for one)
+        identification = first if "SegmentIdentificationSequence" in first else shared
+        segment_number = int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        index_values = first.FrameContentSequence[0].DimensionIndexValues
+        segment_index = index_values[0] if isinstance(index_values, MultiValue) else index_values
+        for number in range(1, len(labels) + 1):
+            item = copy.deepcopy(first)
+            if numbered:
+                item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber = number
+            item.FrameContentSequence[0].DimensionIndexValues = [segment_index, number]
+            item.FrameContentSequence[0].TemporalPositionIndex = number
+            frames.append(item)
+        masks.append(labels == segment_number)
     seg.PerFrameFunctionalGroupsSequence = frames
-    seg.NumberOfFrames = len(masks)
-    seg.PixelData = pack_bits(masks.astype(np.uint8))
+    seg.NumberOfFrames = len(frames)
+    seg.PixelData = pack_bits(np.concatenate(masks).astype(np.uint8))
 
 
-def build_seg(stack: Stack, masks: np.ndarray, info: SegmentInfo, series_number: int = 9000) -> hd.seg.Segmentation:
-    """A binary SEG of ``masks`` (bool ``(N, H, W)``, one per frame of ``stack``) that references each source
-    instance and frame; every frame is kept, empty or not, so that frame i of the SEG is frame i of the stack."""
-    if masks.shape != stack.frames.shape:
-        raise ValueError(f"masks {masks.shape} do not match the frames {stack.frames.shape}")
+def build_seg(stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number: int,
+              series_description: str) -> hd.seg.Segmentation:
+    """A binary SEG of the label map ``labels`` (uint8 ``(N, H, W)``, one per frame of ``stack``, value k for the
+    bundle's segment k) that references each source instance and frame; every frame is kept for every segment,
+    empty or not, so that frame i of a segment is frame i of the stack."""
+    if labels.shape != stack.frames.shape:
+        raise ValueError(f"labels {labels.shape} do not match the frames {stack.frames.shape}")
     sources = [_one_frame_view(stack.sources[0])] if stack.is_cine else stack.sources
     seg = hd.seg.Segmentation(
         source_images=sources,
-        pixel_array=masks[:1] if stack.is_cine else masks,
+        pixel_array=labels[:1] if stack.is_cine else labels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[_segment_description(info)],
+        segment_descriptions=[_segment_description(segment, spec) for segment in spec.segments],
         series_instance_uid=hd.UID(),
         series_number=series_number,
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer=SEG_MANUFACTURER,
-        manufacturer_model_name=info.algorithm_name,
-        software_versions=info.algorithm_version,
+        manufacturer_model_name=spec.id[:64],
+        software_versions=spec.version,
         device_serial_number="0",
-        series_description=f"{info.label} ({info.algorithm_name})"[:64],
+        series_description=series_description[:64],
         omit_empty_frames=False,
     )
     if stack.is_cine:
-        _add_cine_frames(seg, masks, stack.sources[0])
+        _add_cine_frames(seg, labels, stack.sources[0])
     if not stack.has_frame_of_reference:
         seg.PatientOrientation = stack.sources[0].get("PatientOrientation", "")
     return seg

@@ -1,5 +1,5 @@
 """LightningDataModule for 2D image/mask folders (``images/`` and ``masks/`` with the same file names), built
-on MONAI datasets and transforms, with the shared preprocessing of :mod:`lightweight_nets.transforms`."""
+on MONAI datasets and transforms, with the bundle's :class:`~lightweight_nets.transforms.Preprocessing`."""
 
 from __future__ import annotations
 
@@ -13,25 +13,26 @@ from monai.transforms import Compose, MapTransform, RandAffined, RandFlipd
 
 from lightweight_nets.io import read_image
 from lightweight_nets.training.split import read_split
-from lightweight_nets.transforms import DEFAULT_SPATIAL_SIZE, preprocess, resize_mask
+from lightweight_nets.transforms import Preprocessing, resize_mask
 
 __all__ = ["LoadPreprocessd", "augmentation", "SegmentationDataModule", "image_mask_items"]
 
 
 class LoadPreprocessd(MapTransform):
-    """Read ``image`` and ``label`` files and apply the shared preprocessing: the image becomes
-    ``(1, *spatial_size)`` in [0, 1], the mask ``(1, *spatial_size)`` in {0, 1}."""
+    """Read ``image`` and ``label`` files and apply the bundle's preprocessing: the image becomes
+    ``(1, *spatial_size)`` as the served model sees it, the mask ``(1, *spatial_size)`` in {0, 1}."""
 
-    def __init__(self, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE):
+    def __init__(self, preprocessing: Preprocessing):
         super().__init__(keys=["image", "label"])
-        self.spatial_size = tuple(spatial_size)
+        self.preprocessing = preprocessing
 
     def __call__(self, item: dict) -> dict:
         image = read_image(item["image"]).pixels
         mask = read_image(item["label"]).pixels
         if mask.shape != image.shape:
             raise ValueError(f"{item['label']}: mask shape {mask.shape} differs from image shape {image.shape}")
-        return {**item, "image": preprocess(image, self.spatial_size)[0], "label": resize_mask(mask, self.spatial_size)}
+        return {**item, "image": self.preprocessing(image)[0],
+                "label": resize_mask(mask, self.preprocessing.spatial_size)}
 
 
 def augmentation(prob: float = 0.5) -> list:
@@ -67,7 +68,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     Args:
         dataset_dir: folder with ``images/`` and ``masks/``.
         split_file: JSON with ``train`` and ``validation`` file-name lists.
-        spatial_size: network input size.
+        preprocessing: the bundle's preprocessing (network input grid and intensity scheme).
         batch_size: training batch size (Li et al.: 8).
         num_workers: data loader workers.
         augment: apply :func:`augmentation` to training items.
@@ -79,7 +80,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self,
         dataset_dir: str,
         split_file: str,
-        spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE,
+        preprocessing: Preprocessing,
         batch_size: int = 8,
         num_workers: int = 2,
         augment: bool = True,
@@ -88,12 +89,12 @@ class SegmentationDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.dataset_dir, self.split_file = dataset_dir, split_file
-        self.spatial_size, self.batch_size, self.num_workers = tuple(spatial_size), batch_size, num_workers
+        self.preprocessing, self.batch_size, self.num_workers = preprocessing, batch_size, num_workers
         self.augment, self.cache_rate, self.limit = augment, cache_rate, limit
 
     def _dataset(self, part: str, train: bool) -> CacheDataset:
         names = read_split(self.split_file, part)[: self.limit]
-        transforms = [LoadPreprocessd(self.spatial_size)] + (augmentation() if train and self.augment else [])
+        transforms = [LoadPreprocessd(self.preprocessing)] + (augmentation() if train and self.augment else [])
         return CacheDataset(image_mask_items(self.dataset_dir, names), Compose(transforms), cache_rate=self.cache_rate,
                             num_workers=self.num_workers or None, progress=False)
 

@@ -12,7 +12,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.layers.factories import Conv
 
 from lightweight_nets.training.run import load_weights
-from lightweight_nets.transforms import postprocess
+from lightweight_nets.transforms import Postprocessing
 
 __all__ = ["SegmentationModule", "DistillationModule", "make_loss", "feature_weights"]
 
@@ -30,33 +30,34 @@ class SegmentationModule(pl.LightningModule):
     """Trains any zoo network on binary segmentation with Li et al.'s recipe by default: Adam (lr 1e-4,
     weight decay 1e-4), ReduceLROnPlateau on the validation loss (factor 0.5, patience 5).
 
-    Validation reports ``val_loss``, ``val_dice`` and ``val_hd95`` (pixels, 256 grid) after the shared
-    post-processing (threshold + largest connected component).
+    Validation reports ``val_loss``, ``val_dice`` and ``val_hd95`` (pixels, on the network's grid) of the
+    foreground after the bundle's post-processing (activation, threshold, largest connected component).
 
     Args:
         net: the network (logits out, one channel).
+        postprocessing: the bundle's post-processing, applied before the validation metrics.
         loss: ``dice`` or ``dice_bce``.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         lr_factor: ReduceLROnPlateau factor.
         lr_patience: ReduceLROnPlateau patience (epochs).
-        keep_largest: keep the largest connected component in validation metrics.
         init_weights: optional state dict file to start from (fine-tuning, resuming a distillation).
     """
 
     def __init__(
         self,
         net: nn.Module,
+        postprocessing: Postprocessing,
         loss: str = "dice",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
         lr_factor: float = 0.5,
         lr_patience: int = 5,
-        keep_largest: bool = True,
         init_weights: str | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "postprocessing"])
+        self.postprocessing = postprocessing
         self.net = load_weights(net, init_weights) if init_weights else net
         self.loss_fn = make_loss(loss)
         self.dice = DiceMetric(include_background=True, reduction="mean")
@@ -77,9 +78,8 @@ class SegmentationModule(pl.LightningModule):
         logits = self.net(batch["image"])
         n = len(logits)
         self.log("val_loss", self.loss_fn(logits, batch["label"]), prog_bar=True, batch_size=n, sync_dist=True)
-        masks = postprocess(torch.sigmoid(logits.float()).cpu(), logits.shape[2:],
-                            keep_largest=self.hparams.keep_largest)
-        pred = torch.as_tensor(masks, dtype=torch.float32)[:, None]
+        labels = self.postprocessing(logits.float().cpu(), logits.shape[2:])
+        pred = torch.as_tensor(labels > 0, dtype=torch.float32)[:, None]
         self.dice(pred, batch["label"].cpu())
         if pred.sum() > 0:
             self.hd95(pred, batch["label"].cpu())

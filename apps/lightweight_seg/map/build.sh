@@ -4,7 +4,8 @@
 #   1. a Debian bookworm minbase root file system with Python 3.11 (debootstrap; cached in $WORK/debootstrap),
 #   2. a venv in it with CPU torch and the app's packages, installed in a chroot that sees the host's pip
 #      configuration and local wheel folders through bind mounts,
-#   3. the application, the model bundle, the manifests and the entrypoint in the MAP layout,
+#   3. the application, every model bundle (/opt/holoscan/models/<bundle>), the manifests and the entrypoint in the
+#      MAP layout,
 #   4. `podman build` of map/Dockerfile (FROM scratch) on vfs storage.
 # Needs root, debootstrap and podman. Usage: build.sh [IMAGE_TAG]
 set -euo pipefail
@@ -13,7 +14,7 @@ MAP_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$MAP_DIR/../../.." && pwd)
 WORK=${MAP_BUILD_DIR:-$REPO/build/map}
 IMAGE=${1:-lightweight-seg-map:0.1.0}
-BUNDLE=${MAP_BUNDLE:-$REPO/bundle}  # the model bundle to ship
+BUNDLES=${MAP_BUNDLES:-$REPO/bundle}  # the folder of model bundles to ship (every bundle in it is served)
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ROOT=$WORK/context/rootfs
 HOST_PIP_PATHS=(/opt/wheels /opt/pypi /opt/pypi-more)  # local wheel folders of pip.conf, where present
@@ -71,11 +72,23 @@ cp -r "$REPO/apps/lightweight_seg" "$ROOT/opt/holoscan/app"
 rm -rf "$ROOT/opt/holoscan/app/map"
 cp -r "$REPO/lightweight_nets" "$ROOT/opt/holoscan/lib/lightweight_nets"
 ln -s /opt/holoscan/app "$ROOT/opt/holoscan/lib/lightweight_seg"
-mkdir -p "$ROOT/opt/holoscan/models/lightweight-seg"
-for part in configs models docs LICENSE; do
-    if [ -e "$BUNDLE/$part" ]; then cp -r "$BUNDLE/$part" "$ROOT/opt/holoscan/models/lightweight-seg/"; fi
+for bundle in "$BUNDLES"/*/; do
+    [ -f "$bundle/configs/inference.json" ] || continue
+    target="$ROOT/opt/holoscan/models/$(basename "$bundle")"
+    mkdir -p "$target"
+    for part in configs models docs data LICENSE; do
+        if [ -e "$bundle/$part" ]; then cp -r "$bundle/$part" "$target/"; fi
+    done
 done
-cp "$MAP_DIR/app.json" "$MAP_DIR/pkg.json" "$ROOT/etc/holoscan/"
+cp "$MAP_DIR/app.json" "$ROOT/etc/holoscan/"
+# pkg.json names the bundles this image really holds (MAP_BUNDLES may hold others than the repository's).
+python3 - "$MAP_DIR/pkg.json" "$ROOT/etc/holoscan/pkg.json" "$ROOT/opt/holoscan/models" <<'PY'
+import json, pathlib, sys
+manifest = json.loads(pathlib.Path(sys.argv[1]).read_text())
+root = manifest["modelRoot"]
+manifest["models"] = {p.name: f"{root}/{p.name}" for p in sorted(pathlib.Path(sys.argv[3]).iterdir()) if p.is_dir()}
+pathlib.Path(sys.argv[2]).write_text(json.dumps(manifest, indent=2) + "\n")
+PY
 cp "$REPO/apps/lightweight_seg/app.yaml" "$ROOT/var/holoscan/app.yaml"
 install -m 755 "$MAP_DIR/tools" "$ROOT/var/holoscan/tools"
 

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+from ..dicom_io import InputError
 from .config import load_config
 from .jobs import STATES
 from .node import Node
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     node = Node(load_config(args.config))
     try:
         return {"listen": _listen, "pull": _pull, "status": _status, "retry": _retry}[args.command](node, args)
-    except (RuntimeError, KeyError, OSError) as exc:  # busy spool, unknown peer, PACS refused or down: one line
+    except (RuntimeError, KeyError, OSError, InputError) as exc:  # busy spool, unknown peer, bad bundle, PACS down
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

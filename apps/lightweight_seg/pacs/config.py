@@ -60,7 +60,8 @@ class Config:
     max_attempts: int = 3
     retry_seconds: float = 30.0
     workers: int = 1
-    bundle_root: Path | None = None
+    bundle_root: Path | None = None  # a bundle or a folder of bundles (default: every bundle the repository ships)
+    model: str | None = None  # the bundle id every series goes to, whatever the bundles' series rules say
     rules: Path | None = None
     peers: dict[str, Peer] = field(default_factory=dict)
     destination: str | None = None

@@ -48,8 +48,8 @@ class Node:
         self.config = config
         self.spool = Spool(config.spool_dir)
         self.jobs = JobStore(self.spool.root / "jobs.sqlite")
-        self._predictor = None
-        self._predictor_lock = threading.Lock()
+        self._models = None
+        self._models_lock = threading.Lock()
         self.server = None
 
     def recover(self) -> None:
@@ -118,23 +118,24 @@ class Node:
     # -- working ---------------------------------------------------------------------------------------------------
 
     @property
-    def predictor(self):
-        """The model (the configured bundle's, else the shipped one), loaded once and kept for every series."""
-        with self._predictor_lock:
-            if self._predictor is None:
-                from lightweight_nets.inference import load_bundle_predictor
-                from lightweight_seg.pipeline import DEFAULT_BUNDLE
+    def models(self):
+        """Every served bundle (the configured bundle or folder of bundles, else the shipped ones) and their models,
+        each loaded once and kept for every series."""
+        with self._models_lock:
+            if self._models is None:
+                from lightweight_seg.routing import ModelRouter
 
-                self._predictor = load_bundle_predictor(self.config.bundle_root or DEFAULT_BUNDLE, backend="auto")
-            return self._predictor
+                self._models = ModelRouter.from_path(self.config.bundle_root, force=self.config.model)
+            return self._models
 
     def warm_up(self) -> None:
-        """Import the pipeline and load the model now, so the first series waits for neither."""
+        """Import the pipeline and load every model now, so the first series waits for none."""
         import lightweight_seg.pipeline  # noqa: F401
 
         started = time.perf_counter()
-        backend = getattr(self.predictor, "backend", "unknown")
-        log.info("model ready (%s backend, loaded in %.1f s)", backend, time.perf_counter() - started)
+        backends = self.models.warm_up()
+        log.info("model ready: %s (loaded in %.1f s)",
+                 ", ".join(f"{name} ({backend})" for name, backend in backends.items()), time.perf_counter() - started)
 
     def work(self, stop: threading.Event, done: Callable[[], bool] | None = None, only: set[str] | None = None):
         """Run jobs until `stop` is set or `done()` says so; `only` limits the worker to those series."""
@@ -178,12 +179,13 @@ class Node:
         result = segment_paths(
             self.spool.series_dir(job.series_uid),  # its hidden .tmp files (instances still arriving) are skipped
             self.spool.fresh_output_dir(job.series_uid),
-            bundle_root=self.config.bundle_root,
+            models=self.models,
             rules=self.config.rules,
-            predictor=self.predictor,
         )
         spool_prefix = f"{self.spool.root}/"
         problems = "; ".join(dict.fromkeys(message.replace(spool_prefix, "") for _, message in result.errors))
+        if not result.outputs and result.skipped and not result.errors:  # no served model is for this series
+            return "", "not segmented: " + "; ".join(dict.fromkeys(message for _, message in result.skipped))
         if not result.outputs:
             raise JobError(problems or "the pipeline produced no segmentation")
         key = [_UID_NAMESPACE, job.series_uid, *sorted(p.stem for p in paths)]
