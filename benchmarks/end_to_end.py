@@ -1,41 +1,89 @@
 """End-to-end timing through the Deploy app's pipeline (DICOM in, DICOM-SEG + overlay + report out), warm:
-the model is loaded once and each case runs once before the timed run, as in listener mode.
+the models are loaded once and each case runs once before the timed run, as in listener mode. Each case goes to
+the model its bundle's rules route it to.
 
-The pipeline's own report gives read / inference / measure / write; inference is split further into preprocess,
-predict and postprocess by timing the shared functions on the same frames, with the same 2-thread setting as the
-CPU tables.
+The pipeline's own report gives read / inference / measure / write; for a 2D model inference is split further into
+preprocess, predict and postprocess by timing the bundle's functions on the same frames, with the same 2-thread
+setting as the CPU tables. The CT-sized volume is also run cold in a fresh process, for its peak memory.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydicom.data import get_testdata_file
 
 from lightweight_nets.segment import BATCH_FRAMES
 
-__all__ = ["CASES", "measure", "markdown_section"]
+__all__ = ["CASES", "write_ct_volume", "measure", "markdown_section"]
 
 ROOT = Path(__file__).resolve().parents[1]
 US_FRAME, US_CINE = "US frame (HC18 sample as DICOM US)", "US cine, 120 frames (color3d_jpeg_baseline)"
-# case -> (where its DICOM is, the bundle it is forced to or None to route it by the bundles' rules). The CT has no
-# model of its own yet: it runs through the fetal-head model, which times the CT path, not a CT result.
-CASES = {
-    US_FRAME: (lambda: ROOT / "samples" / "dicom" / "us_hc18_006.dcm", None),
-    US_CINE: (lambda: Path(get_testdata_file("color3d_jpeg_baseline.dcm")), None),
-    "CT series, 5 slices (CT5N), fetal-head model forced": (
-        lambda: Path(get_testdata_file("dicomdirtests/98892001/CT5N", read=False)), "fetal_head_us"),
-}
+CT_VOLUME = "CT series 512 x 512 x 100 (a sarcoma CT crop resampled)"
 TARGET_FRAME_S, TARGET_CINE_FPS = 0.3, 30.0
+TARGET_VOLUME_S, TARGET_VOLUME_MIB = 20.0, 2048.0
+
+
+def write_ct_volume(folder: Path, shape: tuple[int, int, int] = (512, 512, 100)) -> Path:
+    """A CT-sized series: the real limb sarcoma CT crop of samples/sarcoma_ct (STS_025) resampled to ``shape``
+    (columns, rows, slices) at 0.98 x 0.98 x 3.27 mm, written as CT slices in Hounsfield units."""
+    import nibabel as nib
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from scipy import ndimage
+
+    crop = np.asarray(nib.load(str(ROOT / "samples" / "sarcoma_ct" / "images" / "STS_025.nii.gz")).dataobj)
+    volume = ndimage.zoom(crop.astype(np.float32), [t / s for t, s in zip(shape, crop.shape)], order=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    for k in range(shape[2]):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+        ds.PatientName, ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "Bench^CT", "bench", study, series
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.BodyPartExamined = "CT", 1, k + 1, "EXTREMITY"
+        ds.FrameOfReferenceUID, ds.ImageType = frame_of_reference, ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0.0, 0.0, 3.27 * k]
+        ds.PixelSpacing, ds.SliceThickness = [0.9765625, 0.9765625], 3.27
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", shape[1], shape[0]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = (np.rint(volume[:, :, k].T) + 1024).astype(np.int16).tobytes()
+        ds.save_as(folder / f"{k:04d}.dcm", enforce_file_format=True)
+    return folder
+
+
+# case -> where its DICOM is (given a scratch folder)
+CASES = {
+    US_FRAME: lambda scratch: ROOT / "samples" / "dicom" / "us_hc18_006.dcm",
+    US_CINE: lambda scratch: Path(get_testdata_file("color3d_jpeg_baseline.dcm")),
+    "CT series, 5 slices (CT5N)": lambda scratch: Path(get_testdata_file("dicomdirtests/98892001/CT5N", read=False)),
+    CT_VOLUME: lambda scratch: write_ct_volume(scratch / "ct_volume"),
+}
+_COLD_RUN = """
+import json, resource, sys, time
+started = time.perf_counter()
+import lightweight_seg
+from pathlib import Path
+from lightweight_seg.pipeline import segment_paths
+from lightweight_seg.routing import ModelRouter
+result = segment_paths(Path(sys.argv[1]), Path(sys.argv[2]), models=ModelRouter.from_path(threads=int(sys.argv[3])))
+print(json.dumps({"seconds": time.perf_counter() - started, "segs": len(result.outputs),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
 
 
 def _split_inference(frames, spec, predictor) -> dict[str, float]:
-    """Seconds spent in the bundle's preprocessing, predict and its postprocessing for ``frames``, in the
-    pipeline's chunks of :data:`~lightweight_nets.segment.BATCH_FRAMES` frames."""
+    """Seconds spent in the bundle's preprocessing, predict and its postprocessing for ``frames`` of a 2D model,
+    in the pipeline's chunks of :data:`~lightweight_nets.segment.BATCH_FRAMES` frames."""
     times = {"preprocess": 0.0, "predict": 0.0, "postprocess": 0.0}
     for start in range(0, len(frames), BATCH_FRAMES):
         chunk = frames[start:start + BATCH_FRAMES]
@@ -53,9 +101,17 @@ def _split_inference(frames, spec, predictor) -> dict[str, float]:
     return times
 
 
+def _cold_run(path: Path, output: Path, threads: int) -> dict:
+    """The pipeline on ``path`` in a fresh process: wall seconds including imports and model loading, peak RSS."""
+    run = subprocess.run([sys.executable, "-c", _COLD_RUN, str(path), str(output), str(threads)], capture_output=True,
+                         text=True, check=True, cwd=ROOT / "apps")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def measure(threads: int = 2) -> list[dict]:
-    """One row per case: frames, total wall time of the warm run, the pipeline's read / inference / measure /
-    write, and inference split into preprocess / predict / postprocess."""
+    """One row per case: its model, frames, total wall time of the warm run, the pipeline's read / inference /
+    measure / write, inference split into preprocess / predict / postprocess for 2D models, and for the CT-sized
+    volume a cold run's wall time and peak RSS."""
     from lightweight_seg.dicom_io import build_stacks, find_files, group_series, read_headers
     from lightweight_seg.pipeline import segment_paths
     from lightweight_seg.routing import ModelRouter
@@ -64,12 +120,11 @@ def measure(threads: int = 2) -> list[dict]:
     models = ModelRouter.from_path(threads=threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (locate, forced) in CASES.items():
-            path = locate()
-            router = models if forced is None else ModelRouter.from_path(force=forced, threads=threads)
-            segment_paths(path, Path(tmp) / "warm", models=router)
+        for name, locate in CASES.items():
+            path = locate(Path(tmp))
+            segment_paths(path, Path(tmp) / "warm", models=models)
             started = time.perf_counter()
-            result = segment_paths(path, Path(tmp) / "timed", models=router)
+            result = segment_paths(path, Path(tmp) / "timed", models=models)
             total = time.perf_counter() - started
             if not result.outputs:
                 problems = result.errors + result.skipped
@@ -77,24 +132,32 @@ def measure(threads: int = 2) -> list[dict]:
                 continue
             output = result.outputs[0]
             report = json.loads(output.report_path.read_text())
-            spec = router.bundles[output.model]
-            predictor = router.predictor(spec)
-            headers, _ = read_headers(find_files(path))
-            (uid, series), = group_series(headers).items()
-            stacks, _ = build_stacks(uid, series)
-            rows.append({"case": name, "model": output.model, "frames": report["frames"], "total_s": total,
-                         **report["timing_s"], **_split_inference(stacks[0].frames, spec, predictor),
-                         "backend": predictor.backend})
+            spec = models.bundles[output.model]
+            row = {"case": name, "model": output.model, "frames": report["frames"], "total_s": total,
+                   **report["timing_s"], "backend": models.predictor(spec).backend}
+            if spec.spatial_dims == 2:
+                headers, _ = read_headers(find_files(path))
+                (uid, series), = group_series(headers).items()
+                stacks, _ = build_stacks(uid, series)
+                row.update(_split_inference(stacks[0].frames, spec, models.predictor(spec)))
+            if name == CT_VOLUME:
+                row["cold"] = _cold_run(path, Path(tmp) / "cold", threads)
+            rows.append(row)
     return rows
+
+
+def _seconds(row: dict, key: str) -> str:
+    return f"{row[key]:.2f}" if key in row else "-"
 
 
 def markdown_section(threads: int = 2) -> str:
     """Markdown for the "End to end" section of docs/benchmarks.md (runs :func:`measure`)."""
     rows = measure(threads)
     lines = [f"Warm runs of `lightweight_seg.pipeline.segment_paths` ({threads} threads, bundle default backend), "
-             "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (split in "
-             "the next columns, timed again on the same frames); measure = the report's areas and head "
-             "circumferences; write = SEG + overlay + report.\n",
+             "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (for a 2D "
+             "model split in the next columns, timed again on the same frames; a 3D model resamples, runs a "
+             "sliding window and resamples back); measure = the report's areas, head circumferences and volumes; "
+             "write = SEG + overlay + report.\n",
              "| case | model | frames | total | read | inference | preprocess | predict | postprocess | measure "
              "| write | frames/s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -103,8 +166,8 @@ def markdown_section(threads: int = 2) -> str:
             lines.append(f"| {row['case']} | failed: {row['error']} |||||||||||")
             continue
         lines.append(f"| {row['case']} | {row['model']} | {row['frames']} | {row['total_s']:.2f} | {row['read']:.2f} | "
-                     f"{row['inference']:.2f} | {row['preprocess']:.2f} | {row['predict']:.2f} | "
-                     f"{row['postprocess']:.2f} | {row['measure']:.2f} | {row['write']:.2f} | "
+                     f"{row['inference']:.2f} | {_seconds(row, 'preprocess')} | {_seconds(row, 'predict')} | "
+                     f"{_seconds(row, 'postprocess')} | {row['measure']:.2f} | {row['write']:.2f} | "
                      f"{row['frames'] / row['total_s']:.1f} |")
     by_case = {row["case"]: row for row in rows if "error" not in row}
     lines.append("")
@@ -116,4 +179,10 @@ def markdown_section(threads: int = 2) -> str:
         fps = by_case[US_CINE]["frames"] / by_case[US_CINE]["total_s"]
         lines.append(f"- Target: 120-frame US cine >= {TARGET_CINE_FPS:.0f} frames/s end to end: {fps:.1f} frames/s, "
                      f"**{'met' if fps >= TARGET_CINE_FPS else 'not met'}**")
+    if CT_VOLUME in by_case:
+        cold = by_case[CT_VOLUME]["cold"]
+        met = cold["seconds"] <= TARGET_VOLUME_S and cold["peak_rss_mib"] <= TARGET_VOLUME_MIB
+        lines.append(f"- Target: a 512 x 512 x 100 CT series end to end in a fresh process (imports and model "
+                     f"loading included) < {TARGET_VOLUME_S:.0f} s and < {TARGET_VOLUME_MIB / 1024:.0f} GB peak RSS: "
+                     f"{cold['seconds']:.1f} s, {cold['peak_rss_mib']:.0f} MiB, **{'met' if met else 'not met'}**")
     return "\n".join(lines) + "\n\n"

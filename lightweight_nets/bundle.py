@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from lightweight_nets.inference import BACKENDS, MODEL_SUFFIXES, Predictor, load_predictor
 from lightweight_nets.measure import MEASUREMENTS
-from lightweight_nets.transforms import Postprocessing, Preprocessing
+from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
 __all__ = ["BundleError", "Code", "Segment", "BundleSpec", "served_backend", "load_bundle_predictor", "is_bundle",
            "find_bundles"]
@@ -60,6 +60,7 @@ class Segment:
         color_rgb: recommended display colour, 0-255 RGB (written as RecommendedDisplayCIELabValue).
         measurements: names from :data:`lightweight_nets.measure.MEASUREMENTS` that the report gives this segment.
         anatomic_region: where the structure is, when the type alone does not say (e.g. SCT 76752008 "Breast").
+        type_modifier: narrows the type (e.g. SCT 255549009 "Anterior" for the head of the hippocampus).
     """
 
     number: int
@@ -69,6 +70,7 @@ class Segment:
     color_rgb: tuple[int, int, int]
     measurements: tuple[str, ...] = ()
     anatomic_region: Code | None = None
+    type_modifier: Code | None = None
 
     def __post_init__(self):
         if not isinstance(self.number, int) or self.number < 1:
@@ -77,9 +79,10 @@ class Segment:
             raise ValueError(f"segment {self.number}: label must be 1 to 64 characters, got {self.label!r}")
         object.__setattr__(self, "category", Code.of(self.category, f"segment {self.number} category"))
         object.__setattr__(self, "type", Code.of(self.type, f"segment {self.number} type"))
-        if self.anatomic_region is not None:
-            object.__setattr__(self, "anatomic_region",
-                               Code.of(self.anatomic_region, f"segment {self.number} anatomic_region"))
+        for optional in ("anatomic_region", "type_modifier"):
+            value = getattr(self, optional)
+            if value is not None:
+                object.__setattr__(self, optional, Code.of(value, f"segment {self.number} {optional}"))
         rgb = tuple(self.color_rgb)
         if len(rgb) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in rgb):
             raise ValueError(f"segment {self.number}: color_rgb must be three integers 0-255, got {self.color_rgb!r}")
@@ -140,7 +143,7 @@ class BundleSpec:
     name: str
     version: str
     task: str
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | VolumePreprocessing
     postprocessing: Postprocessing
     segments: tuple[Segment, ...]
     series_rules: tuple[dict, ...]
@@ -176,7 +179,7 @@ class BundleSpec:
                 raise BundleError(f"{config}: {key} must be {getattr(kind, '__name__', kind)}, got {value!r}")
             return value
 
-        preprocessing = item("preprocessing", Preprocessing)
+        preprocessing = item("preprocessing", (Preprocessing, VolumePreprocessing))
         postprocessing = item("postprocessing", Postprocessing)
         segments = tuple(item("segments", list))
         rules = tuple(item("series_rules", list))
@@ -240,9 +243,9 @@ class BundleSpec:
         return load_bundle_predictor(self.root, self.network() if backend == "torch" else None, backend, threads)
 
     @property
-    def description(self) -> str:
-        """``<name> <version>``, as the SEG and the report name the algorithm."""
-        return f"{self.name} {self.version}"
+    def spatial_dims(self) -> int:
+        """2: the model segments frames (any stack, frame by frame); 3: volumes (positioned slices)."""
+        return len(self.preprocessing.spatial_size)
 
 
 def find_bundles(path: str | Path) -> list[BundleSpec]:

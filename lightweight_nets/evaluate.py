@@ -5,6 +5,7 @@ known), and where the dataset gives a reference head circumference, the HC error
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,11 @@ from tqdm import tqdm
 
 from lightweight_nets.io import atomic_path, read_image
 from lightweight_nets.measure import head_circumference_mm
-from lightweight_nets.segment import read_csv_column, read_pixel_sizes, segment_frames
+from lightweight_nets.segment import read_csv_column, read_pixel_sizes, segment_frames, segment_volume
 from lightweight_nets.training.split import read_split
-from lightweight_nets.transforms import Postprocessing, Preprocessing
+from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
-__all__ = ["evaluate", "summarise"]
+__all__ = ["evaluate", "evaluate_volumes", "summarise"]
 
 
 def summarise(values: list[float]) -> dict:
@@ -82,8 +83,63 @@ def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postproces
     empty = [r for r in per_image if r["empty_reference"]]
     if empty:
         summary["false_positive_rate_on_empty"] = sum(r["predicted_any"] for r in empty) / len(empty)
+    return _write_json(output_dir, summary, {"metrics.json": summary, "per_image.json": per_image})
+
+
+def evaluate_volumes(predictor, preprocessing: VolumePreprocessing, postprocessing: Postprocessing,
+                     segments: Sequence, dataset_dir: str | Path, split_file: str | Path, output_dir: str | Path,
+                     part: str = "validation", limit: int | None = None) -> dict:
+    """Segment every volume of the split part (``dataset_dir/images``, NIfTI) as inference does (orientation,
+    spacing, sliding window, back to the volume's grid), compare each label with ``dataset_dir/labels``, write
+    ``metrics.json`` (summary) and ``per_volume.json`` to ``output_dir`` and return the summary: Dice and HD95 (mm)
+    per segment and their mean, the volume error per segment, and the CPU time per volume."""
+    import time
+
+    import nibabel as nib
+
+    dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
+    names = read_split(split_file, part)[:limit]
+    per_volume = []
+    for name in tqdm(names, desc=f"evaluating {part}", unit="volume"):
+        image = nib.load(str(dataset_dir / "images" / name))
+        truth = np.rint(np.asarray(nib.load(str(dataset_dir / "labels" / name)).dataobj)).astype(np.uint8)
+        started = time.perf_counter()
+        labels = segment_volume(np.asarray(image.dataobj, dtype=np.float32), image.affine, predictor, preprocessing,
+                                postprocessing)
+        row = {"volume": name, "seconds": time.perf_counter() - started}
+        spacing = [float(s) for s in image.header.get_zooms()[:3]]
+        voxel_mm3 = float(np.prod(spacing))
+        for segment in segments:
+            pred_t = torch.as_tensor(labels == segment.number, dtype=torch.float32)[None, None]
+            true_t = torch.as_tensor(truth == segment.number, dtype=torch.float32)[None, None]
+            hd95 = (float(compute_hausdorff_distance(pred_t, true_t, include_background=True, percentile=95,
+                                                     spacing=spacing)) if pred_t.any() and true_t.any() else None)
+            row[segment.label] = {"dice": float(compute_dice(pred_t, true_t, include_background=True)),
+                                  "hd95_mm": hd95, "volume_mm3": float(pred_t.sum()) * voxel_mm3,
+                                  "reference_volume_mm3": float(true_t.sum()) * voxel_mm3}
+        row["mean_dice"] = float(np.mean([row[s.label]["dice"] for s in segments]))
+        per_volume.append(row)
+    summary = {
+        "volumes": len(per_volume),
+        "dice": {s.label: summarise([r[s.label]["dice"] for r in per_volume]) for s in segments},
+        "hd95_mm": {s.label: summarise([r[s.label]["hd95_mm"] for r in per_volume]) for s in segments},
+        "volume_error_percent": {s.label: summarise([_percent_error(r[s.label]) for r in per_volume
+                                                     if r[s.label]["reference_volume_mm3"]]) for s in segments},
+        "mean_dice": summarise([r["mean_dice"] for r in per_volume]),
+        "seconds_per_volume": summarise([r["seconds"] for r in per_volume]),
+        "backend": getattr(predictor, "backend", type(predictor).__name__),
+    }
+    return _write_json(output_dir, summary, {"metrics.json": summary, "per_volume.json": per_volume})
+
+
+def _percent_error(scores: dict) -> float:
+    return 100 * (scores["volume_mm3"] - scores["reference_volume_mm3"]) / scores["reference_volume_mm3"]
+
+
+def _write_json(output_dir: Path, summary: dict, files: dict) -> dict:
+    """Write each of ``files`` (name -> content) as JSON into ``output_dir``, print the summary and return it."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    for file_name, content in (("metrics.json", summary), ("per_image.json", per_image)):
+    for file_name, content in files.items():
         with atomic_path(output_dir / file_name) as tmp:
             tmp.write_text(json.dumps(content, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

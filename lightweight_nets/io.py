@@ -54,9 +54,10 @@ def dicom_grey_frames(ds) -> np.ndarray:
     YBR_FULL and YBR_FULL_422 are decoded without pydicom's conversion to RGB and their Y plane is kept: Y is
     the BT.601 luma that ``to_grey`` computes, so the conversion, over half the decode time of a JPEG cine, is
     skipped. The two differ by rounding (< 0.5) and, where the RGB would be clipped to [0, 255], by a few grey
-    levels. Palette colour goes through its LUT, RGB through ``to_grey``.
+    levels. Palette colour goes through its LUT, RGB through ``to_grey``; grey through the modality LUT
+    (RescaleSlope / RescaleIntercept: Hounsfield units for CT).
     """
-    from pydicom.pixels import apply_color_lut, get_decoder
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
     grey = _jpeg_baseline_luma(ds)
     if grey is not None:
@@ -67,8 +68,9 @@ def dicom_grey_frames(ds) -> np.ndarray:
         grey = pixels[..., 0].astype(np.float32)
     elif photometric == "PALETTE COLOR":
         grey = to_grey(apply_color_lut(pixels, ds))
-    elif int(ds.get("SamplesPerPixel", 1)) == 1:
-        grey = pixels.astype(np.float32)  # not through to_grey, which would take a width of 3 or 4 for colour
+    elif int(ds.get("SamplesPerPixel", 1)) == 1:  # not through to_grey, which would take a width of 3 or 4 for colour
+        # stored values to the modality's units (Hounsfield units for CT), as the 3D models were trained on
+        grey = apply_modality_lut(pixels, ds).astype(np.float32)
     else:
         grey = to_grey(pixels)
     frames = int(ds.get("NumberOfFrames", 1) or 1)

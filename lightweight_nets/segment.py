@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from lightweight_nets.io import IMAGE_SUFFIXES, atomic_path, mask_name, read_image, write_mask
 from lightweight_nets.measure import measure_segment
-from lightweight_nets.transforms import Postprocessing, Preprocessing
+from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
-__all__ = ["segment_frames", "write_overlay", "read_csv_column", "read_pixel_sizes", "list_images", "segment_folder"]
+__all__ = ["segment_frames", "segment_volume", "write_overlay", "read_csv_column", "read_pixel_sizes", "list_images",
+           "list_volumes", "segment_folder", "segment_volume_folder"]
 
 log = logging.getLogger(__name__)
 BATCH_FRAMES = 16  # frames per forward pass: bounds memory for long cines without slowing small inputs
@@ -44,6 +45,22 @@ def segment_frames(frames: np.ndarray, predictor, preprocessing: Preprocessing,
             logits = predictor.predict(preprocessing(chunk))
         labels.append(postprocessing(logits, chunk.shape[1:]))
     return np.concatenate(labels)
+
+
+def segment_volume(volume: np.ndarray, affine: np.ndarray, predictor, preprocessing: VolumePreprocessing,
+                   postprocessing: Postprocessing) -> np.ndarray:
+    """A 3D volume ``(X, Y, Z)`` with its voxel-to-RAS ``affine`` (mm) -> label map ``(X, Y, Z)`` uint8 on the same
+    grid: the bundle's orientation, spacing and intensity, sliding-window inference over patches, the
+    probabilities back on the input grid, then the bundle's labels (argmax or threshold, largest components)."""
+    from monai.data import MetaTensor
+
+    image = MetaTensor(torch.as_tensor(np.asarray(volume), dtype=torch.float32)[None],
+                       affine=torch.as_tensor(np.asarray(affine), dtype=torch.float64))
+    prepared = preprocessing(image)
+    with torch.inference_mode():
+        logits = preprocessing.inferer(prepared.as_tensor()[None], predictor.predict)
+    probabilities = postprocessing.probabilities(logits)[0]
+    return postprocessing.labels(preprocessing.invert(probabilities, prepared, image)[None])[0]
 
 
 def _overlay_frame(frame: np.ndarray, labels: np.ndarray, colors: Sequence[Sequence[int]]) -> Image.Image:
@@ -141,14 +158,88 @@ def segment_folder(predictor, preprocessing: Preprocessing, postprocessing: Post
                         for key, values in measured.items() if key.endswith("_per_frame")})
             rows.append(row)
         segmented += 1
+    return _write_results(rows, dataset_dir, output_dir, segmented, len(images), failures, "images",
+                          "masks, overlays/, results.csv")
+
+
+
+def list_volumes(folder: str | Path) -> list[Path]:
+    """The volumes directly in ``folder`` (sorted): NIfTI files, and sub-folders that hold a DICOM series."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such input folder")
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() and p.name.lower().endswith((".nii", ".nii.gz")))
+                  or (p.is_dir() and any(c.is_file() and not c.name.startswith(".") for c in p.iterdir())))
+
+
+def _volume_name(path: Path) -> str:
+    """``<name>.nii.gz`` for an input volume (a NIfTI file or a DICOM series folder)."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return f"{name}.nii.gz"
+
+
+def segment_volume_folder(predictor, preprocessing: VolumePreprocessing, postprocessing: Postprocessing,
+                          segments: Sequence, dataset_dir: str | Path, output_dir: str | Path) -> Path:
+    """Segment every volume in ``dataset_dir`` (NIfTI files, or sub-folders each holding one DICOM series) with a
+    bundle's 3D model: a label map per input named after it (``<name>.nii.gz``, the input's grid and affine), an
+    overlay PNG of evenly spaced slices under ``overlays/``, and ``results.csv`` with one row per volume and
+    segment: its voxels and the measurements its bundle asks for (``volume_mm3``).
+
+    A volume that cannot be read gets a one-line error naming it and the rest is still processed; the run fails
+    (``SystemExit`` 1) when no volume could be segmented. Returns the results CSV path."""
+    import nibabel as nib
+    from monai.transforms import LoadImage
+
+    output_dir = Path(output_dir)
+    volumes = list_volumes(dataset_dir)
+    if not volumes:
+        raise SystemExit(f"{dataset_dir}: no volumes to segment (looked for .nii, .nii.gz and DICOM series folders)")
+    colors = [segment.color_rgb for segment in segments]
+    rows, segmented, failures = [], 0, 0
+    for path in tqdm(volumes, desc="segmenting", unit="volume"):
+        try:
+            image = LoadImage(image_only=True, reader="PydicomReader" if path.is_dir() else "NibabelReader")(path)
+            if image.dim() != 3:
+                raise ValueError(f"expected a 3D volume, got shape {tuple(image.shape)}")
+        except Exception as err:  # every reader fails its own way on a bad file
+            log.error("%s: cannot read volume (%s)", path, str(err).strip().splitlines()[0] if str(err) else err)
+            failures += 1
+            continue
+        volume, affine = image.numpy(), image.affine.numpy()
+        labels = segment_volume(volume, affine, predictor, preprocessing, postprocessing)
+        name = _volume_name(path)
+        with atomic_path(output_dir / name) as tmp:
+            nib.save(nib.Nifti1Image(labels, affine), str(tmp))
+        slices = np.moveaxis(volume, -1, 0)  # the last axis as the slice axis (axial for RAS volumes)
+        write_overlay(slices, np.moveaxis(labels, -1, 0), output_dir / "overlays" / f"{name[:-7]}.png", colors)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        for segment in segments:
+            measured = measure_segment(np.moveaxis(labels == segment.number, -1, 0), segment.measurements,
+                                       (float(spacing[0]), float(spacing[1])), float(spacing[2]))
+            row = {"volume": path.name, "labels": name, "segment": segment.label,
+                   "voxels": int(sum(measured["pixels_per_frame"]))}
+            row.update({key: value for key, value in measured.items() if not key.endswith("_per_frame")
+                        and key != "frames_with_segment"})
+            rows.append(row)
+        segmented += 1
+    return _write_results(rows, dataset_dir, output_dir, segmented, len(volumes), failures, "volumes",
+                          "label maps, overlays/, results.csv")
+
+
+def _write_results(rows: list[dict], dataset_dir: Path, output_dir: Path, segmented: int, total: int,
+                   failures: int, what: str, outputs: str) -> Path:
+    """Write ``results.csv`` (one row per input and segment) and say what was done; exit when nothing was."""
     if not rows:
-        raise SystemExit(f"{dataset_dir}: none of {len(images)} images could be segmented")
+        raise SystemExit(f"{dataset_dir}: none of {total} {what} could be segmented")
     results = output_dir / "results.csv"
     with atomic_path(results) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
         writer.writeheader()
         writer.writerows(rows)
-    print(f"segmented {segmented} of {len(images)} images -> {output_dir} (masks, overlays/, results.csv)"
+    print(f"segmented {segmented} of {total} {what} -> {output_dir} ({outputs})"
           + (f"; {failures} failed, see the errors above" if failures else ""))
     return results
-

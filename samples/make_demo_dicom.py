@@ -5,8 +5,9 @@
   as the fetal-head bundle's series rules expect) with its pixel size (samples/hc18/pixel_size_and_hc.csv) as a
   calibrated ultrasound region, so that the app reports the head circumference in mm (sonographer: 67.84 mm).
   JPEG 2000 lossless keeps it small.
-* ``ct5n/``: the 5-slice CT series dicomdirtests/98892001/CT5N from pydicom's test files (MIT licence), which
-  no shipped model is for: the app names it and skips it.
+* ``sts_019_ct/``: the 47-slice limb CT series of patient STS_019 (TCIA Soft-tissue-Sarcoma via IBSI, CC BY 3.0:
+  ``samples/sarcoma_ct/LICENSE.md`` and ``README.md``), BodyPartExamined EXTREMITY, from
+  ``../shared/data/sts_dicom``: the sarcoma model's case. STS_019 is in that bundle's validation split.
 
 Run from the repository root: ``.venv/bin/python samples/make_demo_dicom.py``.
 """
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import JPEG2000Lossless, UltrasoundImageStorage, generate_uid
 
 SAMPLES = Path(__file__).resolve().parent
+STS_CT = SAMPLES.parents[1] / "shared" / "data" / "sts_dicom" / "STS_019" / "CT" / "image"
 IMAGE = "006_HC.png"
 CM_UNITS = 3  # PhysicalUnitsX/YDirection: centimetres
 
@@ -74,8 +75,8 @@ def main() -> None:
     ultrasound = ultrasound_dataset(pixels, pixel_size[IMAGE], comments, "HC18-006", "ABDOMEN", "OB ultrasound",
                                     ("ORIGINAL", "PRIMARY", "OBSTETRICAL"))
     ultrasound.save_as(out / "us_hc18_006.dcm", enforce_file_format=True)
-    ct = Path(get_testdata_file("MR_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
-    shutil.copytree(ct, out / "ct5n", dirs_exist_ok=True)
+    shutil.rmtree(out / "ct5n", ignore_errors=True)  # the earlier demo's CT, of a region no shipped model is for
+    shutil.copytree(STS_CT, out / "sts_019_ct", dirs_exist_ok=True)
     print(f"demo DICOM written to {out}")
 
 

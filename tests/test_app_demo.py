@@ -1,5 +1,6 @@
 """The demo input that ships with the repository: a conformant obstetric ultrasound whose calibration gives the
-HC18 pixel size, and a run of the pipeline over the whole sample folder (the CT beside it has no model)."""
+HC18 pixel size, and a run of the pipeline over the whole sample folder (the ultrasound to the fetal-head model,
+the limb CT to the sarcoma model)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,11 @@ def test_demo_ultrasound_is_conformant_and_calibrated():
     assert dicom_pixel_spacing_mm(pydicom.dcmread(path)) == pytest.approx((expected, expected))
 
 
-def test_demo_folder_segments_the_ultrasound_and_names_the_ct(models, tmp_path):
+def test_demo_folder_segments_both_series_each_with_its_model(models, tmp_path):
     result = segment_paths(SAMPLES / "dicom", tmp_path, models=models)
-    assert result.errors == []
-    (output,) = result.outputs
-    report = json.loads(output.report_path.read_text())
-    assert (report["modality"], output.model) == ("US", "fetal_head_us")
-    assert report["segments"][0]["head_circumference_mm_per_frame"][0] > 0
-    ((_, reason),) = result.skipped
-    assert "no model for CT/no body part" in reason
+    assert result.errors == [] and result.skipped == []
+    reports = {output.model: json.loads(output.report_path.read_text()) for output in result.outputs}
+    assert {model: report["modality"] for model, report in reports.items()} == {"fetal_head_us": "US",
+                                                                                 "sarcoma_ct": "CT"}
+    assert reports["fetal_head_us"]["segments"][0]["head_circumference_mm_per_frame"][0] > 0
+    assert "volume_mm3" in reports["sarcoma_ct"]["segments"][0]

@@ -7,17 +7,15 @@ Data: ../shared/data/reference_ct_mr (BSD-licensed, LICENSE.txt files there)."""
 from __future__ import annotations
 
 import dataclasses
-import random
 from pathlib import Path
 
 import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-from test_app_support import dciodvfy_errors
+from test_app_support import dciodvfy_errors, write_mr_series
 
 from lightweight_nets.bundle import BundleSpec, Segment
 from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
@@ -90,42 +88,11 @@ def test_ct_seg_covers_the_reference_seg_pixels_slice_by_slice(tmp_path):
     _assert_volume_matches(ours, sitk.ReadImage(str(folder / "liver_seg.nrrd")))
 
 
-def _write_mr_series(image: sitk.Image, folder: Path) -> None:
-    """A NRRD volume as a DICOM MR series, one file per slice, files named and written in shuffled order."""
-    pixels = sitk.GetArrayFromImage(image).astype(np.int16)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    spacing = image.GetSpacing()
-    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
-    order = list(range(pixels.shape[0]))
-    random.Random(0).shuffle(order)
-    for k in order:
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Volume", "mri", "", "O"
-        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study, "20260101", "120000", "1"
-        ds.ReferringPhysicianName, ds.AccessionNumber = "", ""
-        ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "MR", series, 1, k + 1
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator, ds.Manufacturer = frame_of_reference, "", ""
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
-        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = 500, 15, 1
-        ds.ImagePositionPatient = list(image.TransformIndexToPhysicalPoint((0, 0, k)))
-        ds.ImageOrientationPatient = [*direction[:, 0], *direction[:, 1]]
-        ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], spacing[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = pixels.shape[1:]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = pixels[k].tobytes()
-        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
-
-
 @pytest.mark.parametrize("case", ["brain1", "breast1"])
 def test_mr_volume_label_round_trips_voxel_for_voxel(case, tmp_path):
     image = sitk.ReadImage(str(REFERENCE / "mri" / f"{case}_image.nrrd"))
     labels = sitk.ReadImage(str(REFERENCE / "mri" / f"{case}_label.nrrd"))
-    _write_mr_series(image, tmp_path)
+    write_mr_series(image, tmp_path)
     stack = _stack(tmp_path)
     np.testing.assert_array_equal(stack.frames, _on_source_grid(stack, image))  # each slice in its place
     assert stack.slice_spacing_mm == pytest.approx(image.GetSpacing()[2])
@@ -138,3 +105,26 @@ def test_mr_volume_label_round_trips_voxel_for_voxel(case, tmp_path):
     by_instance = seg.get_pixels_by_source_instance(source_uids, segment_numbers=[1])[..., 0] > 0
     np.testing.assert_array_equal(by_instance, masks)
     assert pydicom.dcmread(tmp_path / "label.seg").FrameOfReferenceUID == stack.sources[0].FrameOfReferenceUID
+
+
+STS_DICOM = REFERENCE.parent / "sts_dicom"
+
+
+@pytest.mark.parametrize("series", ["STS_002/CT", "STS_019/MR_T1"])
+def test_volume_affine_and_seg_of_a_native_series_match_its_label_volume(series, tmp_path):
+    """A real CT and MR series (IBSI): the RAS affine a 3D model resamples from maps each voxel of the stack onto
+    the same voxel of the series' own label volume, and the SEG written from it comes back voxel for voxel."""
+    stack = _stack(STS_DICOM / series / "image")
+    label_path = STS_DICOM / series / "label.nii.gz"
+    reference = nib.load(str(label_path))
+    truth = np.asarray(reference.dataobj) > 0
+    indices = np.linalg.solve(reference.affine, stack.ras_affine())  # stack voxel -> label voxel
+    np.testing.assert_allclose(indices, np.rint(indices), atol=1e-3)
+    volume = np.transpose(_on_source_grid(stack, sitk.ReadImage(str(label_path))) > 0, (2, 1, 0))
+    mapped = np.rint(indices[:3, :3]).astype(int)
+    assert np.abs(mapped).sum() == 3 and volume.sum() == truth.sum() > 0
+    build_seg(stack, np.transpose(volume, (2, 1, 0)).astype(np.uint8), REFERENCE_LABELS, 9100, "label").save_as(
+        tmp_path / "label.seg")
+    # the only errors are the source's own (a StudyID longer than SH allows), which a SEG of the study copies
+    assert set(dciodvfy_errors(tmp_path / "label.seg")) <= set(dciodvfy_errors(stack.sources[0].filename))
+    _assert_volume_matches(hd.seg.segread(tmp_path / "label.seg"), sitk.ReadImage(str(label_path)))

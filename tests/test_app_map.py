@@ -81,6 +81,7 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
         shutil.copytree(input_path("CT5N"), tmp_path / "input" / "ct")
         shutil.copy(input_path("OBXXXX1A_2frame.dcm"), tmp_path / "input")
         write_ultrasound(tmp_path / "input" / "breast.dcm", SHARED_DATA / "busi" / "images" / "benign_2.png", "BREAST")
+        shutil.copytree(REPO / "samples" / "dicom" / "sts_019_ct", tmp_path / "input" / "limb_ct")
         (tmp_path / "output").mkdir()
         binds = [(tmp_path / "input", env["HOLOSCAN_INPUT_PATH"]), (tmp_path / "output", env["HOLOSCAN_OUTPUT_PATH"]),
                  ("/proc", "/proc"), ("/dev", "/dev")]
@@ -100,8 +101,8 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
         subprocess.run([*PODMAN, "image", "unmount", map_image], capture_output=True)
     segs = [hd.seg.segread(seg) for seg in sorted((tmp_path / "output").glob("*.seg.dcm"))]
     # every shipped bundle served from the image: the cine to the fetal head, the breast US to the lesion model,
-    # the CT (no model) skipped
+    # the limb CT to the sarcoma model; CT5N (no body part) skipped
     assert sorted((seg.SegmentSequence[0].SegmentLabel, seg.NumberOfFrames) for seg in segs) == [
-        ("breast lesion", 1), ("fetal head", 2)]
-    assert "no model for CT" in run.stderr
+        ("breast lesion", 1), ("fetal head", 2), ("soft-tissue sarcoma", 47)]
+    assert "no model for CT/no body part" in run.stderr
     assert all(dciodvfy_errors(seg) == [] for seg in sorted((tmp_path / "output").glob("*.seg.dcm")))

@@ -46,14 +46,18 @@ class RecordingRouter(ModelRouter):
 
 @pytest.fixture
 def mixed_study(tmp_path) -> Path:
-    """An obstetric US (HC18 sample, calibrated), a breast US (a real BUSI image, BodyPartExamined BREAST) and a CT
-    series in one folder."""
+    """An obstetric US (HC18 sample, calibrated), a breast US (a real BUSI image, BodyPartExamined BREAST) and a
+    chest CT series (no shipped model is for the chest) in one folder."""
     folder = tmp_path / "in"
     folder.mkdir()
     pixel_size = read_pixel_sizes(HC18_SAMPLE.parents[1] / "pixel_size_and_hc.csv")[HC18_SAMPLE.name]
     write_ultrasound(folder / "ob.dcm", HC18_SAMPLE, "ABDOMEN", "OB ultrasound", pixel_size_mm=pixel_size)
     write_ultrasound(folder / "breast.dcm", BUSI_IMAGE, "BREAST", "US breast right", pixel_size_mm=0.1)
-    shutil.copytree(input_path("CT5N"), folder / "ct")
+    (folder / "ct").mkdir()
+    for path in sorted(input_path("CT5N").iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.BodyPartExamined = "CHEST"
+        ds.save_as(folder / "ct" / path.name)
     return folder
 
 
@@ -68,8 +72,8 @@ def test_each_series_goes_to_its_model_with_that_models_contract(mixed_study, tm
     reports = _reports(result)
     assert set(reports) == {"fetal_head_us", "breast_lesion_us"}
     ct_uid = pydicom.dcmread(next((mixed_study / "ct").iterdir()), stop_before_pixels=True).SeriesInstanceUID
-    assert result.skipped == [(ct_uid, f"series {ct_uid}: no model for CT/no body part "
-                                       "(serving breast_lesion_us, fetal_head_us)")]
+    assert result.skipped == [(ct_uid, f"series {ct_uid}: no model for CT/CHEST "
+                                       "(serving breast_lesion_us, fetal_head_us, hippocampus_mr, sarcoma_ct)")]
     # each model received its own grid
     assert {shape[2:] for shape in models.batches["breast_lesion_us"]} == {(128, 128)}
     assert {shape[2:] for shape in models.batches["fetal_head_us"]} == {(256, 256)}
@@ -124,7 +128,7 @@ def test_a_single_bundle_serves_only_what_its_rules_claim(mixed_study, tmp_path)
     result = segment_paths(mixed_study, tmp_path / "out", models=models)
     assert [output.model for output in result.outputs] == ["fetal_head_us"]
     assert sorted(reason.split(": ", 1)[1] for _, reason in result.skipped) == [
-        "no model for CT/no body part (serving fetal_head_us)", "no model for US/BREAST (serving fetal_head_us)"]
+        "no model for CT/CHEST (serving fetal_head_us)", "no model for US/BREAST (serving fetal_head_us)"]
 
 
 def test_a_folder_of_bundles_with_a_copied_bundle(tmp_path, mixed_study):
@@ -138,7 +142,7 @@ def test_a_folder_of_bundles_with_a_copied_bundle(tmp_path, mixed_study):
 
 def _header(**attributes) -> Dataset:
     ds = Dataset()
-    ds.Modality = "US"
+    ds.Modality = attributes.pop("Modality", "US")
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     return ds
@@ -154,6 +158,13 @@ def _header(**attributes) -> Dataset:
     ({"StudyDescription": "Breast ultrasound"}, "breast_lesion_us"),  # beats "no body part"
     ({"BodyPartExamined": "THYROID"}, None),
     ({"ImageType": ["ORIGINAL", "PRIMARY", "OBSTETRICAL"], "BodyPartExamined": "HEAD"}, "fetal_head_us"),
+    ({"Modality": "CT", "BodyPartExamined": "EXTREMITY"}, "sarcoma_ct"),
+    ({"Modality": "CT"}, None),  # a sarcoma model on a CT of unknown region would invent a tumour
+    ({"Modality": "CT", "BodyPartExamined": "CHEST"}, None),
+    ({"Modality": "MR"}, None),
+    ({"Modality": "MR", "BodyPartExamined": "BRAIN"}, "hippocampus_mr"),
+    ({"Modality": "MR", "StudyDescription": "MRI brain"}, "hippocampus_mr"),
+    ({"Modality": "MR", "BodyPartExamined": "EXTREMITY"}, None),
 ], ids=lambda value: str(value))
 def test_routing_rules_of_the_shipped_bundles(models, attributes, expected):
     spec, reason = models.route("1.2.3", _header(**attributes))
@@ -187,7 +198,7 @@ def test_the_listener_keeps_each_loaded_model(models):
     """One router serves all series: a model is loaded once, on first use, and the same object is reused."""
     spec = models.bundles["breast_lesion_us"]
     assert models.predictor(spec) is models.predictor(spec)
-    assert set(models.warm_up()) == {"breast_lesion_us", "fetal_head_us"}
+    assert set(models.warm_up()) == {"breast_lesion_us", "fetal_head_us", "hippocampus_mr", "sarcoma_ct"}
 
 
 def test_a_bundle_without_its_model_fails_at_start_up(tmp_path):

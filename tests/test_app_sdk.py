@@ -14,6 +14,8 @@ from test_app_support import SHARED_DATA, dciodvfy_errors, input_path, write_ult
 
 from lightweight_seg.routing import DEFAULT_BUNDLES
 
+SAMPLES_DICOM = Path(__file__).resolve().parents[1] / "samples" / "dicom"
+
 APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "lightweight_seg"
 
 
@@ -23,10 +25,11 @@ def _run_app(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 
 def test_cli_segments_a_mixed_folder_and_names_the_bad_file(tmp_path):
-    """The default -m (every shipped bundle): the obstetric cine and the breast US segmented, each by its model;
-    the CT named and skipped; every bad file named."""
+    """The default -m (every shipped bundle): the obstetric cine, the breast US and the limb CT (the sarcoma model,
+    as one volume) each segmented by its model; the CT of unknown region named and skipped; every bad file named."""
     folder = tmp_path / "in"
     shutil.copytree(input_path("CT5N"), folder / "ct")
+    shutil.copytree(SAMPLES_DICOM / "sts_019_ct", folder / "limb_ct")
     shutil.copy(input_path("OBXXXX1A_2frame.dcm"), folder / "cine.dcm")
     write_ultrasound(folder / "breast.dcm", SHARED_DATA / "busi" / "images" / "malignant_1.png", "BREAST")
     truncated = folder / "truncated.dcm"
@@ -36,16 +39,17 @@ def test_cli_segments_a_mixed_folder_and_names_the_bad_file(tmp_path):
     run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"))
     assert run.returncode == 0, run.stderr[-2000:]
     segs = sorted((tmp_path / "out").glob("*.seg.dcm"))
-    assert len(segs) == 2 and run.stdout.count("  SEG ") == 2
+    assert len(segs) == 3 and run.stdout.count("  SEG ") == 3
     assert all(dciodvfy_errors(seg) == [] for seg in segs)
     labels = {hd.seg.segread(seg).SegmentSequence[0].SegmentLabel: hd.seg.segread(seg).NumberOfFrames for seg in segs}
-    assert labels == {"fetal head": 2, "breast lesion": 1}
+    assert labels == {"fetal head": 2, "breast lesion": 1, "soft-tissue sarcoma": 47}
     assert "-> fetal_head_us: fetal head on" in run.stdout and "-> breast_lesion_us: breast lesion on" in run.stdout
+    assert "CT series" in run.stdout and "-> sarcoma_ct: soft-tissue sarcoma on" in run.stdout
     assert run.stderr.count("skipped: ") == 1 and "no model for CT/no body part" in run.stderr
     assert f"error: {truncated}: cannot decode pixel data" in run.stderr
     assert f"error: {folder / 'notes.txt'}: not a DICOM file" in run.stderr
     assert f"error: {folder / 'rtplan.dcm'}: unsupported SOP class 'RT Plan Storage'" in run.stderr
-    assert len(list((tmp_path / "out").iterdir())) == 6  # SEG, overlay, report each; no temporary files
+    assert len(list((tmp_path / "out").iterdir())) == 9  # SEG, overlay, report each; no temporary files
 
 
 def test_forced_model_and_a_single_bundle(tmp_path):

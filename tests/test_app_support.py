@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 import sys
@@ -9,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -49,3 +53,36 @@ def write_ultrasound(path: Path, image: Path, body_part: str | None, study_descr
                             study_description, image_type)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def write_mr_series(image: sitk.Image, folder: Path, body_part: str | None = None) -> None:
+    """A volume as a DICOM MR series, one file per slice, files named and written in shuffled order."""
+    pixels = sitk.GetArrayFromImage(image).astype(np.int16)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = image.GetSpacing()
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    order = list(range(pixels.shape[0]))
+    random.Random(0).shuffle(order)
+    for k in order:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Volume", "mri", "", "O"
+        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study, "20260101", "120000", "1"
+        ds.ReferringPhysicianName, ds.AccessionNumber = "", ""
+        ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "MR", series, 1, k + 1
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator, ds.Manufacturer = frame_of_reference, "", ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        if body_part:
+            ds.BodyPartExamined = body_part
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
+        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = 500, 15, 1
+        ds.ImagePositionPatient = list(image.TransformIndexToPhysicalPoint((0, 0, k)))
+        ds.ImageOrientationPatient = [*direction[:, 0], *direction[:, 1]]
+        ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], spacing[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = pixels.shape[1:]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = pixels[k].tobytes()
+        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)

@@ -20,7 +20,6 @@ from lightweight_nets.bundle import BundleError, BundleSpec, find_bundles, load_
 from lightweight_nets.io import read_image
 from lightweight_nets.measure import head_circumference_mm
 from lightweight_nets.segment import read_pixel_sizes
-from lightweight_nets.transforms import Preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "bundle"
@@ -39,7 +38,10 @@ CONFIG_SETS = {
 }
 REQUIRED_FILES = ["LICENSE", "configs/metadata.json", "configs/logging.conf", "docs/README.md",
                   "docs/data_license.txt", "models/model.pt", "models/model.ts", "models/model.onnx",
-                  *(f"configs/{name}" for files in CONFIG_SETS.values() for name in files)]
+                  *(f"configs/{name}" for workflow, files in CONFIG_SETS.items() if workflow != "distill"
+                    for name in files)]
+# a distilled bundle ships its teacher and configs/distill.json
+DISTILLED = [b for b in BUNDLE_IDS if (BUNDLES / b / "configs" / "distill.json").is_file()]
 MODEL_CARD_SECTIONS = ["## Model overview", "## Data", "## Training configuration", "## Performance",
                        "## Series routing", "## Commands", "## Limitations", "## References", "## License"]
 
@@ -82,6 +84,7 @@ def test_bundle_is_complete_and_the_served_model_is_obvious(bundle_id):
     assert [f for f in REQUIRED_FILES if not (bundle / f).is_file()] == []
     served = {p.name for p in (bundle / "models").iterdir()}
     assert served <= {"model.pt", "model.ts", "model.onnx", "teacher.pt"}, served
+    assert ("teacher.pt" in served) == (bundle_id in DISTILLED)
     card = (bundle / "docs" / "README.md").read_text()
     positions = [card.find(section) for section in MODEL_CARD_SECTIONS]
     assert -1 not in positions and positions == sorted(positions), dict(zip(MODEL_CARD_SECTIONS, positions))
@@ -112,8 +115,8 @@ def test_verify_metadata_rejects_what_the_schema_forbids(tmp_path):
     assert "metadata is verified with no error" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("bundle_id", BUNDLE_IDS)
-@pytest.mark.parametrize("workflow", sorted(CONFIG_SETS))
+@pytest.mark.parametrize("bundle_id, workflow", [(b, w) for b in BUNDLE_IDS for w in sorted(CONFIG_SETS)
+                                                 if w != "distill" or b in DISTILLED])
 def test_config_instantiates(bundle_id, workflow):
     bundle = BUNDLES / bundle_id
     parser = parser_for(bundle, workflow)
@@ -306,7 +309,8 @@ def test_export_config_writes_torchscript_and_onnx_that_match(bundle_id, tmp_pat
 def test_shipped_backends_agree(bundle_id):
     """The shipped .onnx and .ts are exports of the shipped .pt (same logits)."""
     spec = BundleSpec.load(BUNDLES / bundle_id)
-    batch = Preprocessing(spec.preprocessing.spatial_size)(np.random.default_rng(0).random((2, 300, 400)))
+    torch.manual_seed(0)
+    batch = torch.rand(2, 1, *spec.preprocessing.spatial_size)
     expected = spec.load_predictor("torch").predict(batch)
     for backend in ("onnx", "torchscript"):
         assert torch.allclose(spec.load_predictor(backend).predict(batch), expected, atol=1e-3), backend

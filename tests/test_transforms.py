@@ -84,7 +84,8 @@ def test_postprocessing_refuses_bad_arguments(arguments, problem):
 
 
 def test_postprocessing_refuses_logits_of_the_wrong_shape():
-    with pytest.raises(ValueError, match=r"sigmoid post-processing expects \(N, 1, h, w\) logits, got \(1, 2, 4, 4\)"):
+    expected = r"sigmoid post-processing expects \(N, 1, \*spatial\) logits, got \(1, 2, 4, 4\)"
+    with pytest.raises(ValueError, match=expected):
         Postprocessing()(torch.zeros(1, 2, 4, 4), (4, 4))
     with pytest.raises(ValueError, match="softmax post-processing expects"):
         Postprocessing("softmax")(torch.zeros(1, 1, 4, 4), (4, 4))

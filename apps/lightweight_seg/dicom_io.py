@@ -82,6 +82,27 @@ class Stack:
     def has_frame_of_reference(self) -> bool:
         return "FrameOfReferenceUID" in self.sources[0]
 
+    def ras_affine(self) -> np.ndarray:
+        """Voxel (column, row, slice) -> RAS mm, for a stack of positioned slices (CT, MR): the geometry a 3D model
+        resamples from and its labels go back to. ``InputError`` for frames that are not such a volume."""
+        first, last = self.sources[0], self.sources[-1]
+        needed = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+        if self.is_cine or not self.has_frame_of_reference or any(k not in first for k in needed):
+            raise InputError(f"series {self.series_uid}: not a volume of positioned slices (a 3D model needs CT or "
+                             "MR slices with a frame of reference, orientation, position and pixel spacing)")
+        orientation = np.array(first.ImageOrientationPatient, float)
+        row, column = orientation[:3], orientation[3:]
+        origin = np.array(first.ImagePositionPatient, float)
+        if len(self.sources) > 1:
+            step = (np.array(last.ImagePositionPatient, float) - origin) / (len(self.sources) - 1)
+        else:
+            step = np.cross(row, column) * (self.slice_spacing_mm or 1.0)
+        lps = np.eye(4)
+        lps[:3, 0] = row * float(first.PixelSpacing[1])
+        lps[:3, 1] = column * float(first.PixelSpacing[0])
+        lps[:3, 2], lps[:3, 3] = step, origin
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
 
 def find_files(paths: list[Path] | Path) -> list[Path]:
     """Files given directly plus every file under given folders (hidden ones skipped), sorted; a missing path

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.io import atomic_path
-from lightweight_nets.segment import segment_frames, write_overlay
+from lightweight_nets.segment import segment_frames, segment_volume, write_overlay
 from lightweight_seg.dicom_io import (
     InputError,
     Stack,
@@ -63,7 +63,12 @@ class RunResult:
 
 
 def segment_stack(stack: Stack, spec: BundleSpec, predictor) -> np.ndarray:
-    """Label maps ``(N, H, W)`` on the stack's own grid, every frame through the bundle's pre/post-processing."""
+    """Label maps ``(N, H, W)`` on the stack's own grid, through the bundle's pre/post-processing: frame by frame
+    for a 2D model, as one volume (the slices with their geometry) for a 3D model."""
+    if spec.spatial_dims == 3:
+        volume = np.transpose(stack.frames, (2, 1, 0))  # (column, row, slice), as ras_affine indexes it
+        labels = segment_volume(volume, stack.ras_affine(), predictor, spec.preprocessing, spec.postprocessing)
+        return np.ascontiguousarray(np.transpose(labels, (2, 1, 0)))
     return segment_frames(stack.frames, predictor, spec.preprocessing, spec.postprocessing)
 
 

@@ -43,7 +43,7 @@ def _code(code: Code) -> hd.sr.CodedConcept:
 
 
 def _segment_description(segment: Segment, spec: BundleSpec) -> hd.seg.SegmentDescription:
-    return hd.seg.SegmentDescription(
+    description = hd.seg.SegmentDescription(
         segment_number=segment.number,
         segment_label=segment.label,
         segmented_property_category=_code(segment.category),
@@ -54,6 +54,10 @@ def _segment_description(segment: Segment, spec: BundleSpec) -> hd.seg.SegmentDe
         anatomic_regions=None if segment.anatomic_region is None else [_code(segment.anatomic_region)],
         display_color=hd.color.CIELabColor.from_rgb(*segment.color_rgb),
     )
+    if segment.type_modifier is not None:  # highdicom takes no modifier: added to the type item, as PS3.3 allows
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            _code(segment.type_modifier)]
+    return description
 
 
 def _one_frame_view(source: Dataset) -> Dataset:

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
+from monai.inferers import Inferer, SimpleInferer
 from monai.losses import DiceCELoss, DiceLoss
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.layers.factories import Conv
+from monai.networks.utils import one_hot
 
 from lightweight_nets.training.run import load_weights
 from lightweight_nets.transforms import Postprocessing
@@ -17,25 +19,34 @@ from lightweight_nets.transforms import Postprocessing
 __all__ = ["SegmentationModule", "DistillationModule", "make_loss", "feature_weights"]
 
 
+LOSSES = {
+    "dice": lambda: DiceLoss(sigmoid=True),  # one foreground channel
+    "dice_bce": lambda: DiceCELoss(sigmoid=True),  # one foreground channel, Dice + binary cross-entropy
+    "dice_ce": lambda: DiceCELoss(softmax=True, to_onehot_y=True),  # background + one channel per label
+}
+
+
 def make_loss(name: str) -> nn.Module:
-    """``dice`` (soft Dice on sigmoid outputs) or ``dice_bce`` (Dice + binary cross-entropy)."""
-    if name == "dice":
-        return DiceLoss(sigmoid=True)
-    if name == "dice_bce":
-        return DiceCELoss(sigmoid=True)
-    raise ValueError(f"unknown loss {name!r}; known: dice, dice_bce")
+    """A loss of :data:`LOSSES` by name."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    return LOSSES[name]()
 
 
 class SegmentationModule(pl.LightningModule):
-    """Trains any zoo network on binary segmentation with Li et al.'s recipe by default: Adam (lr 1e-4,
-    weight decay 1e-4), ReduceLROnPlateau on the validation loss (factor 0.5, patience 5).
+    """Trains any zoo network, 2D or 3D, one label (sigmoid) or several (softmax), with Li et al.'s recipe by
+    default: Adam (lr 1e-4, weight decay 1e-4), ReduceLROnPlateau on the validation loss (factor 0.5, patience 5).
 
-    Validation reports ``val_loss``, ``val_dice`` and ``val_hd95`` (pixels, on the network's grid) of the
-    foreground after the bundle's post-processing (activation, threshold, largest connected component).
+    Validation runs the network through ``inferer`` (the bundle's sliding window for volumes) and reports
+    ``val_loss``, ``val_dice`` (mean over labels), ``val_dice_<k>`` per label where there are several, and
+    ``val_hd95`` (voxels, on the network's grid), after the bundle's post-processing (activation, threshold or
+    argmax, largest connected components).
 
     Args:
-        net: the network (logits out, one channel).
+        net: the network (logits out: one channel, or background plus one per label).
         postprocessing: the bundle's post-processing, applied before the validation metrics.
+        inferer: how validation runs the network on a whole item (default: one forward pass).
+        channels_last: train in the channels-last memory layout (on a CPU, 3x faster for 3D depthwise convs).
         loss: ``dice`` or ``dice_bce``.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
@@ -48,6 +59,8 @@ class SegmentationModule(pl.LightningModule):
         self,
         net: nn.Module,
         postprocessing: Postprocessing,
+        inferer: Inferer | None = None,
+        channels_last: bool = False,
         loss: str = "dice",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -56,18 +69,32 @@ class SegmentationModule(pl.LightningModule):
         init_weights: str | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "postprocessing"])
+        self.save_hyperparameters(ignore=["net", "postprocessing", "inferer"])
         self.postprocessing = postprocessing
+        self.inferer = inferer or SimpleInferer()
         self.net = load_weights(net, init_weights) if init_weights else net
         self.loss_fn = make_loss(loss)
-        self.dice = DiceMetric(include_background=True, reduction="mean")
-        self.hd95 = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="mean")
+        self.dice = DiceMetric(include_background=False, reduction="mean_batch")
+        self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory layout the network trains in."""
+        return x.contiguous(memory_format=_channels_last(x.dim() - 2)) if self.hparams.channels_last else x
+
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            for net in self.layout_modules():
+                net.to(memory_format=_channels_last(_spatial_dims(net)))
+
+    def layout_modules(self) -> list[nn.Module]:
+        """The networks that run on the batches (the teacher too, when distilling)."""
+        return [self.net]
+
     def training_loss(self, batch: dict) -> torch.Tensor:
-        loss = self.loss_fn(self.net(batch["image"]), batch["label"])
+        loss = self.loss_fn(self.net(self._layout(batch["image"])), batch["label"])
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["image"]))
         return loss
 
@@ -75,17 +102,23 @@ class SegmentationModule(pl.LightningModule):
         return self.training_loss(batch)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.net(batch["image"])
+        logits = self.inferer(self._layout(batch["image"]), self.net).float()
         n = len(logits)
         self.log("val_loss", self.loss_fn(logits, batch["label"]), prog_bar=True, batch_size=n, sync_dist=True)
-        labels = self.postprocessing(logits.float().cpu(), logits.shape[2:])
-        pred = torch.as_tensor(labels > 0, dtype=torch.float32)[:, None]
-        self.dice(pred, batch["label"].cpu())
-        if pred.sum() > 0:
-            self.hd95(pred, batch["label"].cpu())
+        labels = self.postprocessing.labels(self.postprocessing.probabilities(logits.cpu()))
+        classes = max(logits.shape[1], 2)  # a sigmoid output is background and one label
+        pred = one_hot(torch.as_tensor(labels, dtype=torch.long)[:, None], classes)
+        truth = one_hot(batch["label"].cpu().long(), classes)
+        self.dice(pred, truth)
+        if pred[:, 1:].sum() > 0:
+            self.hd95(pred, truth)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val_dice", self.dice.aggregate().item(), prog_bar=True, sync_dist=True)
+        per_label = self.dice.aggregate()
+        self.log("val_dice", per_label.nanmean().item(), prog_bar=True, sync_dist=True)
+        if len(per_label) > 1:
+            for label, value in enumerate(per_label.tolist(), start=1):
+                self.log(f"val_dice_{label}", value, sync_dist=True)
         self.dice.reset()
         hd = self.hd95.aggregate().item() if self.hd95.get_buffer() is not None else float("nan")
         self.log("val_hd95", hd, sync_dist=True)
@@ -100,6 +133,15 @@ class SegmentationModule(pl.LightningModule):
 
     def trainable_parameters(self):
         return self.net.parameters()
+
+
+def _channels_last(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def _spatial_dims(net: nn.Module) -> int:
+    """2 or 3, from the network's first convolution."""
+    return next(m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)).weight.dim() - 2
 
 
 def feature_weights(shapes: Sequence[Sequence[int]], total: float) -> list[float]:
@@ -162,7 +204,8 @@ class DistillationModule(SegmentationModule):
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "train_set"):
             raise ValueError("DistillationModule needs a datamodule with a train_set to size its feature adapters")
-        sample = datamodule.train_set[0]["image"][None]
+        item = datamodule.train_set[0]
+        sample = (item[0] if isinstance(item, list) else item)["image"][None]  # 3D items are lists of patches
         with torch.no_grad():
             self.net.eval()
             self.net(sample)
@@ -182,10 +225,13 @@ class DistillationModule(SegmentationModule):
     def trainable_parameters(self):
         return list(self.net.parameters()) + list(self.adapters.parameters())
 
+    def layout_modules(self) -> list[nn.Module]:
+        return [self.net, self.teacher]
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         output_loss = self.training_loss(batch)
         with torch.no_grad():
-            self.teacher(batch["image"])
+            self.teacher(self._layout(batch["image"]))
         feature_loss = 0.0
         for weight, name in zip(self._weights, self.layers):
             student = self._features["student"][name]

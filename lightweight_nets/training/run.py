@@ -27,10 +27,11 @@ def load_weights(net: nn.Module, model_file: str | Path) -> nn.Module:
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
-        model_file: str | Path) -> Path:
-    """Train, reload the best checkpoint (lowest validation loss) and save the network's state dict to
-    ``model_file`` (atomically); also plot the training curves beside the logs."""
-    trainer.fit(module, datamodule=datamodule)
+        model_file: str | Path, resume_from: str | Path | None = None) -> Path:
+    """Train (from the Lightning checkpoint ``resume_from``, e.g. a run's ``checkpoints/last.ckpt``, when given),
+    reload the best checkpoint (lowest validation loss) and save the network's state dict to ``model_file``
+    (atomically); also plot the training curves beside the logs."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]

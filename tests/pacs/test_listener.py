@@ -51,10 +51,12 @@ def test_received_series_segmented_and_sent_once(orthanc, listener_factory, tmp_
 
 def test_every_shipped_model_served_warm_each_series_to_its_own(orthanc, listener_factory, tmp_path):
     """The node with the default bundles and no forced model: an obstetric US and a breast US of one study each
-    get the SEG of their own model; the CT of the same study is done without a SEG, the reason in the status."""
+    get the SEG of their own model; a chest CT of the same study (no model is for it) is done without a SEG, the
+    reason in the status."""
     config = write_config(tmp_path / "node.json", orthanc, model=None)
     listener = listener_factory(config)
-    assert "model ready: breast_lesion_us (onnx), fetal_head_us (onnx)" in listener.log()
+    assert ("model ready: breast_lesion_us (onnx), fetal_head_us (onnx), hippocampus_mr (onnx), sarcoma_ct (onnx)"
+            in listener.log())
     breast = write_ultrasound(tmp_path / "breast.dcm", SHARED_DATA / "busi" / "images" / "benign_3.png", "BREAST")
     uncompressed = pydicom.dcmread(breast)  # storescu proposes uncompressed transfer syntaxes only
     uncompressed.decompress()
@@ -63,10 +65,14 @@ def test_every_shipped_model_served_warm_each_series_to_its_own(orthanc, listene
     study_uid, ob_uid, ob_paths = fresh_series("OBXXXX1A.dcm", tmp_path / "ob")
     _, breast_uid, breast_paths = fresh_series(str(breast), tmp_path / "breast", study_uid)
     _, ct_uid, ct_paths = fresh_series(CT_SERIES, tmp_path / "ct", study_uid)
+    for path in ct_paths:
+        chest = pydicom.dcmread(path)
+        chest.BodyPartExamined = "CHEST"
+        chest.save_as(path, enforce_file_format=True)
     assert storescu(ob_paths + breast_paths + ct_paths, listener.port).returncode == 0
     jobs = wait_for(lambda: (jobs := status(config)) and len(jobs) == 3
                     and all(job["state"] == "done" for job in jobs.values()) and jobs, 180, 0.5, "three done jobs")
-    assert jobs[ct_uid]["seg_uid"] == "" and "no model for CT" in jobs[ct_uid]["error"]
+    assert jobs[ct_uid]["seg_uid"] == "" and "no model for CT/CHEST" in jobs[ct_uid]["error"]
     segs = {uid: pydicom.dcmread(next((tmp_path / "spool" / "out" / uid).rglob("*.seg.dcm")))
             for uid in (ob_uid, breast_uid)}
     assert segs[ob_uid].SegmentSequence[0].SegmentLabel == "fetal head"

@@ -1,0 +1,103 @@
+"""The 3D zoo on the hippocampus: every trained network of the bundle side by side on its validation split.
+
+For the served model, the teacher and each ablation of ``experiments/experiments.json``: parameters, GFLOPs per
+patch, Dice per label (mean +- std), HD95 (mm) per label, and CPU milliseconds per volume through ONNX Runtime
+(exported here, the app's backend), all in one run on the same volumes. Writes the markdown table the model card
+shows. ``python -m benchmarks.zoo3d [--limit N] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lightweight_nets.bundle import BundleSpec
+from lightweight_nets.evaluate import evaluate_volumes
+from lightweight_nets.inference import export_onnx, load_predictor
+from lightweight_nets.profile import count_flops, count_parameters
+from lightweight_nets.training.run import load_weights
+
+__all__ = ["BUNDLE", "trained_networks", "compare", "markdown"]
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle" / "hippocampus_mr"
+
+
+def trained_networks(bundle: Path = BUNDLE) -> dict[str, tuple[str, dict, Path]]:
+    """``{name: (what it is, network_def config, weights)}`` for every weight file the bundle holds."""
+    from monai.bundle import ConfigParser
+
+    spec = BundleSpec.load(bundle)
+    models = bundle / "models"
+    found = {"served model (distilled)": ("configs/distill.json", spec.network_config, models / "model.pt"),
+             "teacher": ("configs/train.json", spec.teacher_config, models / "teacher.pt")}
+    listed = ConfigParser.load_config_file(str(bundle / "experiments" / "experiments.json"))["experiments"]
+    for name, entry in listed.items():
+        found[name] = (entry["recipe"], entry["network_def"], bundle / "experiments" / f"{name}.pt")
+    return {name: found[name] for name in found if found[name][2].is_file()}
+
+
+def _build(network_def: dict) -> torch.nn.Module:
+    from monai.bundle import ConfigParser
+
+    return ConfigParser({"net": network_def}).get_parsed_content("net")
+
+
+def compare(limit: int | None = None, threads: int = 2, bundle: Path = BUNDLE) -> list[dict]:
+    """One row per trained network (see the module docstring), evaluated on the bundle's validation split."""
+    from monai.bundle import ConfigParser
+
+    spec = BundleSpec.load(bundle)
+    evaluation = ConfigParser()
+    evaluation.read_config([str(bundle / "configs" / f) for f in ("inference.json", "evaluate.json")])
+    evaluation["bundle_root"] = str(bundle)
+    dataset_dir, split = evaluation.get_parsed_content("dataset_dir"), evaluation.get_parsed_content("split_file")
+    patch = torch.zeros(1, 1, *spec.preprocessing.spatial_size)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (recipe, network_def, weights) in trained_networks(bundle).items():
+            net = load_weights(_build(network_def), weights).eval()
+            onnx = export_onnx(net, Path(tmp) / f"{name}.onnx", patch)
+            summary = evaluate_volumes(load_predictor(onnx, threads=threads), spec.preprocessing, spec.postprocessing,
+                                       spec.segments, dataset_dir, split, Path(tmp) / name, limit=limit)
+            rows.append({"name": name, "recipe": recipe, "weights": str(weights.relative_to(bundle)),
+                         "parameters": count_parameters(net), "gflops": count_flops(net, patch) / 1e9, **summary})
+    return rows
+
+
+def _mean_std(stats: dict, scale: float = 1.0, digits: int = 3) -> str:
+    return "-" if stats["mean"] is None else f"{stats['mean'] * scale:.{digits}f} +- {stats['std'] * scale:.{digits}f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    labels = list(rows[0]["dice"]) if rows else []
+    header = ["network", "parameters", "GFLOPs / patch"] + [f"Dice {label}" for label in labels] + ["mean Dice"] + [
+        f"HD95 mm {label}" for label in labels] + ["CPU ms / volume (ONNX)", "weights"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["name"], f"{row['parameters']:,}", f"{row['gflops']:.2f}"]
+        cells += [_mean_std(row["dice"][label]) for label in labels] + [_mean_std(row["mean_dice"])]
+        cells += [_mean_std(row["hd95_mm"][label], digits=2) for label in labels]
+        cells += [f"{row['seconds_per_volume']['mean'] * 1000:.0f}", f"`{row['weights']}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.zoo3d", description=__doc__)
+    parser.add_argument("--limit", type=int, help="at most this many validation volumes")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = compare(args.limit, args.threads)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
