@@ -1,14 +1,16 @@
 """The 3D zoo on the hippocampus: every trained network of the bundle side by side on its validation split.
 
 For the served model, the teacher and each ablation of ``experiments/experiments.json``: parameters, GFLOPs per
-patch, Dice per label (mean +- std), HD95 (mm) per label, and CPU milliseconds per volume through ONNX Runtime
-(exported here, the app's backend), all in one run on the same volumes. Writes the markdown table the model card
+patch, epochs trained (from the training log kept beside the weights), Dice per label (mean +- std), HD95 (mm) per
+label, and CPU milliseconds per volume through ONNX Runtime (exported here, the app's backend), all in one run on
+the same volumes. Writes the markdown table the model card
 shows. ``python -m benchmarks.zoo3d [--limit N] [--threads 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import tempfile
 from pathlib import Path
@@ -40,6 +42,16 @@ def trained_networks(bundle: Path = BUNDLE) -> dict[str, tuple[str, dict, Path]]
     return {name: found[name] for name in found if found[name][2].is_file()}
 
 
+def epochs_trained(weights: Path) -> int | None:
+    """Epochs with a validation score in the training log kept beside ``weights`` (``experiments/NAME.metrics.csv``
+    or the bundle's ``logs/NAME.metrics.csv``); None without a log."""
+    for log in (weights.with_suffix(".metrics.csv"), weights.parents[1] / "logs" / f"{weights.stem}.metrics.csv"):
+        if log.is_file():
+            with open(log, newline="") as f:
+                return len({row["epoch"] for row in csv.DictReader(f) if row.get("val_loss")})
+    return None
+
+
 def _build(network_def: dict) -> torch.nn.Module:
     from monai.bundle import ConfigParser
 
@@ -64,6 +76,7 @@ def compare(limit: int | None = None, threads: int = 2, bundle: Path = BUNDLE) -
             summary = evaluate_volumes(load_predictor(onnx, threads=threads), spec.preprocessing, spec.postprocessing,
                                        spec.segments, dataset_dir, split, Path(tmp) / name, limit=limit)
             rows.append({"name": name, "recipe": recipe, "weights": str(weights.relative_to(bundle)),
+                         "epochs": epochs_trained(weights),
                          "parameters": count_parameters(net), "gflops": count_flops(net, patch) / 1e9, **summary})
     return rows
 
@@ -74,11 +87,12 @@ def _mean_std(stats: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 def markdown(rows: list[dict]) -> str:
     labels = list(rows[0]["dice"]) if rows else []
-    header = ["network", "parameters", "GFLOPs / patch"] + [f"Dice {label}" for label in labels] + ["mean Dice"] + [
-        f"HD95 mm {label}" for label in labels] + ["CPU ms / volume (ONNX)", "weights"]
+    header = (["network", "epochs", "parameters", "GFLOPs / patch"] + [f"Dice {label}" for label in labels]
+              + ["mean Dice"] + [f"HD95 mm {label}" for label in labels] + ["CPU ms / volume (ONNX)", "weights"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["name"], f"{row['parameters']:,}", f"{row['gflops']:.2f}"]
+        cells = [row["name"], "-" if row["epochs"] is None else str(row["epochs"]), f"{row['parameters']:,}",
+                 f"{row['gflops']:.2f}"]
         cells += [_mean_std(row["dice"][label]) for label in labels] + [_mean_std(row["mean_dice"])]
         cells += [_mean_std(row["hd95_mm"][label], digits=2) for label in labels]
         cells += [f"{row['seconds_per_volume']['mean'] * 1000:.0f}", f"`{row['weights']}`"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from lightweight_nets.io import IMAGE_SUFFIXES, atomic_path, mask_name, read_image, write_mask
@@ -88,8 +88,7 @@ def write_overlay(frames: np.ndarray, labels: np.ndarray, path: str | Path,
         rows = math.ceil(len(picks) / columns)
         image = Image.new("RGB", (columns * _TILE_SIZE, rows * _TILE_SIZE))
         for slot, index in enumerate(picks):
-            tile = _overlay_frame(frames[index], labels[index], colors)
-            tile.thumbnail((_TILE_SIZE, _TILE_SIZE))
+            tile = ImageOps.contain(_overlay_frame(frames[index], labels[index], colors), (_TILE_SIZE, _TILE_SIZE))
             image.paste(tile, ((slot % columns) * _TILE_SIZE, (slot // columns) * _TILE_SIZE))
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
@@ -164,13 +163,28 @@ def segment_folder(predictor, preprocessing: Preprocessing, postprocessing: Post
 
 
 def list_volumes(folder: str | Path) -> list[Path]:
-    """The volumes directly in ``folder`` (sorted): NIfTI files, and sub-folders that hold a DICOM series."""
+    """The volumes directly in ``folder`` (sorted): NIfTI files, and sub-folders that hold a DICOM series (files
+    other than NIfTI)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such input folder")
     return sorted(p for p in folder.iterdir()
-                  if (p.is_file() and p.name.lower().endswith((".nii", ".nii.gz")))
-                  or (p.is_dir() and any(c.is_file() and not c.name.startswith(".") for c in p.iterdir())))
+                  if (p.is_file() and _is_nifti(p))
+                  or (p.is_dir() and any(c.is_file() and not c.name.startswith(".") and not _is_nifti(c)
+                                         for c in p.iterdir())))
+
+
+def _axial_slices(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The volume as axial slices the way a radiologist looks at them (patient's right on the left, anterior at the
+    top), whatever its voxel order: for overlays."""
+    import nibabel as nib
+
+    ras = nib.orientations.apply_orientation(volume, nib.orientations.io_orientation(affine))
+    return np.moveaxis(ras, -1, 0).transpose(0, 2, 1)[:, ::-1, ::-1]
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
 def _volume_name(path: Path) -> str:
@@ -214,8 +228,8 @@ def segment_volume_folder(predictor, preprocessing: VolumePreprocessing, postpro
         name = _volume_name(path)
         with atomic_path(output_dir / name) as tmp:
             nib.save(nib.Nifti1Image(labels, affine), str(tmp))
-        slices = np.moveaxis(volume, -1, 0)  # the last axis as the slice axis (axial for RAS volumes)
-        write_overlay(slices, np.moveaxis(labels, -1, 0), output_dir / "overlays" / f"{name[:-7]}.png", colors)
+        write_overlay(_axial_slices(volume, affine), _axial_slices(labels, affine),
+                      output_dir / "overlays" / f"{name[:-7]}.png", colors)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         for segment in segments:
             measured = measure_segment(np.moveaxis(labels == segment.number, -1, 0), segment.measurements,

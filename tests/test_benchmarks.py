@@ -37,3 +37,23 @@ def test_report_states_each_target_and_links_its_charts(results, tmp_path):
         assert f"]({chart.name})" in report
         with Image.open(chart) as image:
             assert image.format == "PNG"
+
+
+def test_zoo3d_scores_every_trained_hippocampus_network_on_the_same_volumes(tmp_path):
+    from benchmarks.zoo3d import compare, epochs_trained, markdown, trained_networks
+
+    networks = trained_networks()
+    assert {"served model (distilled)", "teacher"} <= set(networks)
+    rows = compare(limit=2)
+    assert [row["name"] for row in rows] == list(networks)
+    for row in rows:
+        assert set(row["dice"]) == {"anterior hippocampus", "posterior hippocampus"}
+        assert 0 <= row["mean_dice"]["mean"] <= 1 and row["seconds_per_volume"]["mean"] > 0
+        assert row["parameters"] > 0 and row["gflops"] > 0
+    table = markdown(rows).splitlines()
+    assert len(table) == 2 + len(rows) and all(f"| {row['name']} |" in line for row, line in zip(rows, table[2:]))
+    log = tmp_path / "experiments" / "net.metrics.csv"
+    log.parent.mkdir()
+    log.write_text("epoch,step,train_loss,val_loss\n0,4,0.9,\n0,4,,0.8\n1,9,0.7,\n1,9,,0.6\n")
+    assert epochs_trained(tmp_path / "experiments" / "net.pt") == 2
+    assert epochs_trained(tmp_path / "experiments" / "other.pt") is None
