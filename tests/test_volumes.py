@@ -94,7 +94,7 @@ def test_shipped_3d_model_segments_its_samples(bundle, minimum_dice, tmp_path):
 
 def test_3d_training_and_distillation_from_the_bundle_configs(tmp_path):
     """The hippocampus bundle's train and distill configs, a few steps on real volumes, softmax over three
-    labels, bf16 and channels-last on the CPU; validation through the sliding window reports Dice per label."""
+    labels, float32 and channels-last on the CPU; validation through the sliding window reports Dice per label."""
     split = tmp_path / "split.json"
     names = json.loads((HIPPOCAMPUS / "data" / "hippocampus_split.json").read_text())
     split.write_text(json.dumps({"train": names["train"][:4], "validation": names["validation"][:2]}))
@@ -105,6 +105,13 @@ def test_3d_training_and_distillation_from_the_bundle_configs(tmp_path):
                          **{"network_def#name": "thin_unet"}, **common).get_parsed_content("run")
     metrics = next(tmp_path.glob("teacher/*/metrics.csv")).read_text()
     assert "val_dice_1" in metrics and "val_dice_2" in metrics
+    # a run cut short goes on from its last checkpoint: the second epoch only
+    (last,) = tmp_path.glob("teacher/*/checkpoints/last.ckpt")
+    parser_for(HIPPOCAMPUS, train, model_file=str(tmp_path / "teacher.pt"), run_name="resumed",
+               resume_from=str(last), **{"network_def#name": "thin_unet"},
+               **{**common, "max_epochs": 2}).get_parsed_content("run")
+    (resumed,) = tmp_path.glob("resumed/*/metrics.csv")
+    assert {row["epoch"] for row in csv.DictReader(resumed.open()) if row.get("val_loss")} == {"1"}
     student = parser_for(HIPPOCAMPUS, [*train, "distill.json"], model_file=str(tmp_path / "student.pt"),
                          teacher_file=str(teacher), **{"teacher_def#channels": 8}, **common).get_parsed_content("run")
     state = torch.load(student, weights_only=True)
