@@ -32,8 +32,14 @@ def _listen(node: Node, args) -> int:
     stop.wait()
     log.info("stopping: no new associations, finishing running jobs")
     node.stop_server()
-    for worker in workers:
-        worker.join()
+    # Segmenting jobs finish; a worker waiting on a destination is not waited for: its job goes back to the queue
+    # and its written SEG (same UIDs) is sent at the next start.
+    while any(worker.is_alive() and not node.sending(worker) for worker in workers):
+        for worker in workers:
+            worker.join(timeout=0.1)
+    abandoned = node.abandon_sends()
+    if abandoned:
+        log.info("%d job(s) were sending: queued again, sent at the next start", abandoned)
     return 0
 
 
@@ -72,7 +78,10 @@ def _status(node: Node, args) -> int:
     print("  ".join(f"{state} {n}" for state, n in counts.items()))
     for job in jobs:
         updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.updated))
-        print(f"{job.state:8} {job.attempts:2} tries  {updated}  {job.series_uid}  {job.error or ''}".rstrip())
+        reason = job.error or ""
+        if job.state == "failed":
+            reason += time.strftime("; next try %H:%M:%S", time.localtime(job.not_before))
+        print(f"{job.state:8} {job.attempts:2} tries  {updated}  {job.series_uid}  {reason}".rstrip())
     return 0
 
 
