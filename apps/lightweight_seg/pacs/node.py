@@ -50,15 +50,22 @@ class SendError(RuntimeError):
 
 class _GuardedServer(ThreadedAssociationServer):
     """pynetdicom's server, refusing a connection before any byte is read (no thread, no association) when its
-    address is not allowed or already holds `max_associations_per_host` connections."""
+    address is not allowed or already holds `max_associations_per_host` connections. A connection counts from
+    its accept until its association's thread has ended."""
 
     node: Node
 
     def verify_request(self, request, client_address) -> bool:
-        refusal = self.node._refusal(client_address[0], self.active_associations)
-        if refusal:
-            self.node._log_refusal(client_address[0], refusal)
-        return not refusal
+        return self.node._admit(client_address[0])
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # starts the association's thread
+            assoc = self.node._opened.pop(threading.get_ident(), None)  # noted by EVT_CONN_OPEN in this thread
+            if assoc is not None:
+                assoc.join()
+        finally:
+            self.node._left(client_address[0])
 
 
 class _NodeAE(AE):
@@ -86,8 +93,10 @@ class Node:
         self.server = None
         self._allowed_hosts = [ipaddress.ip_network(h, strict=False) for h in config.allowed_hosts]
         self._delivering: dict = {}  # association -> the series it delivered instances of
-        self._delivering_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._refused: dict[str, float] = {}  # address -> when a refusal was last logged
+        self._connections: dict[str, int] = {}  # address -> its open connections
+        self._opened: dict[int, object] = {}  # server request thread id -> the association it started
         self._sending: dict[int, Job] = {}  # worker thread id -> the job whose SEG it is sending
 
     def recover(self) -> None:
@@ -119,25 +128,35 @@ class Node:
 
     # Connections: checked before pynetdicom reads a byte; associations: which series each one delivered.
 
-    def _refusal(self, host: str, active: list) -> str | None:
-        """Why a new connection from `host` is refused (None: accepted)."""
+    def _admit(self, host: str) -> bool:
+        """Whether a new connection from `host` is accepted (then it counts until `_left`)."""
+        refusal = None
         if self._allowed_hosts:
             address = ipaddress.ip_address(host.split("%")[0])
             if not any(address in network for network in self._allowed_hosts):
-                return "address not in allowed_hosts"
-        same = sum(1 for assoc in active if assoc.is_alive() and assoc.requestor.address == host)
-        if same >= self.config.max_associations_per_host:
-            return f"already {same} connections from it (max_associations_per_host)"
-        return None
-
-    def _log_refusal(self, host: str, reason: str) -> None:
-        now = time.monotonic()
-        if now - self._refused.get(host, -60) >= 60:  # one line a minute per address, however hard it tries
+                refusal = "address not in allowed_hosts"
+        with self._lock:
+            if refusal is None and self._connections.get(host, 0) >= self.config.max_associations_per_host:
+                refusal = f"already {self._connections[host]} connections from it (max_associations_per_host)"
+            if refusal is None:
+                self._connections[host] = self._connections.get(host, 0) + 1
+                return True
+            now = time.monotonic()
+            if now - self._refused.get(host, -60) < 60:  # one line a minute per address, however hard it tries
+                return False
             self._refused[host] = now
-            log.warning("refused connections from %s: %s", host, reason)
+        log.warning("refused connections from %s: %s", host, refusal)
+        return False
+
+    def _left(self, host: str) -> None:
+        with self._lock:
+            self._connections[host] -= 1
+            if not self._connections[host]:
+                del self._connections[host]
 
     def _on_conn_open(self, event) -> None:
         """Before the association reads anything: bound each PDU's size and each read's wait."""
+        self._opened[threading.get_ident()] = event.assoc
         assoc_socket = event.assoc.dul.socket
         raw = assoc_socket.socket
         raw.settimeout(self.config.association_request_timeout)  # until established: the A-ASSOCIATE-RQ's time
@@ -166,7 +185,7 @@ class Node:
         """Released: the sender says it sent everything. Aborted (a killed sender, a cut line): what it delivered is
         possibly incomplete and waits `aborted_quiet_seconds` for the sender's retry."""
         aborted = event.event == evt.EVT_ABORTED
-        with self._delivering_lock:
+        with self._lock:
             ended = {event.assoc: self._delivering.pop(event.assoc, set())}
             # an association that ended without either event (its DUL died) counts as aborted
             ended_silently = [assoc for assoc in self._delivering if not assoc.is_alive()]
@@ -191,7 +210,7 @@ class Node:
         except OSError as exc:
             log.error("cannot spool an instance from %s: %s", calling, exc.strerror)
             return 0xA700
-        with self._delivering_lock:
+        with self._lock:
             delivered = self._delivering.setdefault(event.assoc, set())
             opened = stored[0] not in delivered
             delivered.add(stored[0])
