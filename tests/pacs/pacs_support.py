@@ -93,6 +93,7 @@ def start_orthanc(root: Path, dicom_port: int | None = None) -> Orthanc:
     """A real Orthanc (Debian `orthanc` + DICOMweb plugin) on loopback, its files under `root`; `stop()` ends it."""
     if shutil.which("Orthanc") is None or not Path(DICOMWEB_PLUGIN).exists():
         raise RuntimeError("Orthanc is not installed: make system-packages (Debian orthanc, orthanc-dicomweb)")
+    root.mkdir(parents=True, exist_ok=True)
     server = Orthanc(http_port=free_port(), dicom_port=dicom_port or free_port())
     config = {
         "Name": "lwseg-test",
