@@ -59,8 +59,10 @@ def _pull(node: Node, args) -> int:
     for study_uid, series_uid in matches:
         series |= node.add(client.fetch_series(study_uid, series_uid, node.spool), 0, destination)
 
-    def finished() -> bool:
-        return all(node.jobs.get(uid).state in ("done", "parked") for uid in series)
+    def finished() -> bool:  # a listener re-sends a written SEG until the destination takes it; a pull gives up
+        jobs = [node.jobs.get(uid) for uid in series]
+        return all(job.state in ("done", "parked")
+                   or (job.state == "failed" and job.send_failures >= node.config.max_attempts) for job in jobs)
 
     node.work(threading.Event(), done=finished, only=series)
     jobs = [node.jobs.get(uid) for uid in sorted(series)]
