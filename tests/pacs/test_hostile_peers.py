@@ -77,6 +77,15 @@ def test_silent_and_flooding_connections_do_not_lock_senders_out(node):
     kept = [sock for sock, was_closed in zip(silent, closed) if not was_closed]
     assert all(closed_by_node(sock, 3) for sock in kept)
     assert time.monotonic() - started < 4
+    # One that dribbles an A-ASSOCIATE-RQ, a byte every 0.2 s, is cut off at the same deadline.
+    dribbler, began = connect_from("127.0.0.2", port), time.monotonic()
+    try:
+        for byte in struct.pack(">BBL", 0x01, 0, 200) + bytes(200):
+            dribbler.send(bytes([byte]))
+            time.sleep(0.2)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert closed_by_node(dribbler, 1) and time.monotonic() - began < 3
     # It keeps reconnecting; a modality elsewhere still gets in at once, every time.
     stop, flood = threading.Event(), []
 

@@ -59,7 +59,7 @@ class Config:
     allowed_calling_aets: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)  # addresses / networks that may connect (empty: any)
     max_associations: int = 64
-    max_associations_per_host: int = 8  # open connections one address may hold (idle ones included)
+    max_associations_per_host: int = 16  # open connections one address may hold (idle ones included)
     association_request_timeout: float = 5.0  # a new connection must have sent its A-ASSOCIATE-RQ by then
     network_timeout: float = 60.0  # an established association silent for this long is aborted
     max_pdu_size: int = 262144  # the largest PDU accepted (and advertised as our Maximum Length Received)

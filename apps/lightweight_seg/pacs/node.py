@@ -1,10 +1,15 @@
 """The node: spool + job store + workers that segment a series and send its SEG; plus the C-STORE SCP (listener).
 
 Nothing lost: an instance is acknowledged only once it is durably in the spool, and every spooled series has a job
-(re-created from the spool at start-up if the node died in between). Exactly once: a SEG's UIDs are derived from
-the source series and its instances, a SEG is sent only if no acknowledged send is recorded for it, and the record is
-written after the destination acknowledged it; a crash between the two re-sends the same SOP Instance UID, which the
-PACS stores once.
+(re-created from the spool at start-up if the node died in between). Exactly once: a SEG's SOP Instance UID is derived
+from the source series and its instances (its Series Instance UID from the source series alone, so that a later SEG
+of a grown series joins it), a SEG is sent only if no acknowledged send is recorded for it, and the record is written
+after the destination acknowledged it; a crash between the two re-sends the same SOP Instance UID, which the PACS
+stores once. A SEG that could not be sent is kept and only re-sent.
+
+Hostile peers: connections are counted and checked per address at accept, before pynetdicom reads a byte; the
+A-ASSOCIATE-RQ must come within `association_request_timeout`; a PDU header claiming more than `max_pdu_size` ends
+the association before its body is read.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class _GuardedServer(ThreadedAssociationServer):
     its accept until its association's thread has ended."""
 
     node: Node
+    daemon_threads = True  # a request thread now lives as long as its association: never hold the exit for it
 
     def verify_request(self, request, client_address) -> bool:
         return self.node._admit(client_address[0])
@@ -64,6 +70,7 @@ class _GuardedServer(ThreadedAssociationServer):
             assoc = self.node._opened.pop(threading.get_ident(), None)  # noted by EVT_CONN_OPEN in this thread
             if assoc is not None:
                 assoc.join()
+                self.node._deadlines.pop(assoc, None)
         finally:
             self.node._left(client_address[0])
 
@@ -97,6 +104,7 @@ class Node:
         self._refused: dict[str, float] = {}  # address -> when a refusal was last logged
         self._connections: dict[str, int] = {}  # address -> its open connections
         self._opened: dict[int, object] = {}  # server request thread id -> the association it started
+        self._deadlines: dict = {}  # association not yet established -> when its peer's time is up
         self._sending: dict[int, Job] = {}  # worker thread id -> the job whose SEG it is sending
 
     def recover(self) -> None:
@@ -155,28 +163,50 @@ class Node:
                 del self._connections[host]
 
     def _on_conn_open(self, event) -> None:
-        """Before the association reads anything: bound each PDU's size and each read's wait."""
-        self._opened[threading.get_ident()] = event.assoc
-        assoc_socket = event.assoc.dul.socket
+        """Before the association reads anything: bound each PDU's size, and every read until the association is
+        established by one deadline (a peer that dribbles its A-ASSOCIATE-RQ byte by byte is cut off too)."""
+        assoc = event.assoc
+        self._opened[threading.get_ident()] = assoc
+        self._deadlines[assoc] = time.monotonic() + self.config.association_request_timeout
+        assoc_socket = assoc.dul.socket
         raw = assoc_socket.socket
-        raw.settimeout(self.config.association_request_timeout)  # until established: the A-ASSOCIATE-RQ's time
-        limit, host, read = self.config.max_pdu_size, event.address[0], assoc_socket.recv
+        raw.settimeout(self.config.association_request_timeout)
+        limit, host = self.config.max_pdu_size, event.address[0]
+
+        def cut(why: str, *args) -> bytearray:
+            log.warning("closed a connection from %s: " + why, host, *args)
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return bytearray()  # pynetdicom reads this as the connection closed mid-PDU
 
         def recv(nr_bytes: int) -> bytearray:
             # pynetdicom reads a PDU's 6-byte header, then as many bytes as the header claims, all into memory
             if nr_bytes > limit:
-                log.warning("aborted an association from %s: a PDU of %d bytes (max_pdu_size %d)",
-                            host, nr_bytes, limit)
+                return cut("a PDU of %d bytes (max_pdu_size %d)", nr_bytes, limit)
+            data = bytearray()
+            while len(data) < nr_bytes:
+                deadline = self._deadlines.get(assoc)
+                if deadline is not None:
+                    if time.monotonic() >= deadline:
+                        return cut("no association within %g s", self.config.association_request_timeout)
+                    raw.settimeout(deadline - time.monotonic())
                 try:
-                    raw.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                return bytearray()  # read as a connection closed mid-PDU
-            return read(nr_bytes)
+                    chunk = raw.recv(min(nr_bytes - len(data), 65536))
+                except TimeoutError:
+                    if deadline is None:
+                        raise  # established: pynetdicom's network timeout
+                    return cut("no association within %g s", self.config.association_request_timeout)
+                if not chunk:
+                    break
+                data += chunk
+            return data
 
         assoc_socket.recv = recv
 
     def _on_established(self, event) -> None:
+        self._deadlines.pop(event.assoc, None)
         sock = event.assoc.dul.socket.socket
         if sock is not None:
             sock.settimeout(self.config.network_timeout)
