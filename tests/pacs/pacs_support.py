@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,11 @@ class Orthanc:
     http_port: int
     dicom_port: int
     aet: str = "ORTHANC"
+    process: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
 
     @property
     def url(self) -> str:
@@ -81,6 +87,44 @@ class Orthanc:
             "pacs": {"ae_title": self.aet, "host": "127.0.0.1", "port": self.dicom_port},
             "pacs-web": {"dicomweb": self.dicomweb},
         }
+
+
+def start_orthanc(root: Path, dicom_port: int | None = None) -> Orthanc:
+    """A real Orthanc (Debian `orthanc` + DICOMweb plugin) on loopback, its files under `root`; `stop()` ends it."""
+    if shutil.which("Orthanc") is None or not Path(DICOMWEB_PLUGIN).exists():
+        raise RuntimeError("Orthanc is not installed: make system-packages (Debian orthanc, orthanc-dicomweb)")
+    root.mkdir(parents=True, exist_ok=True)
+    server = Orthanc(http_port=free_port(), dicom_port=dicom_port or free_port())
+    config = {
+        "Name": "lwseg-test",
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "HttpPort": server.http_port,
+        "DicomPort": server.dicom_port,
+        "DicomAet": server.aet,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: PASSWORD},
+        "Plugins": [DICOMWEB_PLUGIN],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        # C-GET and C-FIND from our node: Orthanc answers known modalities only (the port is unused by C-GET).
+        "DicomModalities": {"lwseg": [NODE_AET, "127.0.0.1", 1]},
+        "DicomScpTimeout": 30,
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    with open(root / "orthanc.log", "wb") as log:
+        server.process = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+
+    def ready():
+        if server.process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited: {(root / 'orthanc.log').read_text()[-2000:]}")
+        try:
+            return requests.get(f"{server.url}/system", auth=(USER, PASSWORD), timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(ready, 30, what="Orthanc")
+    return server
 
 
 def fresh_series(sources: list[str] | str, out_dir: Path, study_uid: str | None = None) -> tuple[str, str, list[Path]]:

@@ -27,21 +27,8 @@ def test_resend_after_crash_between_send_and_record_is_idempotent(orthanc, tmp_p
     node.jobs.recover(max_attempts=3)
     node.run(node.jobs.claim())
     second = node.jobs.get(series_uid)
-    assert second.state == "done" and second.seg_uid == first.seg_uid  # same SOP Instance UID, derived again
+    assert second.state == "done" and second.seg_uid == first.seg_uid  # the kept SEG: same SOP Instance UID
     assert orthanc.sop_uids(study_uid, "SEG") == [first.seg_uid]  # so the PACS holds it once
     assert node.jobs.was_sent(first.seg_uid, "pacs")
     node.jobs.close()
 
-
-def test_destination_down_is_retried_then_parked_with_the_reason(orthanc, tmp_path):
-    peers = {**orthanc.peers(), "down": {"ae_title": "NOBODY", "host": "127.0.0.1", "port": 1}}
-    config = write_config(tmp_path / "node.json", orthanc, peers=peers, destination="down", retry_seconds=0)
-    node = Node(load_config(config))
-    _, series_uid, paths = fresh_series("CT_small.dcm", tmp_path / "src")
-    node.add([node.spool.store_dataset(pydicom.dcmread(p)) for p in paths], quiet=0, destination="down")
-    for state in ("failed", "parked"):
-        node.run(node.jobs.claim())
-        job = node.jobs.get(series_uid)
-        assert job.state == state and "association with down (NOBODY) failed or was rejected" in job.error
-    assert node.jobs.claim() is None and not node.jobs.was_sent(job.seg_uid or "", "down")
-    node.jobs.close()

@@ -60,7 +60,8 @@ def figures(label: str, jobs, started: float) -> None:
 @pytest.mark.slow
 def test_load_50_series_concurrently(orthanc, listener_factory, tmp_path):
     series = make_series(tmp_path, 50)
-    config = write_config(tmp_path / "node.json", orthanc, quiet_seconds=1.0)
+    # every sender is 127.0.0.1 here: let the one address hold them all at once
+    config = write_config(tmp_path / "node.json", orthanc, quiet_seconds=1.0, max_associations_per_host=64)
     listener = listener_factory(config)
     started = time.time()
     send_all_at_once(series, listener.port)
@@ -81,7 +82,8 @@ def test_load_50_series_concurrently(orthanc, listener_factory, tmp_path):
 @pytest.mark.slow
 def test_kill_9_with_queued_and_running_work(orthanc, listener_factory, tmp_path):
     series = make_series(tmp_path, 16)
-    config = write_config(tmp_path / "node.json", orthanc, quiet_seconds=0.5, max_attempts=3)
+    config = write_config(tmp_path / "node.json", orthanc, quiet_seconds=0.5, max_attempts=3,
+                          max_associations_per_host=64)
     listener = listener_factory(config)
     started = time.time()
     send_all_at_once(series, listener.port)

@@ -2,7 +2,7 @@
 
 import pydicom
 import pytest
-from pacs_support import CT_SERIES, cli, fresh_series, storescu, write_config
+from pacs_support import CT_SERIES, cli, free_port, fresh_series, storescu, write_config
 
 
 @pytest.mark.parametrize("peer", ["pacs", "pacs-web"])
@@ -38,3 +38,17 @@ def test_pull_nothing_found(orthanc, tmp_path):
     config = write_config(tmp_path / "node.json", orthanc)
     pulled = cli(config, "pull", "--from", "pacs", "--study", "1.2.3.4.5.6.7.8.9")
     assert pulled.returncode == 1 and "no matching series" in pulled.stderr
+
+
+def test_pull_to_a_destination_that_is_down_gives_up_with_the_reason(orthanc, tmp_path):
+    """A listener re-sends a written SEG until the destination takes it; a pull stops after max_attempts sends."""
+    study_uid, series_uid, paths = fresh_series("CT_small.dcm", tmp_path / "src")
+    assert storescu(paths, orthanc.dicom_port, called=orthanc.aet).returncode == 0
+    peers = {**orthanc.peers(), "down": {"ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port()}}
+    config = write_config(tmp_path / "node.json", orthanc, peers=peers)
+    pulled = cli(config, "pull", "--from", "pacs", "--to", "down", "--series", series_uid, timeout=120)
+    assert pulled.returncode == 1
+    uid, state, _, error = pulled.stdout.rstrip("\n").split("\t")
+    assert (uid, state, error) == (series_uid, "failed", "send failed 2 times: association with down (NOBODY) failed"
+                                                         " or was rejected")
+    assert orthanc.sop_uids(study_uid, "SEG") == []

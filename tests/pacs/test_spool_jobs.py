@@ -77,3 +77,23 @@ def test_recover_after_crash(tmp_path):
     assert jobs.get("1.3").instances == 2 and not jobs.reconcile("1.3", on_disk=2, quiet=0, destination="pacs")
     jobs.record_sent("9.1", "pacs", "1.1")
     assert jobs.was_sent("9.1", "pacs") and not jobs.was_sent("9.1", "other")
+
+
+def test_aborted_delivery_waits_longer_and_a_restart_restarts_the_quiet_time(tmp_path):
+    jobs = JobStore(tmp_path / "jobs.sqlite")
+    jobs.received("1.1", "", True, quiet=0, destination="pacs", opened=True)
+    jobs.association_ended({"1.1"}, aborted=True, quiet=0, aborted_quiet=60)
+    assert jobs.get("1.1").incomplete and jobs.claim() is None  # waits for the sender's retry
+    jobs.received("1.1", "", False, quiet=0, destination="pacs", opened=True)  # the retry re-sends it all
+    jobs.association_ended({"1.1"}, aborted=False, quiet=0, aborted_quiet=60)
+    assert not jobs.get("1.1").incomplete and jobs.claim().series_uid == "1.1"
+    jobs.received("1.2", "", True, quiet=0, destination="pacs", opened=True)  # the node dies mid-transfer
+    jobs.received("1.3", "", True, quiet=0, destination="pacs")  # complete, its quiet time long over
+    jobs.close()
+    jobs = JobStore(tmp_path / "jobs.sqlite")
+    jobs.recover(max_attempts=3)
+    assert jobs.restart_quiet(quiet=0.3, aborted_quiet=60) == 3
+    assert [jobs.get(uid).incomplete for uid in ("1.1", "1.2", "1.3")] == [0, 1, 0]
+    assert jobs.claim() is None  # nothing at once after a restart
+    time.sleep(0.35)
+    assert {jobs.claim().series_uid, jobs.claim().series_uid} == {"1.1", "1.3"} and jobs.claim() is None

@@ -32,8 +32,14 @@ def _listen(node: Node, args) -> int:
     stop.wait()
     log.info("stopping: no new associations, finishing running jobs")
     node.stop_server()
-    for worker in workers:
-        worker.join()
+    # Segmenting jobs finish; a worker waiting on a destination is not waited for: its job goes back to the queue
+    # and its written SEG (same UIDs) is sent at the next start.
+    while any(worker.is_alive() and not node.sending(worker) for worker in workers):
+        for worker in workers:
+            worker.join(timeout=0.1)
+    abandoned = node.abandon_sends()
+    if abandoned:
+        log.info("%d job(s) were sending: queued again, sent at the next start", abandoned)
     return 0
 
 
@@ -53,8 +59,10 @@ def _pull(node: Node, args) -> int:
     for study_uid, series_uid in matches:
         series |= node.add(client.fetch_series(study_uid, series_uid, node.spool), 0, destination)
 
-    def finished() -> bool:
-        return all(node.jobs.get(uid).state in ("done", "parked") for uid in series)
+    def finished() -> bool:  # a listener re-sends a written SEG until the destination takes it; a pull gives up
+        jobs = [node.jobs.get(uid) for uid in series]
+        return all(job.state in ("done", "parked")
+                   or (job.state == "failed" and job.send_failures >= node.config.max_attempts) for job in jobs)
 
     node.work(threading.Event(), done=finished, only=series)
     jobs = [node.jobs.get(uid) for uid in sorted(series)]
@@ -72,7 +80,10 @@ def _status(node: Node, args) -> int:
     print("  ".join(f"{state} {n}" for state, n in counts.items()))
     for job in jobs:
         updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.updated))
-        print(f"{job.state:8} {job.attempts:2} tries  {updated}  {job.series_uid}  {job.error or ''}".rstrip())
+        reason = job.error or ""
+        if job.state == "failed":
+            reason += time.strftime("; next try %H:%M:%S", time.localtime(job.not_before))
+        print(f"{job.state:8} {job.attempts:2} tries  {updated}  {job.series_uid}  {reason}".rstrip())
     return 0
 
 

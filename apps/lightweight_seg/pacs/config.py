@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ class Peer:
     dicomweb: str | None = None
     credentials_file: str | None = None
     credentials_env: str = "LWSEG_DICOMWEB"
+    timeout: float = 30.0  # seconds one request / association may take to connect and to get each answer
 
     @property
     def protocol(self) -> str:
@@ -55,10 +57,17 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 11112
     allowed_calling_aets: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # addresses / networks that may connect (empty: any)
     max_associations: int = 64
+    max_associations_per_host: int = 16  # open connections one address may hold (idle ones included)
+    association_request_timeout: float = 5.0  # a new connection must have sent its A-ASSOCIATE-RQ by then
+    network_timeout: float = 60.0  # an established association silent for this long is aborted
+    max_pdu_size: int = 262144  # the largest PDU accepted (and advertised as our Maximum Length Received)
     quiet_seconds: float = 10.0
+    aborted_quiet_seconds: float = 300.0  # quiet time of a series whose delivering association was aborted
     max_attempts: int = 3
     retry_seconds: float = 30.0
+    max_retry_seconds: float = 600.0  # longest wait between two tries to send a written SEG
     workers: int = 1
     bundle_root: Path | None = None  # a bundle or a folder of bundles (default: every bundle the repository ships)
     model: str | None = None  # the bundle id every series goes to, whatever the bundles' series rules say
@@ -91,4 +100,8 @@ def load_config(path: Path | str) -> Config:
     config = Config(peers=peers, **raw)
     if config.destination is not None:
         config.peer(config.destination)
+    for host in config.allowed_hosts:
+        ipaddress.ip_network(host, strict=False)  # a typo must not silently lock every sender out
+    if config.max_pdu_size < 16384:
+        raise ValueError(f"max_pdu_size {config.max_pdu_size} is below 16384 (no PDU of a normal peer would fit)")
     return config

@@ -7,7 +7,9 @@ STOW-RS through dicomweb-client. Both clients offer the same three methods, so c
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
+import requests
 from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session, create_session_from_user_pass
 from pydicom.dataset import Dataset
@@ -41,7 +43,7 @@ class DimseClient:
         self.timeout = timeout
 
     def _associate(self, ae: AE, **kwargs):
-        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
+        for attr in ("connection_timeout", "acse_timeout", "dimse_timeout", "network_timeout"):
             setattr(ae, attr, self.timeout)
         assoc = ae.associate(self.peer.host, self.peer.port, ae_title=self.peer.ae_title, **kwargs)
         if not assoc.is_established:
@@ -119,11 +121,32 @@ class DimseClient:
             raise TransportError(f"C-STORE to {self.peer.name} failed: status {getattr(status, 'Status', None)}")
 
 
-class WebClient:
-    """QIDO-RS / WADO-RS / STOW-RS against one DICOMweb peer; credentials from the peer's file or environment."""
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS-level reason of a requests / urllib3 failure ("Connection refused"), else ""."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        todo += [getattr(current, "reason", None), current.__cause__, current.__context__]
+        todo += [arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)]
+    return ""
 
-    def __init__(self, peer: Peer, timeout: float = 60):
+
+class WebClient:
+    """QIDO-RS / WADO-RS / STOW-RS against one DICOMweb peer; credentials from the peer's file or environment.
+
+    dicomweb-client's own retries are off (they waited 2 + 4 + 8 + 16 s under the node's retries): one request per
+    call, bounded by `timeout` to connect and `timeout` for each answer; the node's jobs do the retrying. Failures
+    are raised as one-line `TransportError`s ("STOW-RS to pacs-web: HTTP 503 Service Unavailable").
+    """
+
+    def __init__(self, peer: Peer, timeout: float | None = None):
         self.peer = peer
+        self.timeout = peer.timeout if timeout is None else timeout
         creds = peer.credentials()
         if "username" in creds:
             session = create_session_from_user_pass(creds["username"], creds["password"])
@@ -131,21 +154,44 @@ class WebClient:
             session = create_session()
             if "token" in creds:
                 session.headers["Authorization"] = f"Bearer {creds['token']}"
-        self.client = DICOMwebClient(peer.dicomweb, session=session, timeout=timeout)
+        self.client = DICOMwebClient(peer.dicomweb, session=session, timeout=(self.timeout, self.timeout))
+        self.client.set_http_retry_params(retry=False)
+
+    def _failure(self, what: str, exc: Exception) -> TransportError:
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            reason = f"HTTP {exc.response.status_code} {exc.response.reason or ''}".rstrip()
+        elif isinstance(exc, requests.Timeout):
+            reason = f"no answer within {self.timeout:g} s"
+        elif isinstance(exc, requests.ConnectionError):
+            cause = _root_cause(exc)
+            reason = f"cannot connect to {self.peer.dicomweb}" + (f" ({cause})" if cause else "")
+        else:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        return TransportError(f"{what} {self.peer.name}: {reason}")
 
     def find_series(self, study_uid: str | None = None, series_uid: str | None = None, query=None) -> list:
         filters = dict(query or {})
         if series_uid:
             filters["SeriesInstanceUID"] = series_uid
+        try:
+            answers = self.client.search_for_series(study_instance_uid=study_uid, search_filters=filters)
+        except requests.RequestException as exc:
+            raise self._failure("QIDO-RS at", exc) from exc
         found = []
-        for answer in self.client.search_for_series(study_instance_uid=study_uid, search_filters=filters):
+        for answer in answers:
             meta = Dataset.from_json(answer)
             found.append((str(meta.StudyInstanceUID), str(meta.SeriesInstanceUID)))
         return found
 
+    def _iter_series(self, study_uid: str, series_uid: str) -> Iterator[Dataset]:
+        try:
+            yield from self.client.iter_series(study_uid, series_uid)
+        except requests.RequestException as exc:
+            raise self._failure("WADO-RS from", exc) from exc
+
     def fetch_series(self, study_uid: str, series_uid: str, spool: Spool) -> list[tuple[str, str, bool]]:
         stored = []
-        for dataset in self.client.iter_series(study_uid, series_uid):
+        for dataset in self._iter_series(study_uid, series_uid):
             try:
                 stored.append(spool.store_dataset(dataset))
             except RejectedObject as exc:
@@ -153,11 +199,14 @@ class WebClient:
         return stored
 
     def send(self, dataset: Dataset) -> None:
-        answer = self.client.store_instances([dataset])
+        try:
+            answer = self.client.store_instances([dataset])
+        except requests.RequestException as exc:
+            raise self._failure("STOW-RS to", exc) from exc
         failed = answer.get("FailedSOPSequence") if answer is not None else None
         if failed:
             raise TransportError(f"STOW-RS to {self.peer.name} failed: {failed[0].get('FailureReason')}")
 
 
 def client_for(peer: Peer, local_ae: str) -> DimseClient | WebClient:
-    return WebClient(peer) if peer.protocol == "dicomweb" else DimseClient(peer, local_ae)
+    return WebClient(peer) if peer.protocol == "dicomweb" else DimseClient(peer, local_ae, timeout=peer.timeout)
