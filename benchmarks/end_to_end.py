@@ -65,7 +65,7 @@ def write_ct_volume(folder: Path, shape: tuple[int, int, int] = (512, 512, 100))
 CASES = {
     US_FRAME: lambda scratch: ROOT / "samples" / "dicom" / "us_hc18_006.dcm",
     US_CINE: lambda scratch: Path(get_testdata_file("color3d_jpeg_baseline.dcm")),
-    "CT series, 5 slices (CT5N)": lambda scratch: Path(get_testdata_file("dicomdirtests/98892001/CT5N", read=False)),
+    "limb CT series, 136 x 134 x 47 (IBSI STS_019)": lambda scratch: ROOT / "samples" / "dicom" / "sts_019_ct",
     CT_VOLUME: lambda scratch: write_ct_volume(scratch / "ct_volume"),
 }
 _COLD_RUN = """

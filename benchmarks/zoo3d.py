@@ -34,7 +34,7 @@ def trained_networks(bundle: Path = BUNDLE) -> dict[str, tuple[str, dict, Path]]
 
     spec = BundleSpec.load(bundle)
     models = bundle / "models"
-    found = {"served model (distilled)": ("configs/distill.json", spec.network_config, models / "model.pt"),
+    found = {"served model": ("configs/train.json", spec.network_config, models / "model.pt"),
              "teacher": ("configs/train.json", spec.teacher_config, models / "teacher.pt")}
     listed = ConfigParser.load_config_file(str(bundle / "experiments" / "experiments.json"))["experiments"]
     for name, entry in listed.items():

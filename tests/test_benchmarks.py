@@ -43,7 +43,7 @@ def test_zoo3d_scores_every_trained_hippocampus_network_on_the_same_volumes(tmp_
     from benchmarks.zoo3d import compare, epochs_trained, markdown, trained_networks
 
     networks = trained_networks()
-    assert {"served model (distilled)", "teacher"} <= set(networks)
+    assert {"served model", "teacher"} <= set(networks)
     rows = compare(limit=2)
     assert [row["name"] for row in rows] == list(networks)
     for row in rows:
