@@ -27,6 +27,8 @@ from lightweight_seg.dicom_io import (
     find_files,
     group_series,
     load_rules,
+    one_line,
+    problem,
     read_headers,
     series_matches,
 )
@@ -137,7 +139,7 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, sp
             }
             outputs.append(_write_outputs(stack, labels, spec, Path(output_dir), name, identity, report))
         except Exception as err:  # one bad stack must not stop the others
-            errors.append((series_uid, f"series {series_uid}: not segmented ({type(err).__name__}: {err})"))
+            errors.append(problem(series_uid, f"not segmented ({type(err).__name__}: {err})", prefix="series "))
     return RunResult(outputs, errors)
 
 
@@ -149,17 +151,18 @@ def segment_paths(paths: list[Path] | Path, output_dir: Path, models: ModelRoute
     no model is for in ``skipped``, and the rest is still processed."""
     try:
         selections = load_rules(rules)
-        files = find_files(paths)
+        files, not_files = find_files(paths)
         models = models or ModelRouter.from_path()
     except InputError as err:
         return RunResult([], [(str(paths), str(err))])
     if not files:
-        return RunResult([], [(str(paths), f"{paths}: no files")])
+        return RunResult([], [*not_files, problem(paths, "no files")])
     headers, errors = read_headers(files)
+    errors = not_files + errors
     series = {uid: hs for uid, hs in group_series(headers).items() if series_matches(hs[0], selections)}
     if not series:
         found = sorted({f"{h.get('Modality', '?')}" for h in headers}) or ["no images"]
-        errors.append((str(paths), f"{paths}: no series matches the selection rules (found: {', '.join(found)})"))
+        errors.append(problem(paths, f"no series matches the selection rules (found: {', '.join(found)})"))
         return RunResult([], errors)
     result = RunResult([], errors)
     for uid, series_headers in series.items():
@@ -175,5 +178,5 @@ def segment_routed(series_uid: str, headers: list[Dataset], output_dir: Path, mo
     try:
         predictor = models.predictor(spec)
     except InputError as err:
-        return RunResult([], [(series_uid, str(err))])
+        return RunResult([], [(series_uid, one_line(err))])
     return segment_series(series_uid, headers, output_dir, spec, predictor)
