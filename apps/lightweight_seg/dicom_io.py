@@ -301,10 +301,10 @@ def _truncation(path: Path, ds: Dataset) -> str | None:
 
 def read_headers(files: list[Path]) -> tuple[list[Dataset], list[tuple[str, str]]]:
     """Headers of the image instances among ``files`` that can be segmented, and a (file, one-line problem) pair
-    for each file that cannot. Every file is parsed to its end (long values such as the pixel data are passed over
-    and read later, for the selected series only), so that a file cut short, whose Deflate transfer syntax is not
-    deflated, or that pydicom turns into an empty data set with only a warning (truncated JPEG, JPEG 2000) is named
-    here and never reaches the SDK loader."""
+    for each file that cannot. Every file is parsed to its end (long values such as the pixel data passed over; the
+    pixels are read again later, for the selected series only), so that a file cut short, whose Deflate transfer
+    syntax is not deflated, or that pydicom turns into an empty data set with only a warning (truncated JPEG, JPEG
+    2000) is named here and never reaches the SDK loader."""
     datasets, errors = [], []
     for path in files:
         try:
@@ -318,8 +318,10 @@ def read_headers(files: list[Path]) -> tuple[list[Dataset], list[tuple[str, str]
             why = f"unreadable DICOM ({_reason(err)})"
         if why:
             errors.append(problem(path, why))
-        else:
-            datasets.append(ds)
+            continue
+        for tag in [tag for tag in ds.keys() if tag.group == 0x7FE0]:
+            del ds[tag]  # encapsulated pixel data is held, not passed over: the header need not keep it
+        datasets.append(ds)
     headers, problems = check_headers(datasets)
     return headers, errors + problems
 
