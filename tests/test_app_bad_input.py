@@ -233,6 +233,18 @@ def _negative_region_delta(folder):
             "ultrasound region 1 (SequenceOfUltrasoundRegions): PhysicalDeltaY '-0.0066' is not positive")
 
 
+# a UID that is not one would name an output file outside the output folder ("../x") or split a line
+def _path_in_series_uid(folder):
+    return (_edited(folder, "evil_uid.dcm", input_path("CT_small.dcm"), _set(SeriesInstanceUID="../../evil")),
+            "SeriesInstanceUID '../../evil' is not a UID (digits and dots, at most 64 characters)")
+
+
+# what the model would see as NaN
+def _nan_rescale_slope(folder):
+    return (_edited(folder, "nan_slope.dcm", input_path("CT_small.dcm"), _set(RescaleSlope="nan")),
+            "RescaleSlope 'nan' is not a finite number")
+
+
 BAD_FILES = [_not_dicom, _truncated_pixels, _truncated_header, _no_pixel_data, _unsupported_sop_class,
              _deflate_not_deflated,
              _no_study_uid, _empty_series_uid, _no_sop_class, _no_modality, _one_value_pixel_spacing, _truncated_jpeg,
@@ -240,7 +252,8 @@ BAD_FILES = [_not_dicom, _truncated_pixels, _truncated_header, _no_pixel_data, _
              _no_position, _pixel_spacing_abc, _region_without_delta_y,
              _nan_pixel_spacing, _nan_slice_thickness, _no_orientation, _degenerate_orientation,
              _five_value_orientation, _ct_without_frame_of_reference, _nan_region_delta, _bogus_character_set,
-             _negative_thickness, _zero_pixel_spacing, _zero_region_delta, _negative_region_delta]
+             _negative_thickness, _zero_pixel_spacing, _zero_region_delta, _negative_region_delta,
+             _path_in_series_uid, _nan_rescale_slope]
 
 
 @pytest.mark.parametrize("make_bad_file", BAD_FILES, ids=lambda f: f.__name__.strip("_"))
@@ -450,6 +463,35 @@ def test_file_names_print_on_one_line(fetal_only, tmp_path):
         f"{folder}/caf\\xe9.dcm: not a DICOM file", f"{folder}/two\\nlines\\t\\x1b[31m.dcm: not a DICOM file"]
     assert all(message.isprintable() and message.encode("utf-8") for _, message in result.errors)
     assert one_line("\\ISO 2022 IR 87 山田") == "\\ISO 2022 IR 87 山田"  # nothing else changes
+
+
+def _same_position(good, folder):
+    """A second slice at the position of the first (a new instance, the same AcquisitionNumber)."""
+    return _edited(folder, "zz_same_position.dcm", good[0], lambda ds: None, new_series=False), \
+        f"same ImagePositionPatient as {good[0]} in its series and not a later acquisition: left out"
+
+
+def _other_study(good, folder):
+    """A slice of the series that names another study."""
+    elsewhere = _set(StudyInstanceUID="1.2.3.4", ImagePositionPatient=[0, 0, 99])
+    path = _edited(folder, "zz_other_study.dcm", good[0], elsewhere, new_series=False)
+    study = pydicom.dcmread(good[0], stop_before_pixels=True).StudyInstanceUID
+    return path, f"StudyInstanceUID 1.2.3.4 differs from the rest of series {{series}} ({study}): left out"
+
+
+@pytest.mark.parametrize("make_odd_slice", [_same_position, _other_study], ids=["same_position", "other_study"])
+def test_a_slice_that_does_not_fit_its_series_is_named_and_the_rest_segmented(make_odd_slice, fetal_only, tmp_path):
+    """A slice that a SEG cannot hold with the others (highdicom refuses two at one position, and sources of two
+    studies) is named and left out; the series is segmented without it, not lost with it."""
+    folder = tmp_path / "in"
+    shutil.copytree(input_path("CT5N"), folder)
+    good = sorted(folder.iterdir())
+    path, message = make_odd_slice(good, folder)
+    series = pydicom.dcmread(good[0], stop_before_pixels=True).SeriesInstanceUID
+    result = segment_paths(folder, tmp_path / "out", models=fetal_only)
+    (output,) = result.outputs
+    assert json.loads(output.report_path.read_text())["frames"] == 5
+    assert result.errors == [(str(path), f"{path}: {message.format(series=series)}")]
 
 
 def test_a_copy_of_an_instance_is_named_not_doubled(fetal_only, tmp_path):

@@ -15,7 +15,7 @@ import os
 import re
 import stat
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,6 +207,9 @@ def _check_identity(ds: Dataset) -> str | None:
             return f"incomplete header: no {keyword}"
         if ds[keyword].value in (None, ""):
             return f"{keyword} is empty"
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+        if ds.get(keyword, None) not in (None, "") and not _is_uid(ds[keyword].value):
+            return f"{keyword} '{ds[keyword].value}' is not a UID (digits and dots, at most 64 characters)"
     for keyword in ("Rows", "Columns", "NumberOfFrames"):
         value = ds.get(keyword)
         if value not in (None, "") and not (str(value).strip().isdigit() and int(value) > 0):
@@ -214,12 +217,22 @@ def _check_identity(ds: Dataset) -> str | None:
     return None
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _is_uid(value) -> bool:
+    """A UID as PS3.5 9.1 writes it (leading zeros tolerated): output files are named after series UIDs, so
+    anything else (a "/", "..", a newline) must never reach a path."""
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
 _POSITIONED = (CTImageStorage, MRImageStorage)  # images a SEG places in the patient's frame of reference
 
 
 def _check_geometry(ds: Dataset) -> str | None:
-    """Spacing, thickness, orientation, position and frame of reference: what the SEG and the measurements use,
-    checked here so that a bad value is named with its file and attribute, not met deep inside a writer."""
+    """Spacing, thickness, orientation, position and frame of reference (what the SEG and the measurements use),
+    and the rescale to the modality's units (what the model sees): checked here so that a bad value is named with
+    its file and attribute, not met deep inside a writer."""
     try:
         dicom_pixel_spacing_mm(ds)  # PixelSpacing, else the calibrated ultrasound region
         if ds.get("SliceThickness", None) not in (None, ""):
@@ -238,6 +251,10 @@ def _check_geometry(ds: Dataset) -> str | None:
                 return f"ImageOrientationPatient '{shown}' is not two perpendicular unit vectors"
         if positioned or "ImagePositionPatient" in ds:
             dicom_number(ds, "ImagePositionPatient", count=3)
+        if ds.get("RescaleSlope", None) not in (None, "") and dicom_number(ds, "RescaleSlope", count=1) == (0.0,):
+            return "RescaleSlope is 0 (every pixel would be the intercept)"
+        if ds.get("RescaleIntercept", None) not in (None, ""):
+            dicom_number(ds, "RescaleIntercept", count=1)
     except ValueError as err:
         return str(err)
     return None
@@ -414,13 +431,36 @@ def _normal(ds: Dataset) -> np.ndarray:
 
 
 def _stack_key(ds: Dataset) -> tuple:
-    """Instances that can share one SEG: same size and, for positioned images, the same orientation."""
+    """Instances that can share one SEG: same size and, for positioned images, the same frame of reference and
+    orientation."""
     if "FrameOfReferenceUID" not in ds or "ImageOrientationPatient" not in ds:
         return ("instance", ds.SOPInstanceUID)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return ("instance", ds.SOPInstanceUID)
     orientation = tuple(np.round(np.array(ds.ImageOrientationPatient, float), 4))
-    return ("slices", int(ds.Rows), int(ds.Columns), orientation)
+    return ("slices", int(ds.Rows), int(ds.Columns), str(ds.FrameOfReferenceUID), orientation)
+
+
+def _one_per_position(group: list[tuple[Dataset, np.ndarray]]) -> tuple[list, list[tuple[str, str]]]:
+    """Slices of one stack with one ImagePositionPatient each, as the SDK loader keeps them (the higher
+    AcquisitionNumber, else the first) and a SEG needs them; each slice left out is named."""
+    kept, errors = {}, []
+    for ds, frames in group:
+        position = tuple(np.round(np.array(ds.ImagePositionPatient, float), 3))
+        if position not in kept:
+            kept[position] = (ds, frames)
+            continue
+        other = kept[position][0]
+        if _acquisition_number(ds) > _acquisition_number(other):
+            kept[position], (ds, other) = (ds, frames), (other, ds)
+        errors.append(problem(ds.filename, f"same ImagePositionPatient as {one_line(other.filename)} in its series "
+                                           "and not a later acquisition: left out"))
+    return list(kept.values()), errors
+
+
+def _acquisition_number(ds: Dataset) -> int:
+    value = str(ds.get("AcquisitionNumber", "") or "").strip()
+    return int(value) if value.lstrip("-").isdigit() else -1
 
 
 def _make_stack(series_uid: str, decoded: list[tuple[Dataset, np.ndarray]]) -> Stack:
@@ -449,21 +489,31 @@ def _make_stack(series_uid: str, decoded: list[tuple[Dataset, np.ndarray]]) -> S
 def build_stacks(series_uid: str, headers: list[Dataset]) -> tuple[list[Stack], list[tuple[str, str]]]:
     """Read the pixels of one selected series and split it into stacks (see module doc). Never raises: a file
     that fails its header check or its decoding is reported (one line naming it) and left out, a stack that cannot
-    be built is reported with the series, and the rest goes on. A series whose slices differ in orientation is
-    split, one stack per orientation, as a CT/MR volume must not be stacked across orientations."""
+    be built is reported with the series, and the rest goes on. A series whose slices differ in orientation (or
+    frame of reference) is split, one stack per orientation, as a CT/MR volume must not be stacked across
+    orientations; of slices at one position one is kept (as the SDK loader does) and the others named, and so are
+    instances of another study than the rest of the series."""
     errors, groups = [], defaultdict(list)
+    studies = Counter(str(header.get("StudyInstanceUID", "")) for header in headers)
+    study = studies.most_common(1)[0][0] if studies else ""
     for header in headers:
         path = getattr(header, "filename", None) or f"series {series_uid}"
         try:
             ds, frames = _read_pixels(header)
+            if str(ds.StudyInstanceUID) != study:  # a SEG's sources are of one study
+                raise InputError(problem(path, f"StudyInstanceUID {ds.StudyInstanceUID} differs from the rest of "
+                                               f"series {series_uid} ({study}): left out")[1])
             groups[_stack_key(ds)].append((ds, frames))
         except InputError as err:
             errors.append((str(path), str(err)))
         except Exception as err:  # a header no check foresaw: this file only
             errors.append(problem(path, f"cannot read ({_reason(err)})"))
     stacks = []
-    for group in groups.values():
+    for key, group in groups.items():
         try:
+            if key[0] == "slices":
+                group, left_out = _one_per_position(group)
+                errors += left_out
             stacks.append(_make_stack(series_uid, group))
         except Exception as err:
             files = ", ".join(one_line(ds.filename) for ds, _ in group[:3]) + (", ..." if len(group) > 3 else "")

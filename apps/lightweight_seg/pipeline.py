@@ -160,6 +160,8 @@ def segment_paths(paths: list[Path] | Path, output_dir: Path, models: ModelRoute
     headers, errors = read_headers(files)
     errors = not_files + errors
     series = {uid: hs for uid, hs in group_series(headers).items() if series_matches(hs[0], selections)}
+    if not series and not headers and errors:  # every file named already
+        return RunResult([], errors)
     if not series:
         found = sorted({f"{h.get('Modality', '?')}" for h in headers}) or ["no images"]
         errors.append(problem(paths, f"no series matches the selection rules (found: {', '.join(found)})"))
