@@ -245,6 +245,17 @@ def _nan_rescale_slope(folder):
             "RescaleSlope 'nan' is not a finite number")
 
 
+# patient and study values the SEG copies, which highdicom refuses deep inside
+def _bad_patient_sex(folder):
+    return (_edited(folder, "sex.dcm", input_path("CT_small.dcm"), _set(PatientSex="Q")),
+            "PatientSex 'Q' is not M, F or O")
+
+
+def _bad_study_date(folder):
+    return (_edited(folder, "date.dcm", input_path("MR_small.dcm"), _set(StudyDate="2020-13-45")),
+            "StudyDate '2020-13-45' is not a date (YYYYMMDD)")
+
+
 BAD_FILES = [_not_dicom, _truncated_pixels, _truncated_header, _no_pixel_data, _unsupported_sop_class,
              _deflate_not_deflated,
              _no_study_uid, _empty_series_uid, _no_sop_class, _no_modality, _one_value_pixel_spacing, _truncated_jpeg,
@@ -253,7 +264,7 @@ BAD_FILES = [_not_dicom, _truncated_pixels, _truncated_header, _no_pixel_data, _
              _nan_pixel_spacing, _nan_slice_thickness, _no_orientation, _degenerate_orientation,
              _five_value_orientation, _ct_without_frame_of_reference, _nan_region_delta, _bogus_character_set,
              _negative_thickness, _zero_pixel_spacing, _zero_region_delta, _negative_region_delta,
-             _path_in_series_uid, _nan_rescale_slope]
+             _path_in_series_uid, _nan_rescale_slope, _bad_patient_sex, _bad_study_date]
 
 
 @pytest.mark.parametrize("make_bad_file", BAD_FILES, ids=lambda f: f.__name__.strip("_"))
@@ -492,6 +503,24 @@ def test_a_slice_that_does_not_fit_its_series_is_named_and_the_rest_segmented(ma
     (output,) = result.outputs
     assert json.loads(output.report_path.read_text())["frames"] == 5
     assert result.errors == [(str(path), f"{path}: {message.format(series=series)}")]
+
+
+def test_anonymised_file_and_odd_series_number_still_give_a_conformant_seg(fetal_only, tmp_path):
+    """Type 2 patient and study attributes left out (as anonymisers do) are empty in the SEG, and a source
+    SeriesNumber that is not a number, or so large that 9000 + 100 x it is out of range, gives the SEG its own."""
+    def anonymise(ds):
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                        "StudyDate", "StudyTime", "ReferringPhysicianName"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.SeriesNumber = 99999999
+
+    path = _edited(tmp_path, "anonymous.dcm", input_path("CT_small.dcm"), anonymise)
+    result = segment_paths(path, tmp_path / "out", models=fetal_only)
+    assert result.errors == [] and len(result.outputs) == 1
+    seg = pydicom.dcmread(result.outputs[0].seg_path)
+    assert seg.PatientID == "" and seg.StudyID == "" and seg.SeriesNumber == 9000
+    assert dciodvfy_errors(result.outputs[0].seg_path) == []
 
 
 def test_a_copy_of_an_instance_is_named_not_doubled(fetal_only, tmp_path):

@@ -33,6 +33,7 @@ from pydicom.uid import (
     UltrasoundImageStorage,
     UltrasoundMultiFrameImageStorage,
 )
+from pydicom.valuerep import DA, TM
 
 from lightweight_nets.io import dicom_grey_frames, dicom_number, dicom_pixel_spacing_mm
 
@@ -273,12 +274,31 @@ def _check_character_set(ds: Dataset) -> str | None:
     return None
 
 
+def _check_patient_and_study(ds: Dataset) -> str | None:
+    """The patient's and the study's values a SEG copies from its source, where they are given: each must be one
+    the standard allows there (highdicom refuses the SEG otherwise)."""
+    sex = str(ds.get("PatientSex", "") or "").strip()
+    if sex not in ("", "M", "F", "O"):
+        return f"PatientSex '{sex}' is not M, F or O"
+    for keyword, kind, convert in (("PatientBirthDate", "date (YYYYMMDD)", DA), ("StudyDate", "date (YYYYMMDD)", DA),
+                                   ("StudyTime", "time (HHMMSS.FFFFFF)", TM)):
+        value = ds.get(keyword, None)
+        if value in (None, ""):
+            continue
+        try:
+            convert(str(value))
+        except ValueError:
+            return f"{keyword} '{value}' is not a {kind}"
+    return None
+
+
 def header_problem(ds: Dataset) -> str | None:
     """Why an instance cannot be segmented, or None: an unsupported SOP class, a missing or empty identifier, a
     spacing, thickness, orientation or position that is not a sane number, CT or MR without a frame of reference,
-    an unknown character set."""
+    an unknown character set, a patient's sex, a date or a time that the standard does not allow."""
     try:
-        return _check_identity(ds) or _check_geometry(ds) or _check_character_set(ds)
+        return (_check_identity(ds) or _check_geometry(ds) or _check_character_set(ds)
+                or _check_patient_and_study(ds))
     except Exception as err:  # a value pydicom cannot even convert
         return f"unreadable header ({_reason(err)})"
 

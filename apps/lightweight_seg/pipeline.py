@@ -77,11 +77,14 @@ def segment_stack(stack: Stack, spec: BundleSpec, predictor) -> np.ndarray:
 def seg_series_identity(stack: Stack, spec: BundleSpec, index: int, count: int) -> tuple[int, str]:
     """SeriesNumber and SeriesDescription of the SEG of stack ``index`` of ``count`` of a series: derived from the
     source series, so that two SEGs of one study differ in both, whichever run wrote them."""
-    source = stack.sources[0].get("SeriesNumber")
-    number = SEG_SERIES_BASE + 100 * int(source) + index if source not in (None, "") else SEG_SERIES_BASE + index
+    source = str(stack.sources[0].get("SeriesNumber", "") or "").strip()
+    source = source if source.lstrip("-").isdigit() else ""  # absent, empty or not a number: the SEG's own numbering
+    number = SEG_SERIES_BASE + 100 * int(source) + index if source else SEG_SERIES_BASE + index
+    if not 1 <= number <= 2**31 - 1:  # IS: a SeriesNumber far out of range would make one the SEG cannot hold
+        number = SEG_SERIES_BASE + index
     labels = ", ".join(segment.label for segment in spec.segments)
     part = f" image {index + 1}/{count}" if count > 1 else ""
-    of = f" of series {source}" if source not in (None, "") else ""
+    of = f" of series {source}" if source else ""
     return number, f"{labels} ({spec.id}){of}{part}"
 
 

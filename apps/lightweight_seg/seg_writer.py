@@ -45,6 +45,18 @@ _HIGHDICOM_CHARACTER_SETS = {value.value for value in hd.valuerep.SpecificCharac
 UTF8 = "ISO_IR 192"
 
 
+# Type 2 in the source images' IODs (present, possibly empty): highdicom copies them into the SEG and stops where one
+# is absent, as in many anonymised files. Absent and empty both mean unknown, so an absent one is added empty.
+_COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                  "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+def _type_2_present(source: Dataset) -> None:
+    for keyword in _COPIED_TYPE_2:
+        if keyword not in source:
+            setattr(source, keyword, "")
+
+
 def _encodable_text(source: Dataset) -> None:
     """Make a source's SpecificCharacterSet one highdicom copies and pydicom can write every copied text in: an
     empty one (the default repertoire) is removed, a single defined term other than ISO_IR 6 kept, anything else
@@ -137,6 +149,7 @@ def build_seg(stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number:
     if labels.shape != stack.frames.shape:
         raise ValueError(f"labels {labels.shape} do not match the frames {stack.frames.shape}")
     for source in stack.sources:
+        _type_2_present(source)
         _encodable_text(source)
     sources = [_one_frame_view(stack.sources[0])] if stack.is_cine else stack.sources
     seg = hd.seg.Segmentation(
