@@ -45,7 +45,7 @@ def _summary(output: SeriesResult) -> str:
         for name, why in segment.get("not_measured", {}).items():
             fact += f", {name.replace('_', ' ')} not measured ({why})"
         facts.append(fact)
-    return (f"{report['modality']} series {output.series_uid} -> {output.model}: {one_line('; '.join(facts))}\n"
+    return (one_line(f"{report['modality']} series {output.series_uid} -> {output.model}: {'; '.join(facts)}") + "\n"
             f"  SEG     {one_line(output.seg_path)}\n  overlay {one_line(output.overlay_path)}\n"
             f"  report  {one_line(output.report_path)}")
 

@@ -214,7 +214,7 @@ def _check_identity(ds: Dataset) -> str | None:
     for keyword in ("Rows", "Columns", "NumberOfFrames"):
         value = ds.get(keyword)
         if value not in (None, "") and not (str(value).strip().isdigit() and int(value) > 0):
-            return f"{keyword} {str(value)!r} is not a positive whole number"
+            return f"{keyword} '{value}' is not a positive whole number"
     return None
 
 
@@ -270,7 +270,7 @@ def _check_character_set(ds: Dataset) -> str | None:
     for index, term in enumerate(values):
         term = str(term).strip()
         if (term or index > 0) and term not in python_encoding:
-            return f"SpecificCharacterSet {str(term)!r} is not a character set the DICOM standard defines"
+            return f"SpecificCharacterSet '{term}' is not a character set the DICOM standard defines"
     return None
 
 
