@@ -355,9 +355,10 @@ def _run_with_deadline(function, *args, seconds: float = 120):
 
 
 def test_hostile_entries_are_named_never_followed_and_each_file_read_once(fetal_only, tmp_path):
-    """1: a FIFO (opened, it would block for ever), a dangling link, a link to itself and a link from a folder back to
-    its parent (a cycle) beside a good series: each one line, never opened or followed; a second link to a good
-    file does not make it two instances; the series is segmented with its 5 slices."""
+    """1: a FIFO (opened, it would block for ever), a dangling link, a link to itself, a link from a folder back to
+    its parent and one to / (cycles) and an empty file beside a good series: each one line, never opened or
+    followed; a second link to a good file does not make it two instances; the series is segmented with its 5
+    slices."""
     folder = tmp_path / "in"
     shutil.copytree(input_path("CT5N"), folder / "ct")
     slice_name = sorted(p.name for p in (folder / "ct").iterdir())[0]
@@ -365,15 +366,20 @@ def test_hostile_entries_are_named_never_followed_and_each_file_read_once(fetal_
     (folder / "dangling").symlink_to(tmp_path / "gone.dcm")
     (folder / "itself").symlink_to("itself")
     (folder / "ct" / "parent").symlink_to("..")
+    (folder / "root").symlink_to("/")
     (folder / "again.dcm").symlink_to(folder / "ct" / slice_name)
+    (folder / "empty.dcm").write_bytes(b"")  # as /proc files say of themselves (/proc/kmsg blocks its reader)
     files, problems = _run_with_deadline(find_files, folder)
     assert len(files) == 5 and len({f.resolve() for f in files}) == 5
     assert problems == [
         (str(folder / "ct" / "parent"),
          f"{folder / 'ct' / 'parent'}: symbolic link to a folder already read (a loop?): not followed"),
         (str(folder / "dangling"), f"{folder / 'dangling'}: dangling symbolic link (to {tmp_path / 'gone.dcm'})"),
+        (str(folder / "empty.dcm"), f"{folder / 'empty.dcm'}: empty file"),
         (str(folder / "fifo"), f"{folder / 'fifo'}: not a regular file (FIFO): not read"),
         (str(folder / "itself"), f"{folder / 'itself'}: symbolic link loop: not followed"),
+        (str(folder / "root"), f"{folder / 'root'}: symbolic link to a folder that holds the input (a loop): "
+                               "not followed"),
     ]
     result = _run_with_deadline(segment_paths, folder, tmp_path / "out", fetal_only)
     (output,) = result.outputs

@@ -141,11 +141,12 @@ class Stack:
 def find_files(paths: list[Path] | Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """The regular files given directly or found under given folders (hidden entries skipped, sorted), each once
     however many links lead to it, and a (path, one-line problem) pair for each entry that is not one: a FIFO,
-    socket or device (never opened, so never waited on), a dangling symbolic link, a link loop, a folder that cannot
-    be listed. Links to folders are followed, but never into a folder already read (no cycles). A path given that
-    does not exist raises ``InputError``."""
+    socket or device (never opened, so never waited on), an empty file, a dangling symbolic link, a link loop, a
+    folder that cannot be listed. Links to folders are followed, but never into a folder already read or one that
+    holds the input (no cycles). A path given that does not exist raises ``InputError``."""
     paths = [paths] if isinstance(paths, (str, Path)) else paths
     files, problems, seen_files, seen_folders = [], [], set(), set()
+    roots = [Path(path).resolve() for path in paths]
 
     def visit(path: Path, given: bool) -> None:
         try:
@@ -168,6 +169,9 @@ def find_files(paths: list[Path] | Path) -> tuple[list[Path], list[tuple[str, st
                 if path.is_symlink():
                     problems.append(problem(path, "symbolic link to a folder already read (a loop?): not followed"))
                 return
+            if not given and path.is_symlink() and any(root.is_relative_to(path.resolve()) for root in roots):
+                problems.append(problem(path, "symbolic link to a folder that holds the input (a loop): not followed"))
+                return
             seen_folders.add(key)
             try:
                 with os.scandir(path) as entries:
@@ -178,6 +182,8 @@ def find_files(paths: list[Path] | Path) -> tuple[list[Path], list[tuple[str, st
             for name in names:
                 if not name.startswith("."):
                     visit(path / name, given=False)
+        elif stat.S_ISREG(info.st_mode) and info.st_size == 0:  # also what /proc and /sys files say: never opened
+            problems.append(problem(path, "empty file"))
         elif stat.S_ISREG(info.st_mode):
             if key not in seen_files:  # a second link to a file already found: read once
                 seen_files.add(key)

@@ -179,7 +179,7 @@ def segment_routed(series_uid: str, headers: list[Dataset], output_dir: Path, mo
     """One series through the model it is routed to, or skipped with the reason."""
     spec, reason = models.route(series_uid, headers[0])
     if spec is None:
-        return RunResult([], [], [(series_uid, reason)])
+        return RunResult([], [], [(series_uid, one_line(reason))])
     try:
         predictor = models.predictor(spec)
     except InputError as err:
