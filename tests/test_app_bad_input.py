@@ -387,6 +387,18 @@ def test_hostile_entries_are_named_never_followed_and_each_file_read_once(fetal_
     assert result.errors == problems
 
 
+def test_a_folder_tree_deeper_than_the_recursion_limit_is_read(tmp_path, monkeypatch):
+    """1: 1200 nested folders (the walk is a loop, not a recursion) still give their file."""
+    monkeypatch.chdir(tmp_path)
+    for _ in range(1200):
+        os.mkdir("d")
+        os.chdir("d")
+    Path("deep.dcm").write_bytes(b"not an image")
+    monkeypatch.chdir(tmp_path)
+    files, problems = find_files(Path("d"))
+    assert [len(f.parts) for f in files] == [1201] and problems == []
+
+
 def test_build_stacks_never_raises(tmp_path):
     """3: headers handed to build_stacks unchecked (as any caller may): a slice of the series without
     ImagePositionPatient, one whose PixelSpacing is "abc" and one deleted since its header was read are each one

@@ -138,63 +138,66 @@ class Stack:
         return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
+def _unreachable(path: Path, err: OSError) -> str:
+    """Why an entry whose stat failed cannot be read."""
+    if err.errno == errno.ELOOP:
+        return "symbolic link loop: not followed"
+    if path.is_symlink() and err.errno == errno.ENOENT:
+        return f"dangling symbolic link (to {one_line(os.readlink(path))})"
+    return f"cannot read ({_reason(err)})"
+
+
+def _not_regular(mode: int) -> str:
+    kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else "special file")
+    return f"not a regular file ({kind}): not read"
+
+
 def find_files(paths: list[Path] | Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """The regular files given directly or found under given folders (hidden entries skipped, sorted), each once
     however many links lead to it, and a (path, one-line problem) pair for each entry that is not one: a FIFO,
     socket or device (never opened, so never waited on), an empty file, a dangling symbolic link, a link loop, a
     folder that cannot be listed. Links to folders are followed, but never into a folder already read or one that
-    holds the input (no cycles). A path given that does not exist raises ``InputError``."""
-    paths = [paths] if isinstance(paths, (str, Path)) else paths
+    holds the input (no cycles); however deep the tree, no recursion. A path given that does not exist raises
+    ``InputError``."""
+    paths = [Path(path) for path in ([paths] if isinstance(paths, (str, Path)) else paths)]
     files, problems, seen_files, seen_folders = [], [], set(), set()
-    roots = [Path(path).resolve() for path in paths]
-
-    def visit(path: Path, given: bool) -> None:
+    roots = [path.resolve() for path in paths]
+    pending = [(path, True) for path in reversed(paths)]  # depth first, in name order
+    while pending:
+        path, given = pending.pop()
         try:
             info = os.stat(path)
         except OSError as err:
-            if not os.path.lexists(path):
-                if given:
-                    raise InputError(f"{one_line(path)}: no such file or folder") from None
-                problems.append(problem(path, "vanished while the folder was read"))
-            elif err.errno == errno.ELOOP:
-                problems.append(problem(path, "symbolic link loop: not followed"))
-            elif path.is_symlink() and err.errno == errno.ENOENT:
-                problems.append(problem(path, f"dangling symbolic link (to {one_line(os.readlink(path))})"))
-            else:
-                problems.append(problem(path, f"cannot read ({_reason(err)})"))
-            return
+            if not os.path.lexists(path) and given:
+                raise InputError(f"{one_line(path)}: no such file or folder") from None
+            problems.append(problem(path, _unreachable(path, err) if os.path.lexists(path)
+                                    else "vanished while the folder was read"))
+            continue
         key = (info.st_dev, info.st_ino)
         if stat.S_ISDIR(info.st_mode):
             if key in seen_folders:
                 if path.is_symlink():
                     problems.append(problem(path, "symbolic link to a folder already read (a loop?): not followed"))
-                return
+                continue
             if not given and path.is_symlink() and any(root.is_relative_to(path.resolve()) for root in roots):
                 problems.append(problem(path, "symbolic link to a folder that holds the input (a loop): not followed"))
-                return
+                continue
             seen_folders.add(key)
             try:
                 with os.scandir(path) as entries:
                     names = sorted(entry.name for entry in entries)
             except OSError as err:
                 problems.append(problem(path, f"cannot list folder ({_reason(err)})"))
-                return
-            for name in names:
-                if not name.startswith("."):
-                    visit(path / name, given=False)
-        elif stat.S_ISREG(info.st_mode) and info.st_size == 0:  # also what /proc and /sys files say: never opened
+                continue
+            pending += [(path / name, False) for name in reversed(names) if not name.startswith(".")]
+        elif not stat.S_ISREG(info.st_mode):
+            problems.append(problem(path, _not_regular(info.st_mode)))
+        elif info.st_size == 0:  # also what /proc and /sys files say of themselves: never opened
             problems.append(problem(path, "empty file"))
-        elif stat.S_ISREG(info.st_mode):
-            if key not in seen_files:  # a second link to a file already found: read once
-                seen_files.add(key)
-                files.append(path)
-        else:
-            kind = ("FIFO" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode)
-                    else "device" if stat.S_ISBLK(info.st_mode) or stat.S_ISCHR(info.st_mode) else "special file")
-            problems.append(problem(path, f"not a regular file ({kind}): not read"))
-
-    for path in map(Path, paths):
-        visit(path, given=True)
+        elif key not in seen_files:  # a second link to a file already found: read once
+            seen_files.add(key)
+            files.append(path)
     return files, problems
 
 
