@@ -324,9 +324,14 @@ def test_image_type_and_body_part_rules(fetal_only, tmp_path):
     ]}))
     paths = [input_path("OBXXXX1A.dcm"), input_path("examples_ybr_color.dcm"), input_path("CT5N")]
     result = segment_paths(paths, tmp_path / "out", models=fetal_only, rules=rules)
-    # examples_ybr_color is DERIVED and CT5N names no body part: only OBXXXX1A's series is segmented
+    # examples_ybr_color is DERIVED and CT5N names no body part: only OBXXXX1A's series is segmented, the others
+    # are named
     assert [json.loads(o.report_path.read_text())["source_instances"] for o in result.outputs] == [
         [pydicom.dcmread(input_path("OBXXXX1A.dcm"), stop_before_pixels=True).SOPInstanceUID]]
+    unselected = [pydicom.dcmread(next(iter(find_files(p)[0])), stop_before_pixels=True).SeriesInstanceUID
+                  for p in paths[1:]]
+    assert result.skipped == [(uid, f"series {uid}: not selected by the selection rules (rules.json)")
+                              for uid in unselected]
 
 
 def test_failed_seg_leaves_nothing_behind(fetal_only, tmp_path, monkeypatch):
@@ -390,13 +395,25 @@ def test_hostile_entries_are_named_never_followed_and_each_file_read_once(fetal_
 def test_a_folder_tree_deeper_than_the_recursion_limit_is_read(tmp_path, monkeypatch):
     """1: 1200 nested folders (the walk is a loop, not a recursion) still give their file."""
     monkeypatch.chdir(tmp_path)
-    for _ in range(1200):
-        os.mkdir("d")
-        os.chdir("d")
-    Path("deep.dcm").write_bytes(b"not an image")
-    monkeypatch.chdir(tmp_path)
-    files, problems = find_files(Path("d"))
-    assert [len(f.parts) for f in files] == [1201] and problems == []
+    try:
+        for _ in range(1200):
+            os.mkdir("d")
+            os.chdir("d")
+        Path("deep.dcm").write_bytes(b"not an image")
+        os.chdir(tmp_path)
+        files, problems = find_files(Path("d"))
+        assert [len(f.parts) for f in files] == [1201] and problems == []
+    finally:  # removed bottom up here: pytest's own clean-up (shutil.rmtree) recurses, and would fail on it
+        os.chdir(tmp_path)
+        depth = 0
+        while os.path.isdir("d"):
+            os.chdir("d")
+            depth += 1
+        for name in os.listdir("."):
+            os.remove(name)
+        for _ in range(depth):
+            os.chdir("..")
+            os.rmdir("d")
 
 
 def test_build_stacks_never_raises(tmp_path):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import highdicom as hd
+import pydicom
 from test_app_bad_input import _deflate_not_deflated, _no_study_uid, _truncated_jpeg2000
 from test_app_support import SHARED_DATA, dciodvfy_errors, input_path, write_ultrasound
 
@@ -98,7 +99,8 @@ def test_cli_hostile_folder_never_hangs_and_the_good_series_is_segmented(tmp_pat
     link, a file whose Deflate transfer syntax is not deflated, a truncated JPEG 2000 and a file without
     StudyInstanceUID beside the obstetric sample, and a file name with a newline. No hang, no traceback: each bad
     entry is one `error:` line naming it, the good image is segmented once (a second link to it is not a second
-    instance), exit status 0."""
+    instance, a second selection that matches it not a second SEG), the MR the rules do not select is named, exit
+    status 0."""
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     good = folder / "sub" / "us.dcm"
@@ -113,10 +115,17 @@ def test_cli_hostile_folder_never_hangs_and_the_good_series_is_segmented(tmp_pat
     no_study, _ = _no_study_uid(folder)
     newline = folder / "two\nlines.dcm"
     newline.write_text("not an image\n")
-    run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), timeout=120)
+    shutil.copy(input_path("MR_small.dcm"), folder / "mr.dcm")
+    rules = tmp_path / "rules.json"  # two selections that both match the ultrasound: it is still segmented once
+    rules.write_text('{"selections": [{"name": "US", "conditions": {"Modality": "^US$"}}, '
+                     '{"name": "primary", "conditions": {"Modality": "US", "ImageType": ["PRIMARY"]}}]}')
+    run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), "--rules", str(rules), timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
-    assert len(list((tmp_path / "out").glob("*.seg.dcm"))) == 1 and "-> fetal_head_us: fetal head" in run.stdout
+    assert len(list((tmp_path / "out").glob("*.seg.dcm"))) == 1
+    assert run.stdout.count("-> fetal_head_us: fetal head") == 1
+    mr_series = pydicom.dcmread(folder / "mr.dcm", stop_before_pixels=True).SeriesInstanceUID
+    assert f"skipped: series {mr_series}: not selected by the selection rules (rules.json)" in run.stderr.splitlines()
     assert hd.seg.segread(next((tmp_path / "out").glob("*.seg.dcm"))).NumberOfFrames == 1
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 8 and {

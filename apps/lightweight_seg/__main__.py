@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     # Every file the app read before the SDK loader and found it cannot segment (not a regular file, not DICOM, cut
     # short, a bad header), then what failed while segmenting: each once, one line each.
     unreadable = app.input_problems
+    unselected = [(uid, f"series {uid}: not selected by the selection rules ({options.rules.name})")
+                  for uid in app.segmenter.expected if uid not in app.segmenter.selected]
     for output in result.outputs:
         print(_summary(output))
-    for message in dict.fromkeys(message for _, message in result.skipped):
+    for message in dict.fromkeys(message for _, message in unselected + result.skipped):
         print(f"skipped: {one_line(message)}", file=sys.stderr)
     for message in dict.fromkeys(message for _, message in unreadable + result.errors):
         print(f"error: {one_line(message)}", file=sys.stderr)
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             reason = "nothing segmented"
         elif result.skipped:
             reason = "no model for any series"
+        elif unselected:
+            reason = "no series matches the selection rules"
         elif app.input_files:
             reason = "no series matches the selection rules"
         else:

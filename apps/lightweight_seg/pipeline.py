@@ -21,6 +21,7 @@ from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.io import atomic_path
 from lightweight_nets.segment import segment_frames, segment_volume, write_overlay
 from lightweight_seg.dicom_io import (
+    DEFAULT_RULES,
     InputError,
     Stack,
     build_stacks,
@@ -162,14 +163,17 @@ def segment_paths(paths: list[Path] | Path, output_dir: Path, models: ModelRoute
         return RunResult([], [*not_files, problem(paths, "no files")])
     headers, errors = read_headers(files)
     errors = not_files + errors
-    series = {uid: hs for uid, hs in group_series(headers).items() if series_matches(hs[0], selections)}
+    every = group_series(headers)
+    series = {uid: hs for uid, hs in every.items() if series_matches(hs[0], selections)}
+    unselected = [(uid, f"series {uid}: not selected by the selection rules ({Path(rules or DEFAULT_RULES).name})")
+                  for uid in every if uid not in series]
     if not series and not headers and errors:  # every file named already
         return RunResult([], errors)
     if not series:
         found = sorted({f"{h.get('Modality', '?')}" for h in headers}) or ["no images"]
         errors.append(problem(paths, f"no series matches the selection rules (found: {', '.join(found)})"))
-        return RunResult([], errors)
-    result = RunResult([], errors)
+        return RunResult([], errors, unselected)
+    result = RunResult([], errors, unselected)
     for uid, series_headers in series.items():
         result.extend(segment_routed(uid, series_headers, Path(output_dir), models))
     return result
