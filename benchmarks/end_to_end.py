@@ -136,7 +136,7 @@ def measure(threads: int = 2) -> list[dict]:
             row = {"case": name, "model": output.model, "frames": report["frames"], "total_s": total,
                    **report["timing_s"], "backend": models.predictor(spec).backend}
             if spec.spatial_dims == 2:
-                headers, _ = read_headers(find_files(path))
+                headers, _ = read_headers(find_files(path)[0])
                 (uid, series), = group_series(headers).items()
                 stacks, _ = build_stacks(uid, series)
                 row.update(_split_inference(stacks[0].frames, spec, models.predictor(spec)))

@@ -6,6 +6,7 @@ one-file-per-image folders that training and the bundle's inference config work 
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 from lightweight_nets.transforms import to_grey
 
 __all__ = ["Image2D", "IMAGE_SUFFIXES", "read_image", "write_mask", "mask_name", "atomic_path", "dicom_grey_frames",
-           "dicom_pixel_spacing_mm"]
+           "dicom_number", "dicom_pixel_spacing_mm"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
 
@@ -38,13 +39,48 @@ def _suffix(path: Path) -> str:
 _CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
 
 
+def dicom_number(ds, keyword: str, count: int | None = None, positive: bool = False) -> tuple[float, ...]:
+    """The values of a numeric DICOM attribute as finite floats (``count`` of them, when given; ``positive``: each
+    above zero). ``ValueError`` naming the attribute and its value for an absent or empty attribute, text that is not
+    a number, the wrong number of values, NaN or infinity, or a value that must be positive and is not."""
+    if keyword not in ds or ds[keyword].value in (None, ""):
+        raise ValueError(f"no {keyword}" if keyword not in ds else f"{keyword} is empty")
+    raw = ds[keyword].value
+    values = [raw] if isinstance(raw, (str, bytes, int, float)) else list(raw)
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{keyword} {_shown(raw)} is not a number") from None
+    if count is not None and len(numbers) != count:
+        raise ValueError(f"{keyword} {_shown(raw)} has {len(numbers)} value{'s' * (len(numbers) != 1)}, "
+                         f"not {count}")
+    if not all(math.isfinite(n) for n in numbers):
+        raise ValueError(f"{keyword} {_shown(raw)} is not a finite number")
+    if positive and not all(n > 0 for n in numbers):
+        raise ValueError(f"{keyword} {_shown(raw)} is not positive")
+    return numbers
+
+
+def _shown(value) -> str:
+    """A DICOM value as it reads in the file, quoted (``'0.5\\0.5'``)."""
+    text = str(value) if isinstance(value, (str, bytes, int, float)) else "\\".join(str(v) for v in value)
+    return f"'{text}'"
+
+
 def dicom_pixel_spacing_mm(ds) -> tuple[float, float] | None:
-    """(row, column) pixel spacing in mm: PixelSpacing, else the first ultrasound region calibrated in cm."""
-    if "PixelSpacing" in ds:
-        return float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])
-    for region in ds.get("SequenceOfUltrasoundRegions", []):
+    """(row, column) pixel spacing in mm: PixelSpacing, else the first ultrasound region calibrated in cm; None
+    where neither is given (an empty PixelSpacing counts as not given). ``ValueError`` naming the attribute where the
+    one used is not two positive finite numbers (a zero, negative or NaN spacing gives wrong areas and lengths)."""
+    if ds.get("PixelSpacing", None) not in (None, ""):
+        return dicom_number(ds, "PixelSpacing", count=2, positive=True)
+    for index, region in enumerate(ds.get("SequenceOfUltrasoundRegions", None) or [], start=1):
         if region.get("PhysicalUnitsXDirection") == _CM_UNITS and region.get("PhysicalUnitsYDirection") == _CM_UNITS:
-            return float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10
+            try:
+                (dy,), (dx,) = (dicom_number(region, k, count=1, positive=True)
+                                for k in ("PhysicalDeltaY", "PhysicalDeltaX"))
+            except ValueError as err:
+                raise ValueError(f"ultrasound region {index} (SequenceOfUltrasoundRegions): {err}") from None
+            return dy * 10, dx * 10
     return None
 
 

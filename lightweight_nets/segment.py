@@ -155,11 +155,18 @@ def segment_folder(predictor, preprocessing: Preprocessing, postprocessing: Post
             row = {"image": path.name, "mask": mask_name(path), "segment": segment.label}
             row.update({key.removesuffix("_per_frame"): "" if values[0] is None else values[0]
                         for key, values in measured.items() if key.endswith("_per_frame")})
+            row.update(_not_measured_column(measured))
             rows.append(row)
         segmented += 1
     return _write_results(rows, dataset_dir, output_dir, segmented, len(images), failures, "images",
                           "masks, overlays/, results.csv")
 
+
+
+def _not_measured_column(measured: dict) -> dict:
+    """The results.csv column naming each measurement the spacing did not allow, and why."""
+    reasons = measured.get("not_measured", {})
+    return {"not_measured": "; ".join(f"{name}: {why}" for name, why in reasons.items())} if reasons else {}
 
 
 def list_volumes(folder: str | Path) -> list[Path]:
@@ -237,7 +244,8 @@ def segment_volume_folder(predictor, preprocessing: VolumePreprocessing, postpro
             row = {"volume": path.name, "labels": name, "segment": segment.label,
                    "voxels": int(sum(measured["pixels_per_frame"]))}
             row.update({key: value for key, value in measured.items() if not key.endswith("_per_frame")
-                        and key != "frames_with_segment"})
+                        and key not in ("frames_with_segment", "not_measured")})
+            row.update(_not_measured_column(measured))
             rows.append(row)
         segmented += 1
     return _write_results(rows, dataset_dir, output_dir, segmented, len(volumes), failures, "volumes",

@@ -32,7 +32,7 @@ REFERENCE_LABELS = dataclasses.replace(
 
 
 def _stack(paths: list[Path] | Path) -> Stack:
-    headers, errors = read_headers(find_files(paths))
+    headers, errors = read_headers(find_files(paths)[0])
     stacks, decode_errors = build_stacks(headers[0].SeriesInstanceUID, headers)
     assert errors == decode_errors == [] and len(stacks) == 1
     return stacks[0]

@@ -19,7 +19,7 @@ from lightweight_seg.seg_writer import build_seg
 
 
 def _stacks(name: str) -> list[Stack]:
-    headers, errors = read_headers(find_files(input_path(name)))
+    headers, errors = read_headers(find_files(input_path(name))[0])
     stacks, decode_errors = build_stacks(headers[0].SeriesInstanceUID, headers)
     assert errors == decode_errors == []
     return stacks

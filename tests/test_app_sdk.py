@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import highdicom as hd
+import pydicom
+from test_app_bad_input import _deflate_not_deflated, _no_study_uid, _truncated_jpeg2000
 from test_app_support import SHARED_DATA, dciodvfy_errors, input_path, write_ultrasound
 
 from lightweight_seg.routing import DEFAULT_BUNDLES
@@ -19,9 +21,9 @@ SAMPLES_DICOM = Path(__file__).resolve().parents[1] / "samples" / "dicom"
 APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "lightweight_seg"
 
 
-def _run_app(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _run_app(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(APP_DIR), *args, "-l", "WARN"], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+                          env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def test_cli_segments_a_mixed_folder_and_names_the_bad_file(tmp_path):
@@ -90,3 +92,49 @@ def test_missing_model_is_a_one_line_error(tmp_path):
     run = _run_app("-i", str(input_path("CT5N")), "-o", str(tmp_path / "out"), "-m", str(tmp_path))
     assert run.returncode == 1 and f"error: {tmp_path / 'models'}: no model file" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_cli_hostile_folder_never_hangs_and_the_good_series_is_segmented(tmp_path):
+    """Through the SDK loader: a link from a folder to its parent (a cycle), a link to itself, a FIFO, a dangling
+    link, a file whose Deflate transfer syntax is not deflated, a truncated JPEG 2000 and a file without
+    StudyInstanceUID beside the obstetric sample, and a file name with a newline. No hang, no traceback: each bad
+    entry is one `error:` line naming it, the good image is segmented once (a second link to it is not a second
+    instance, a second selection that matches it not a second SEG), the MR the rules do not select is named, exit
+    status 0."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    good = folder / "sub" / "us.dcm"
+    shutil.copy(SAMPLES_DICOM / "us_hc18_006.dcm", good)
+    (folder / "sub" / "parent").symlink_to("..")
+    (folder / "itself").symlink_to("itself")
+    (folder / "dangling.dcm").symlink_to(tmp_path / "gone.dcm")
+    (folder / "again.dcm").symlink_to(good)
+    os.mkfifo(folder / "fifo")
+    deflate, _ = _deflate_not_deflated(folder)
+    truncated, _ = _truncated_jpeg2000(folder)
+    no_study, _ = _no_study_uid(folder)
+    newline = folder / "two\nlines.dcm"
+    newline.write_text("not an image\n")
+    shutil.copy(input_path("MR_small.dcm"), folder / "mr.dcm")
+    rules = tmp_path / "rules.json"  # two selections that both match the ultrasound: it is still segmented once
+    rules.write_text('{"selections": [{"name": "US", "conditions": {"Modality": "^US$"}}, '
+                     '{"name": "primary", "conditions": {"Modality": "US", "ImageType": ["PRIMARY"]}}]}')
+    run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), "--rules", str(rules), timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert len(list((tmp_path / "out").glob("*.seg.dcm"))) == 1
+    assert run.stdout.count("-> fetal_head_us: fetal head") == 1
+    mr_series = pydicom.dcmread(folder / "mr.dcm", stop_before_pixels=True).SeriesInstanceUID
+    assert f"skipped: series {mr_series}: not selected by the selection rules (rules.json)" in run.stderr.splitlines()
+    assert hd.seg.segread(next((tmp_path / "out").glob("*.seg.dcm"))).NumberOfFrames == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 8 and {
+        f"error: {folder / 'sub' / 'parent'}: symbolic link to a folder already read (a loop?): not followed",
+        f"error: {folder / 'itself'}: symbolic link loop: not followed",
+        f"error: {folder / 'dangling.dcm'}: dangling symbolic link (to {tmp_path / 'gone.dcm'})",
+        f"error: {folder / 'fifo'}: not a regular file (FIFO): not read",
+        f"error: {folder / 'two'}\\nlines.dcm: not a DICOM file",
+        f"error: {no_study}: incomplete header: no StudyInstanceUID",
+    } < set(errors)
+    assert any(e.startswith(f"error: {deflate}: not deflated although its transfer syntax is Deflate") for e in errors)
+    assert any(e.startswith(f"error: {truncated}: no data set after the file meta information") for e in errors)

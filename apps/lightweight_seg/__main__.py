@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as `python apps/lightweight_seg`: make the 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lightweight_seg  # noqa: E402,F401  (preloads the CUDA runtime before monai pulls in Holoscan)
-from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, find_files, read_headers  # noqa: E402
+from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, one_line  # noqa: E402
 from lightweight_seg.pipeline import SeriesResult  # noqa: E402
 from lightweight_seg.routing import DEFAULT_BUNDLES  # noqa: E402
 
@@ -42,9 +42,12 @@ def _summary(output: SeriesResult) -> str:
         if circumferences:
             median = " (median of frames)" if len(circumferences) > 1 else ""
             fact += f", head circumference {np.median(circumferences):.1f} mm{median}"
+        for name, why in segment.get("not_measured", {}).items():
+            fact += f", {name.replace('_', ' ')} not measured ({why})"
         facts.append(fact)
-    return (f"{report['modality']} series {output.series_uid} -> {output.model}: {'; '.join(facts)}\n"
-            f"  SEG     {output.seg_path}\n  overlay {output.overlay_path}\n  report  {output.report_path}")
+    return (one_line(f"{report['modality']} series {output.series_uid} -> {output.model}: {'; '.join(facts)}") + "\n"
+            f"  SEG     {one_line(output.seg_path)}\n  overlay {one_line(output.overlay_path)}\n"
+            f"  report  {one_line(output.report_path)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,29 +69,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app.run()
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
+    finally:
+        app.close()
     result = app.segmenter.result
-    files = find_files(app.input_folder)
-    # The SDK loader only logs the files it cannot read, and never shows the selector files of other SOP classes:
-    # the same header check as segment_paths names them here, each once.
-    unreadable = read_headers(files)[1]
+    # Every file the app read before the SDK loader and found it cannot segment (not a regular file, not DICOM, cut
+    # short, a bad header), then what failed while segmenting: each once, one line each.
+    unreadable = app.input_problems
+    unselected = [(uid, f"series {uid}: not selected by the selection rules ({options.rules.name})")
+                  for uid in app.segmenter.expected if uid not in app.segmenter.selected]
     for output in result.outputs:
         print(_summary(output))
-    for message in dict.fromkeys(message for _, message in result.skipped):
-        print(f"skipped: {message}", file=sys.stderr)
+    for message in dict.fromkeys(message for _, message in unselected + result.skipped):
+        print(f"skipped: {one_line(message)}", file=sys.stderr)
     for message in dict.fromkeys(message for _, message in unreadable + result.errors):
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(message)}", file=sys.stderr)
     if not result.outputs:
         if result.errors or unreadable:
             reason = "nothing segmented"
         elif result.skipped:
             reason = "no model for any series"
-        elif files:
+        elif unselected:
+            reason = "no series matches the selection rules"
+        elif app.input_files:
             reason = "no series matches the selection rules"
         else:
             reason = "no files"
-        print(f"error: {app.input_folder}: {reason}", file=sys.stderr)
+        print(f"error: {one_line(app.input_folder)}: {reason}", file=sys.stderr)
         return 1
     return 0
 

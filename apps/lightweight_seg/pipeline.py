@@ -21,12 +21,15 @@ from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.io import atomic_path
 from lightweight_nets.segment import segment_frames, segment_volume, write_overlay
 from lightweight_seg.dicom_io import (
+    DEFAULT_RULES,
     InputError,
     Stack,
     build_stacks,
     find_files,
     group_series,
     load_rules,
+    one_line,
+    problem,
     read_headers,
     series_matches,
 )
@@ -75,11 +78,14 @@ def segment_stack(stack: Stack, spec: BundleSpec, predictor) -> np.ndarray:
 def seg_series_identity(stack: Stack, spec: BundleSpec, index: int, count: int) -> tuple[int, str]:
     """SeriesNumber and SeriesDescription of the SEG of stack ``index`` of ``count`` of a series: derived from the
     source series, so that two SEGs of one study differ in both, whichever run wrote them."""
-    source = stack.sources[0].get("SeriesNumber")
-    number = SEG_SERIES_BASE + 100 * int(source) + index if source not in (None, "") else SEG_SERIES_BASE + index
+    source = str(stack.sources[0].get("SeriesNumber", "") or "").strip()
+    source = source if source.lstrip("-").isdigit() else ""  # absent, empty or not a number: the SEG's own numbering
+    number = SEG_SERIES_BASE + 100 * int(source) + index if source else SEG_SERIES_BASE + index
+    if not 1 <= number <= 2**31 - 1:  # IS: a SeriesNumber far out of range would make one the SEG cannot hold
+        number = SEG_SERIES_BASE + index
     labels = ", ".join(segment.label for segment in spec.segments)
     part = f" image {index + 1}/{count}" if count > 1 else ""
-    of = f" of series {source}" if source not in (None, "") else ""
+    of = f" of series {source}" if source else ""
     return number, f"{labels} ({spec.id}){of}{part}"
 
 
@@ -137,7 +143,7 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, sp
             }
             outputs.append(_write_outputs(stack, labels, spec, Path(output_dir), name, identity, report))
         except Exception as err:  # one bad stack must not stop the others
-            errors.append((series_uid, f"series {series_uid}: not segmented ({type(err).__name__}: {err})"))
+            errors.append(problem(series_uid, f"not segmented ({type(err).__name__}: {err})", prefix="series "))
     return RunResult(outputs, errors)
 
 
@@ -149,19 +155,25 @@ def segment_paths(paths: list[Path] | Path, output_dir: Path, models: ModelRoute
     no model is for in ``skipped``, and the rest is still processed."""
     try:
         selections = load_rules(rules)
-        files = find_files(paths)
+        files, not_files = find_files(paths)
         models = models or ModelRouter.from_path()
     except InputError as err:
         return RunResult([], [(str(paths), str(err))])
     if not files:
-        return RunResult([], [(str(paths), f"{paths}: no files")])
+        return RunResult([], [*not_files, problem(paths, "no files")])
     headers, errors = read_headers(files)
-    series = {uid: hs for uid, hs in group_series(headers).items() if series_matches(hs[0], selections)}
+    errors = not_files + errors
+    every = group_series(headers)
+    series = {uid: hs for uid, hs in every.items() if series_matches(hs[0], selections)}
+    unselected = [(uid, f"series {uid}: not selected by the selection rules ({Path(rules or DEFAULT_RULES).name})")
+                  for uid in every if uid not in series]
+    if not series and not headers and errors:  # every file named already
+        return RunResult([], errors)
     if not series:
         found = sorted({f"{h.get('Modality', '?')}" for h in headers}) or ["no images"]
-        errors.append((str(paths), f"{paths}: no series matches the selection rules (found: {', '.join(found)})"))
-        return RunResult([], errors)
-    result = RunResult([], errors)
+        errors.append(problem(paths, f"no series matches the selection rules (found: {', '.join(found)})"))
+        return RunResult([], errors, unselected)
+    result = RunResult([], errors, unselected)
     for uid, series_headers in series.items():
         result.extend(segment_routed(uid, series_headers, Path(output_dir), models))
     return result
@@ -171,9 +183,9 @@ def segment_routed(series_uid: str, headers: list[Dataset], output_dir: Path, mo
     """One series through the model it is routed to, or skipped with the reason."""
     spec, reason = models.route(series_uid, headers[0])
     if spec is None:
-        return RunResult([], [], [(series_uid, reason)])
+        return RunResult([], [], [(series_uid, one_line(reason))])
     try:
         predictor = models.predictor(spec)
     except InputError as err:
-        return RunResult([], [(series_uid, str(err))])
+        return RunResult([], [(series_uid, one_line(err))])
     return segment_series(series_uid, headers, output_dir, spec, predictor)

@@ -15,6 +15,11 @@ Two cases highdicom 0.28 does not cover alone, both kept standard-conformant her
   with the same functional groups, one per segment and source frame. A source whose SOP class is single-frame
   but that holds several frames anyway (seen in the wild) is referenced without frame numbers, as the standard
   forbids them there; its frames stay ordered by the temporal index.
+
+The SEG copies the patient's and the study's text from its source. Where the source's SpecificCharacterSet is
+one highdicom does not take as it is (code extensions, e.g. ``\\ISO 2022 IR 87`` for Japanese, whose empty first
+value the standard allows), the text is decoded and the SEG written in UTF-8 (``ISO_IR 192``), which encodes any of
+it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,35 @@ from lightweight_seg.dicom_io import Stack
 __all__ = ["SEG_MANUFACTURER", "build_seg"]
 
 SEG_MANUFACTURER = "lightweight-seg"
+_HIGHDICOM_CHARACTER_SETS = {value.value for value in hd.valuerep.SpecificCharacterSetValues}
+UTF8 = "ISO_IR 192"
+
+
+# Type 2 in the source images' IODs (present, possibly empty): highdicom copies them into the SEG and stops where one
+# is absent, as in many anonymised files. Absent and empty both mean unknown, so an absent one is added empty.
+_COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                  "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+def _type_2_present(source: Dataset) -> None:
+    for keyword in _COPIED_TYPE_2:
+        if keyword not in source:
+            setattr(source, keyword, "")
+
+
+def _encodable_text(source: Dataset) -> None:
+    """Make a source's SpecificCharacterSet one highdicom copies and pydicom can write every copied text in: an
+    empty one (the default repertoire) is removed, a single defined term other than ISO_IR 6 kept, anything else
+    (code extensions, several values) replaced by UTF-8 after its text has been decoded."""
+    value = source.get("SpecificCharacterSet", None)
+    if value is None:
+        return
+    values = [value] if isinstance(value, str) else [str(v) for v in value]
+    if not any(v.strip() for v in values):
+        del source.SpecificCharacterSet  # empty means the default repertoire; highdicom refuses the empty value
+    elif len(values) > 1 or values[0] not in _HIGHDICOM_CHARACTER_SETS:
+        source.decode()  # every text element to str, with the character set it was written in
+        source.SpecificCharacterSet = UTF8
 
 
 def _code(code: Code) -> hd.sr.CodedConcept:
@@ -114,6 +148,9 @@ def build_seg(stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number:
     empty or not, so that frame i of a segment is frame i of the stack."""
     if labels.shape != stack.frames.shape:
         raise ValueError(f"labels {labels.shape} do not match the frames {stack.frames.shape}")
+    for source in stack.sources:
+        _type_2_present(source)
+        _encodable_text(source)
     sources = [_one_frame_view(stack.sources[0])] if stack.is_cine else stack.sources
     seg = hd.seg.Segmentation(
         source_images=sources,
@@ -135,4 +172,8 @@ def build_seg(stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number:
         _add_cine_frames(seg, labels, stack.sources[0])
     if not stack.has_frame_of_reference:
         seg.PatientOrientation = stack.sources[0].get("PatientOrientation", "")
+    ours = [series_description, spec.name, spec.version, *(segment.label for segment in spec.segments)]
+    if not all(text.isascii() for text in ours) and seg.get("SpecificCharacterSet") != UTF8:
+        seg.decode()
+        seg.SpecificCharacterSet = UTF8  # the bundle's own text (labels, name) is not in the source's repertoire
     return seg
