@@ -57,6 +57,7 @@ def write_ultrasound(path: Path, image: Path, body_part: str | None, study_descr
 
 def write_mr_series(image: sitk.Image, folder: Path, body_part: str | None = None) -> None:
     """A volume as a DICOM MR series, one file per slice, files named and written in shuffled order."""
+    folder.mkdir(parents=True, exist_ok=True)
     pixels = sitk.GetArrayFromImage(image).astype(np.int16)
     direction = np.array(image.GetDirection()).reshape(3, 3)
     spacing = image.GetSpacing()

@@ -188,7 +188,9 @@ def test_shipped_breast_model_segments_real_validation_images(tmp_path):
         if truth.any():
             dice.append(_dice(predicted, truth))
     assert len(dice) == 16 and np.mean(dice) > 0.6, dice
-    assert results.read_text().splitlines()[0] == "image,mask,segment,pixels"  # BUSI gives no pixel size
+    header, first = results.read_text().splitlines()[:2]
+    assert header == "image,mask,segment,pixels,not_measured"  # BUSI gives no pixel size: no area, and why
+    assert first.endswith(",area: no pixel spacing")
 
 
 def test_a_copied_bundle_runs_on_its_own(tmp_path):

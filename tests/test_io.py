@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.pixels import apply_color_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
 from lightweight_nets.io import dicom_grey_frames
 from lightweight_nets.transforms import to_grey
@@ -50,12 +50,12 @@ def test_jpeg_cine_grey_is_pydicoms_y_plane(name):
 @pytest.mark.parametrize("name", ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "CT_small.dcm", "MR_small.dcm"])
 def test_rgb_palette_and_monochrome_grey_unchanged(name):
     """RGB (also YBR_RCT, which pydicom returns as RGB), palette colour and monochrome: as pydicom's array
-    through the shared luminance, exactly."""
+    through the shared luminance, exactly; monochrome in its modality's units (CT: Hounsfield)."""
     ds = _dataset(name)
     pixels = ds.pixel_array
     if ds.PhotometricInterpretation == "PALETTE COLOR":
         pixels = apply_color_lut(pixels, ds)
     elif ds.SamplesPerPixel == 1:
-        pixels = pixels[..., None]
+        pixels = apply_modality_lut(pixels, ds)[..., None]
     expected = to_grey(pixels).reshape(1, ds.Rows, ds.Columns)
     np.testing.assert_array_equal(dicom_grey_frames(ds), expected)
