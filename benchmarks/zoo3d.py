@@ -42,14 +42,19 @@ def trained_networks(bundle: Path = BUNDLE) -> dict[str, tuple[str, dict, Path]]
     return {name: found[name] for name in found if found[name][2].is_file()}
 
 
-def epochs_trained(weights: Path) -> int | None:
-    """Epochs with a validation score in the training log kept beside ``weights`` (``experiments/NAME.metrics.csv``
-    or the bundle's ``logs/NAME.metrics.csv``); None without a log."""
+def validation_log(weights: Path) -> dict[int, float]:
+    """``{epoch: validation mean Dice}`` from the training log kept beside ``weights`` (``experiments/NAME.metrics.csv``
+    or the bundle's ``logs/NAME.metrics.csv``); empty without a log."""
     for log in (weights.with_suffix(".metrics.csv"), weights.parents[1] / "logs" / f"{weights.stem}.metrics.csv"):
         if log.is_file():
             with open(log, newline="") as f:
-                return len({row["epoch"] for row in csv.DictReader(f) if row.get("val_loss")})
-    return None
+                return {int(row["epoch"]): float(row["val_dice"]) for row in csv.DictReader(f) if row.get("val_dice")}
+    return {}
+
+
+def epochs_trained(weights: Path) -> int | None:
+    """Epochs with a validation score in the training log kept beside ``weights``; None without a log."""
+    return len(validation_log(weights)) or None
 
 
 def _build(network_def: dict) -> torch.nn.Module:
@@ -76,7 +81,7 @@ def compare(limit: int | None = None, threads: int = 2, bundle: Path = BUNDLE) -
             summary = evaluate_volumes(load_predictor(onnx, threads=threads), spec.preprocessing, spec.postprocessing,
                                        spec.segments, dataset_dir, split, Path(tmp) / name, limit=limit)
             rows.append({"name": name, "recipe": recipe, "weights": str(weights.relative_to(bundle)),
-                         "epochs": epochs_trained(weights),
+                         "epochs": epochs_trained(weights), "validation_log": validation_log(weights),
                          "parameters": count_parameters(net), "gflops": count_flops(net, patch) / 1e9, **summary})
     return rows
 
@@ -86,16 +91,24 @@ def _mean_std(stats: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The zoo table; networks trained for different numbers of epochs are also compared at the first epoch count
+    all logged ones reached (their validation Dice in the training log then, the same validation volumes)."""
     labels = list(rows[0]["dice"]) if rows else []
+    common = min((max(row["validation_log"]) for row in rows if row["validation_log"]), default=None)
     header = (["network", "epochs", "parameters", "GFLOPs / patch"] + [f"Dice {label}" for label in labels]
-              + ["mean Dice"] + [f"HD95 mm {label}" for label in labels] + ["CPU ms / volume (ONNX)", "weights"])
+              + ["mean Dice"] + [f"HD95 mm {label}" for label in labels] + ["CPU ms / volume (ONNX)"]
+              + ([f"val mean Dice after {common + 1} epochs (log)"] if common is not None else []) + ["weights"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["name"], "-" if row["epochs"] is None else str(row["epochs"]), f"{row['parameters']:,}",
                  f"{row['gflops']:.2f}"]
         cells += [_mean_std(row["dice"][label]) for label in labels] + [_mean_std(row["mean_dice"])]
         cells += [_mean_std(row["hd95_mm"][label], digits=2) for label in labels]
-        cells += [f"{row['seconds_per_volume']['mean'] * 1000:.0f}", f"`{row['weights']}`"]
+        cells += [f"{row['seconds_per_volume']['mean'] * 1000:.0f}"]
+        if common is not None:
+            at = row["validation_log"].get(common)
+            cells += ["-" if at is None else f"{at:.3f}"]
+        cells += [f"`{row['weights']}`"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -40,7 +40,7 @@ def test_report_states_each_target_and_links_its_charts(results, tmp_path):
 
 
 def test_zoo3d_scores_every_trained_hippocampus_network_on_the_same_volumes(tmp_path):
-    from benchmarks.zoo3d import compare, epochs_trained, markdown, trained_networks
+    from benchmarks.zoo3d import compare, epochs_trained, markdown, trained_networks, validation_log
 
     networks = trained_networks()
     assert {"served model", "teacher"} <= set(networks)
@@ -54,6 +54,7 @@ def test_zoo3d_scores_every_trained_hippocampus_network_on_the_same_volumes(tmp_
     assert len(table) == 2 + len(rows) and all(f"| {row['name']} |" in line for row, line in zip(rows, table[2:]))
     log = tmp_path / "experiments" / "net.metrics.csv"
     log.parent.mkdir()
-    log.write_text("epoch,step,train_loss,val_loss\n0,4,0.9,\n0,4,,0.8\n1,9,0.7,\n1,9,,0.6\n")
+    log.write_text("epoch,step,train_loss,val_loss,val_dice\n0,4,0.9,,\n0,4,,0.8,0.5\n1,9,0.7,,\n1,9,,0.6,0.75\n")
     assert epochs_trained(tmp_path / "experiments" / "net.pt") == 2
+    assert validation_log(tmp_path / "experiments" / "net.pt") == {0: 0.5, 1: 0.75}
     assert epochs_trained(tmp_path / "experiments" / "other.pt") is None
