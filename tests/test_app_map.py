@@ -105,4 +105,6 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
     assert sorted((seg.SegmentSequence[0].SegmentLabel, seg.NumberOfFrames) for seg in segs) == [
         ("breast lesion", 1), ("fetal head", 2), ("soft-tissue sarcoma", 47)]
     assert "no model for CT/no body part" in run.stderr
-    assert all(dciodvfy_errors(seg) == [] for seg in sorted((tmp_path / "output").glob("*.seg.dcm")))
+    # the IBSI CT's own errors (a Study ID longer than SH allows, no Laterality) are all a SEG of its study may inherit
+    inherited = set(dciodvfy_errors(next((tmp_path / "input" / "limb_ct").iterdir())))
+    assert all(set(dciodvfy_errors(seg)) <= inherited for seg in sorted((tmp_path / "output").glob("*.seg.dcm")))
