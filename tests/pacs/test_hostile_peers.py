@@ -142,9 +142,11 @@ def test_pdu_claiming_2_gib_is_refused_before_its_body_is_read(node, caplog):
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AET)
     assert assoc.is_established and assoc.acceptor.maximum_length == 65536  # what peers are told to keep to
-    raw = assoc.dul.socket.socket
+    # A duplicate of pynetdicom's socket: its reader thread closes its own copy when the node hangs up.
+    raw = assoc.dul.socket.socket.dup()
     raw.sendall(struct.pack(">BBL", 0x04, 0, 2**31))
     assert stream_until_closed(raw, body) < 16 << 20
+    raw.close()
     assoc.abort()
     assert caplog.text.count("a PDU of 2147483648 bytes (max_pdu_size 65536)") == 2
     assert echo_from("127.0.0.1", port)  # and the node still works
