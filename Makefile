@@ -9,11 +9,11 @@ DEBIAN_PACKAGES := dicom3tools dcmtk orthanc orthanc-dicomweb debootstrap podman
 venv: $(VENV_STAMP)
 
 # torch first, on its own: the pinned CPU build (a looser spec pulls a multi-GB CUDA build).
-$(VENV_STAMP): requirements.txt setup.py
+# Then the project with every extra (pyproject.toml), held to the versions tested together (requirements.txt).
+$(VENV_STAMP): requirements.txt pyproject.toml
 	test -d .venv || python3.11 -m venv .venv
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q -c requirements.txt -e '.[app,pacs,dev]'
 	touch $@
 
 # Debian tools the tests use: dciodvfy (dicom3tools), dcmtk, a real Orthanc PACS, and the MAP image builders.

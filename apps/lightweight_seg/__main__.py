@@ -52,13 +52,18 @@ def _summary(output: SeriesResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    ours = argparse.ArgumentParser(add_help=False)
+    ours = argparse.ArgumentParser(
+        prog="lightweight-seg", add_help=False, description=__doc__.split("\n\n", 1)[1].strip(),
+        usage="lightweight-seg -i DICOM_DIR -o OUT_DIR [-m BUNDLES] [--model NAME] [--rules RULES.json] "
+              "[--all-components]")
     ours.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="which series to consider at all (JSON)")
     ours.add_argument("--model", dest="force", metavar="NAME",
                       help="segment every selected series with this bundle (its folder name), whatever its rules")
     ours.add_argument("--all-components", action="store_true",
                       help="keep every connected component (default: as each bundle's postprocessing says)")
     options, sdk_argv = ours.parse_known_args(argv[1:])
+    if {"-h", "--help"} & set(sdk_argv):  # ours first, then the SDK prints its own flags and exits
+        print(ours.format_help() + "\nMONAI Deploy app options:")
     if "-m" not in sdk_argv and not os.environ.get("HOLOSCAN_MODEL_PATH"):
         sdk_argv += ["-m", str(DEFAULT_BUNDLES)]
 

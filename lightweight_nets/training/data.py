@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import (
     CastToTyped,

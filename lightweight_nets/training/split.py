@@ -1,16 +1,28 @@
 """Train/validation splits by group (subject, near-duplicate group), never by image, so validation scores
-do not leak. The split is written to a JSON file kept in the bundle."""
+do not leak. The split is written to a JSON file kept in the bundle; ``lightweight-seg-split`` regenerates it::
+
+    lightweight-seg-split hc18 ../shared/data/hc18 -o bundle/fetal_head_us/data/hc18_split.json
+    lightweight-seg-split busi ../shared/data/busi -o bundle/breast_lesion_us/data/busi_split.json
+    lightweight-seg-split csv ../shared/data/msd_hippocampus/cases.csv --group-column subject_group \
+        --dataset msd_hippocampus -o bundle/hippocampus_mr/data/hippocampus_split.json
+    lightweight-seg-split csv ../shared/data/sts_ct/cases.csv --group-column subject --val-fraction 0.25 \
+        --dataset sts_ct --keep-in-validation STS_002 STS_019 STS_025 -o bundle/sarcoma_ct/data/sts_split.json
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightweight_nets.io import atomic_path
+
 __all__ = ["split_by_group", "hc18_subject", "make_hc18_split", "make_busi_split", "make_csv_group_split",
-           "read_split"]
+           "read_split", "main"]
 
 
 def split_by_group(names: list[str], groups: list[str], val_fraction: float, seed: int,
@@ -66,3 +78,49 @@ def read_split(path: str | Path, part: str) -> list[str]:
     if part not in split:
         raise KeyError(f"{path}: split has no part {part!r}")
     return split[part]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``lightweight-seg-split``: write the group split of a dataset as the bundles keep it (JSON)."""
+    parser = argparse.ArgumentParser(prog="lightweight-seg-split", description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("hc18", "busi", "csv"),
+                        help="hc18: a folder with images/; busi: a folder with labels.csv; csv: any CSV of files")
+    parser.add_argument("source", type=Path, help="the dataset folder (hc18, busi) or the CSV (csv)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the split JSON to write")
+    parser.add_argument("--val-fraction", type=float, help="share of the groups in validation "
+                        "(default 0.2; 0.3 for busi)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name-column", default="file", help="csv: the column of file names")
+    parser.add_argument("--group-column", help="csv: the column of groups (subject, near-duplicate group)")
+    parser.add_argument("--dataset", help="csv: the dataset's name (default: the CSV's folder)")
+    parser.add_argument("--keep-in-validation", nargs="*", default=(), metavar="GROUP",
+                        help="csv: groups that must be in validation (e.g. the end-to-end test patients)")
+    args = parser.parse_args(argv)
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
+        parser.error(f"--val-fraction {args.val_fraction}: expected a number between 0 and 1")
+    fraction = {} if args.val_fraction is None else {"val_fraction": args.val_fraction}
+    try:
+        if args.kind == "hc18":
+            split = make_hc18_split(args.source, seed=args.seed, **fraction)
+        elif args.kind == "busi":
+            split = make_busi_split(args.source, seed=args.seed, **fraction)
+        else:
+            if not args.group_column:
+                parser.error("csv needs --group-column")
+            split = make_csv_group_split(args.source, args.name_column, args.group_column,
+                                         fraction.get("val_fraction", 0.2), args.seed, args.dataset,
+                                         args.keep_in_validation)
+    except (OSError, ValueError) as error:
+        print(f"lightweight-seg-split: {error}", file=sys.stderr)
+        return 1
+    if not split["train"] and not split["validation"]:
+        print(f"lightweight-seg-split: {args.source}: no files to split", file=sys.stderr)
+        return 1
+    with atomic_path(args.output) as tmp:
+        tmp.write_text(json.dumps(split, indent=1) + "\n")
+    print(f"{args.output}: {len(split['train'])} train, {len(split['validation'])} validation")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
