@@ -20,8 +20,10 @@ def test_every_backend_is_timed_and_int8_is_checked_on_real_images(results):
         assert not result.errors
         assert [t.backend for t in result.timings] == list(BACKENDS)
         assert all(len(t.latencies_ms) == 3 and t.median_ms > 0 for t in result.timings)
-        assert result.accuracy["images"] > 0 and 0 <= result.accuracy["int8_vs_fp32_dice"] <= 1
+        assert result.accuracy["images"] > 0
     student, baseline = results
+    # the trained student's int8 masks on real images are the fp32 ones but for a few edge pixels
+    assert student.accuracy["int8_vs_fp32_dice"] >= 0.95
     assert student.weights.startswith("trained") and student.parameters < baseline.parameters
     assert student.gflops["2D"] < baseline.gflops["2D"]
 
