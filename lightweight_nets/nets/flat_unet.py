@@ -70,5 +70,5 @@ class FlatUNet(UShapedNet):
         self.head = conv(spatial_dims, channels, out_channels, 1)
 
 
-register_net("flat_unet", channel_multiplier=1)(FlatUNet)
-register_net("doubling_unet", channel_multiplier=2)(FlatUNet)
+register_net("flat_unet", fixed={"channel_multiplier": 1})(FlatUNet)
+register_net("doubling_unet", fixed={"channel_multiplier": 2})(FlatUNet)

@@ -108,6 +108,6 @@ class LiUNet(UShapedNet):
         return torch.cat([skip, upsample(x, "linear")], dim=1)
 
 
-register_net("unet", conv_kinds=("regular", "regular"))(LiUNet)
-register_net("light_unet", conv_kinds=("regular", "separable"))(LiUNet)
-register_net("lighter_unet", conv_kinds=("grouped", "grouped"), group_size=128)(LiUNet)
+register_net("unet", fixed={"conv_kinds": ("regular", "regular")})(LiUNet)
+register_net("light_unet", fixed={"conv_kinds": ("regular", "separable")})(LiUNet)
+register_net("lighter_unet", fixed={"conv_kinds": ("grouped", "grouped")}, group_size=128)(LiUNet)

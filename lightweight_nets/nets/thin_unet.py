@@ -85,6 +85,6 @@ class ThinUNet(UShapedNet):
         return [f"encoder.{i}" for i in range(self.depth)] + ["bottom"] + [f"decoder.{i}" for i in range(self.depth)]
 
 
-register_net("thin_unet", conv_kind="regular")(ThinUNet)
-register_net("thin_separable_unet", conv_kind="separable")(ThinUNet)
-register_net("thin_separable_student", conv_kind="separable", deep_extra_conv=True)(ThinUNet)
+register_net("thin_unet", fixed={"conv_kind": "regular", "deep_extra_conv": False})(ThinUNet)
+register_net("thin_separable_unet", fixed={"conv_kind": "separable", "deep_extra_conv": False})(ThinUNet)
+register_net("thin_separable_student", fixed={"conv_kind": "separable", "deep_extra_conv": True})(ThinUNet)
