@@ -16,21 +16,70 @@ from monai.networks.layers.factories import Conv, Norm, Pool
 from torch.nn.utils import parametrize
 
 __all__ = [
+    "check_arg",
+    "check_int",
+    "check_odd_kernel",
+    "check_probability",
+    "check_spatial_dims",
+    "check_widths",
     "conv",
     "SeparableConv",
     "GroupedPointwiseConv",
+    "effective_group_size",
     "AxialDepthwiseConv",
     "WeightStandardization",
     "weight_standardize",
+    "CONV_KINDS",
     "make_conv",
     "ConvNormAct",
     "batch_norm",
     "DoubleConv",
     "max_pool",
-    "check_spatial_size",
     "upsample",
-    "u_shape",
 ]
+
+
+def check_arg(ok: bool, owner: str, name: str, value: object, allowed: str) -> None:
+    """Raise a one-line ``ValueError`` naming ``owner``'s argument ``name``, its ``value`` and what is ``allowed``
+    unless ``ok``, so a bad config fails where it is read rather than deep inside a layer."""
+    if not ok:
+        raise ValueError(f"{owner}: {name}={value!r} is not allowed; expected {allowed}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(owner: str, name: str, value: object, minimum: int = 1) -> None:
+    """``value`` must be an integer of at least ``minimum``."""
+    check_arg(_is_int(value) and value >= minimum, owner, name, value, f"an integer >= {minimum}")
+
+
+def check_odd_kernel(owner: str, name: str, value: object) -> None:
+    """``value`` must be an odd kernel length: a 'same'-padded conv keeps the map's size only then."""
+    check_arg(_is_int(value) and value >= 1 and value % 2 == 1, owner, name, value, "an odd integer >= 1")
+
+
+def check_probability(owner: str, name: str, value: object) -> None:
+    """``value`` must be a number in [0, 1] (a dropout probability)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    check_arg(ok, owner, name, value, "a number in [0, 1]")
+
+
+def check_spatial_dims(owner: str, spatial_dims: object) -> None:
+    """``spatial_dims`` must be 2 or 3, the two the blocks support."""
+    check_arg(_is_int(spatial_dims) and spatial_dims in (2, 3), owner, "spatial_dims", spatial_dims, "2 or 3")
+
+
+def check_widths(owner: str, name: str, value: object, min_len: int = 1) -> None:
+    """``value`` must be a sequence of at least ``min_len`` positive integers (channel widths, dilations)."""
+    ok = (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) >= min_len
+        and all(_is_int(v) and v >= 1 for v in value)
+    )
+    check_arg(ok, owner, name, value, f"a sequence of {min_len} or more positive integers")
 
 
 def conv(
@@ -106,6 +155,12 @@ class SeparableConv(nn.Sequential):
         self.pointwise = conv(spatial_dims, in_channels, out_channels, 1, bias=bias)
 
 
+def effective_group_size(in_channels: int, group_size: int) -> int:
+    """Channels per group a :class:`GroupedPointwiseConv` uses on ``in_channels``: ``min(in_channels, group_size)``,
+    but all 3 of an RGB input whenever ``group_size != 1``, as in the counts of Li et al. 2021."""
+    return 3 if (in_channels == 3 and group_size != 1) else min(in_channels, group_size)
+
+
 class GroupedPointwiseConv(nn.Sequential):
     """Grouped k x k conv (in -> in, ``group_size`` channels per group) followed by a pointwise 1 x 1 conv,
     the 'Lighter U-net@C' convolution of Li et al. 2021.
@@ -131,12 +186,19 @@ class GroupedPointwiseConv(nn.Sequential):
         kernel_size: int = 3,
         bias: bool = True,
     ):
-        effective = 3 if (in_channels == 3 and group_size != 1) else min(in_channels, group_size)
-        if in_channels % effective:
-            raise ValueError(f"in_channels={in_channels} is not divisible by the group size {effective}")
+        check_int(type(self).__name__, "group_size", group_size)
+        effective = effective_group_size(in_channels, group_size)
+        check_arg(
+            in_channels % effective == 0,
+            type(self).__name__,
+            "group_size",
+            group_size,
+            f"a group size that divides the conv's {in_channels} input channels",
+        )
         super().__init__()
-        self.grouped = conv(spatial_dims, in_channels, in_channels, kernel_size, groups=in_channels // effective,
-                            bias=bias)
+        self.grouped = conv(
+            spatial_dims, in_channels, in_channels, kernel_size, groups=in_channels // effective, bias=bias
+        )
         self.pointwise = conv(spatial_dims, in_channels, out_channels, 1, bias=bias)
 
 
@@ -152,6 +214,8 @@ class AxialDepthwiseConv(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, channels: int, kernel_size: int = 7, dilation: int = 1):
+        check_odd_kernel(type(self).__name__, "kernel_size", kernel_size)
+        check_int(type(self).__name__, "dilation", dilation)
         super().__init__()
         self.axial = nn.ModuleList()
         for axis in range(spatial_dims):
@@ -170,18 +234,26 @@ class AxialDepthwiseConv(nn.Module):
 _CONV_KINDS: dict[str, Callable[..., nn.Module]] = {
     "regular": lambda sd, i, o, **kw: conv(sd, i, o, 3, bias=kw.get("bias", True)),
     "separable": lambda sd, i, o, **kw: SeparableConv(sd, i, o, 3, bias=kw.get("bias", True)),
-    "separable_ws": lambda sd, i, o, **kw: SeparableConv(sd, i, o, 3, bias=kw.get("bias", True),
-                                                         standardize_depthwise=True),
-    "grouped": lambda sd, i, o, **kw: GroupedPointwiseConv(sd, i, o, kw["group_size"], 3,
-                                                           bias=kw.get("bias", True)),
+    "separable_ws": lambda sd, i, o, **kw: SeparableConv(
+        sd, i, o, 3, bias=kw.get("bias", True), standardize_depthwise=True
+    ),
+    "grouped": lambda sd, i, o, **kw: GroupedPointwiseConv(sd, i, o, kw["group_size"], 3, bias=kw.get("bias", True)),
 }
+CONV_KINDS = tuple(_CONV_KINDS)
+"""The conv kinds :func:`make_conv` knows."""
 
 
 def make_conv(kind: str, spatial_dims: int, in_channels: int, out_channels: int, **kwargs) -> nn.Module:
     """A 3 x 3 convolution of the named ``kind``: regular, separable, separable_ws or grouped
     (the last needs ``group_size``)."""
-    if kind not in _CONV_KINDS:
-        raise ValueError(f"unknown conv kind {kind!r}; known: {', '.join(_CONV_KINDS)}")
+    check_arg(kind in _CONV_KINDS, "make_conv", "kind", kind, f"one of {', '.join(CONV_KINDS)}")
+    check_arg(
+        kind != "grouped" or "group_size" in kwargs,
+        "make_conv",
+        "group_size",
+        None,
+        "an integer for the 'grouped' kind",
+    )
     return _CONV_KINDS[kind](spatial_dims, in_channels, out_channels, **kwargs)
 
 
@@ -227,56 +299,32 @@ class DoubleConv(nn.Sequential):
         bias: bool = True,
         **conv_kwargs,
     ):
+        check_arg(
+            isinstance(conv_kinds, Sequence) and not isinstance(conv_kinds, str) and len(conv_kinds) == 2,
+            type(self).__name__,
+            "conv_kinds",
+            conv_kinds,
+            "two make_conv kinds (first and second conv)",
+        )
         mid = out_channels if mid_channels is None else mid_channels
-        super().__init__(*(
-            ConvNormAct(make_conv(kind, spatial_dims, cin, cout, bias=bias, **conv_kwargs),
-                        batch_norm(spatial_dims, cout), nn.ReLU(inplace=True))
-            for kind, cin, cout in zip(conv_kinds, (in_channels, mid), (mid, out_channels), strict=True)
-        ))
-
-
-def check_spatial_size(x: torch.Tensor, spatial_dims: int, multiple: int, net_name: str) -> None:
-    """Raise a clear error when ``x`` is not ``(N, C, *spatial)`` with every spatial size a multiple of
-    ``multiple`` (the net's total down-sampling factor)."""
-    if x.dim() != spatial_dims + 2:
-        raise ValueError(f"{net_name} expects a {spatial_dims + 2}-D input (N, C, spatial...), got {tuple(x.shape)}")
-    bad = [s for s in x.shape[2:] if s % multiple]
-    if bad:
-        raise ValueError(
-            f"{net_name} needs every spatial size to be a multiple of {multiple} "
-            f"(it down-samples {multiple}x), got {tuple(x.shape[2:])}"
+        super().__init__(
+            *(
+                ConvNormAct(
+                    make_conv(kind, spatial_dims, cin, cout, bias=bias, **conv_kwargs),
+                    batch_norm(spatial_dims, cout),
+                    nn.ReLU(inplace=True),
+                )
+                for kind, cin, cout in zip(conv_kinds, (in_channels, mid), (mid, out_channels), strict=True)
+            )
         )
 
 
 def upsample(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Double every spatial size of ``x``; ``mode`` 'linear' picks bilinear/trilinear with align_corners=True.
 
-    A constant factor rather than the skip's size: every net checks that its input is a multiple of
-    ``2 ** depth``, so both give the same map, and the exported ONNX graph then has a constant Resize that
-    ONNX Runtime keeps in its blocked (NCHWc) layout instead of computing sizes and re-ordering memory at every
-    level (about 12% faster for the thin student on 2 cores)."""
+    A constant factor rather than the skip's size: the nets check that their input is a multiple of ``2 ** depth``,
+    so both give the same map, and an exported ONNX graph then has a constant Resize, which ONNX Runtime runs in its
+    blocked (NCHWc) memory layout instead of computing sizes and re-ordering memory at every level."""
     if mode == "linear":
         return F.interpolate(x, scale_factor=2, mode="bilinear" if x.dim() == 4 else "trilinear", align_corners=True)
     return F.interpolate(x, scale_factor=2, mode=mode)
-
-
-def u_shape(
-    x: torch.Tensor,
-    encoder: Sequence[nn.Module],
-    pool: nn.Module,
-    bottom: Callable[[torch.Tensor], torch.Tensor],
-    decoder: Sequence[nn.Module],
-    join: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
-) -> torch.Tensor:
-    """The U-Net data flow the zoo's nets share: each encoder block's output is kept as a skip and pooled, the
-    bottom runs, then each decoder block runs on ``join(x, skip, level)`` (level 0 is the deepest), which up-samples
-    ``x`` and merges it with the skip in the net's own way."""
-    skips = []
-    for block in encoder:
-        x = block(x)
-        skips.append(x)
-        x = pool(x)
-    x = bottom(x)
-    for level, (block, skip) in enumerate(zip(decoder, reversed(skips))):
-        x = block(join(x, skip, level))
-    return x

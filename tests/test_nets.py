@@ -1,5 +1,5 @@
-"""The network zoo: parameter counts against the papers, output shapes in 2D and 3D, input-size errors, and
-instantiation from MONAI bundle configs."""
+"""The network zoo: parameter counts against the papers and model cards, output shapes in 2D and 3D, input-size and
+constructor-argument errors, the registry, and instantiation from MONAI bundle configs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from lightweight_nets import create_net, list_nets
+from lightweight_nets import create_net, list_nets, register_net, registry
+from lightweight_nets.blocks import AxialDepthwiseConv, DoubleConv, GroupedPointwiseConv, make_conv
 from lightweight_nets.nets import FlatUNet, LiUNet, SDUNet, ThinUNet, ULite
+from lightweight_nets.nets.base import UShapedNet
 
 
 def num_params(net: torch.nn.Module) -> int:
@@ -23,8 +25,16 @@ PAPER_COUNTS = [
     ("light_unet", {}, 11_000_257),
     *(
         ("lighter_unet", {"group_size": c}, n)
-        for c, n in [(128, 7_944_661), (64, 4_995_541), (32, 3_465_685), (16, 2_700_757), (8, 2_318_293),
-                     (4, 2_127_061), (2, 2_031_445), (1, 1_983_583)]
+        for c, n in [
+            (128, 7_944_661),
+            (64, 4_995_541),
+            (32, 3_465_685),
+            (16, 2_700_757),
+            (8, 2_318_293),
+            (4, 2_127_061),
+            (2, 2_031_445),
+            (1, 1_983_583),
+        ]
     ),
     ("ulite", {}, 878_417),
 ]
@@ -39,9 +49,27 @@ DOCUMENTED_COUNTS = [
     ("flat_unet", {"channels": 64, "depth": 4}, 778_241),
     ("doubling_unet", {"channels": 64, "depth": 4}, 31_384_833),
 ]
+# Counts the bundles' model cards (bundle/*/docs/README.md) give for the shipped thin U-Nets.
+MODEL_CARD_COUNTS = [
+    ("thin_unet", {"in_channels": 1}, 287_681),  # fetal_head_us / breast_lesion_us teacher
+    ("thin_separable_student", {"in_channels": 1}, 44_779),  # fetal_head_us / breast_lesion_us served model
+    ("thin_unet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": 12, "depth": 4}, 82_443),
+    ("thin_unet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "depth": 4}, 582_723),  # "583k"
+    ("thin_separable_student", {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "depth": 4}, 43_583),
+    ("thin_unet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": 16, "depth": 4}, 146_177),
+]
+THIN_NETS = ["thin_unet", "thin_separable_unet", "thin_separable_student"]
 SIZE_MULTIPLES = {
-    "unet": 16, "light_unet": 16, "lighter_unet": 16, "ulite": 32, "flat_unet": 16, "doubling_unet": 16,
-    "sd_unet": 16, "thin_unet": 64, "thin_separable_unet": 64, "thin_separable_student": 64,
+    "unet": 16,
+    "light_unet": 16,
+    "lighter_unet": 16,
+    "ulite": 32,
+    "flat_unet": 16,
+    "doubling_unet": 16,
+    "sd_unet": 16,
+    "thin_unet": 64,
+    "thin_separable_unet": 64,
+    "thin_separable_student": 64,
 }
 
 
@@ -52,15 +80,44 @@ def size_multiple(net: torch.nn.Module, spatial_dims: int, in_channels: int) -> 
     return int(re.search(r"multiple of (\d+)", str(err.value)).group(1))
 
 
-@pytest.mark.parametrize("name, kwargs, expected", PAPER_COUNTS + DOCUMENTED_COUNTS)
+@pytest.mark.parametrize("name, kwargs, expected", PAPER_COUNTS + DOCUMENTED_COUNTS + MODEL_CARD_COUNTS)
 def test_parameter_count(name, kwargs, expected):
     net = create_net(name, **{"spatial_dims": 2, "in_channels": 3, "out_channels": 1, **kwargs})
     assert num_params(net) == expected
 
 
-@pytest.mark.parametrize("name", ["thin_unet", "thin_separable_unet", "thin_separable_student"])
-def test_thin_family_builds(name):
-    assert num_params(create_net(name, spatial_dims=2, in_channels=3, out_channels=1)) > 0
+def separable_conv_params(channels: int, spatial_dims: int) -> int:
+    """Depthwise 3^d conv and pointwise 1x1 conv at one width, both with bias."""
+    return (channels * 3**spatial_dims + channels) + (channels * channels + channels)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_thin_variants_differ_as_the_paper_says(spatial_dims):
+    """The separable thin U-Net has only depthwise k x k kernels (every other conv is 1x1), the student adds exactly
+    one separable conv to the deepest encoder block, and all three expose the same distillation feature maps."""
+    kwargs = {"spatial_dims": spatial_dims, "in_channels": 1, "out_channels": 1, "channels": 16, "depth": 3}
+    regular, separable, student = (create_net(n, **kwargs) for n in THIN_NETS)
+    convs = [m for m in separable.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)]
+    assert all(m.groups == m.in_channels or set(m.kernel_size) == {1} for m in convs)
+    assert not any(m.groups > 1 for m in regular.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d))
+    assert num_params(student) - num_params(separable) == separable_conv_params(16, spatial_dims)
+    assert [len(b) for b in student.encoder] == [3, 3, 4] and [len(b) for b in separable.encoder] == [3, 3, 3]
+    assert num_params(separable) < num_params(regular) / 5
+    assert regular.feature_layers == separable.feature_layers == student.feature_layers
+    assert student.feature_layers == [
+        "encoder.0",
+        "encoder.1",
+        "encoder.2",
+        "bottom",
+        "decoder.0",
+        "decoder.1",
+        "decoder.2",
+    ]
+
+
+def test_every_registered_net_has_a_size_multiple():
+    """A new net must be added to SIZE_MULTIPLES, so the size tests below cover it instead of skipping it."""
+    assert sorted(SIZE_MULTIPLES) == list_nets()
 
 
 @pytest.mark.parametrize("name, multiple", sorted(SIZE_MULTIPLES.items()))
@@ -77,9 +134,9 @@ def test_invalid_size_error(name, multiple):
 def test_output_shape(name, spatial_dims):
     """Every registered net, eval mode, non-square input: logits of the input's spatial size."""
     net = create_net(name, spatial_dims=spatial_dims, in_channels=2, out_channels=3).eval()
+    assert isinstance(net, UShapedNet)
     multiple = size_multiple(net, spatial_dims, 2)
-    if name in SIZE_MULTIPLES:
-        assert multiple == SIZE_MULTIPLES[name]
+    assert multiple == net.size_multiple == SIZE_MULTIPLES[name]
     spatial = (multiple, 3 * multiple) if spatial_dims == 2 else (multiple, multiple, 2 * multiple)
     with torch.no_grad():
         out = net(torch.randn(1, 2, *spatial))
@@ -108,10 +165,160 @@ BUNDLE_CASES = [
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("cls, kwargs, multiple", BUNDLE_CASES)
 def test_bundle_config(cls, kwargs, multiple, spatial_dims):
-    config = {"network_def": {"_target_": f"lightweight_nets.nets.{cls.__name__}", "spatial_dims": spatial_dims,
-                              "in_channels": 1, "out_channels": 2, **kwargs}}
+    config = {
+        "network_def": {
+            "_target_": f"lightweight_nets.nets.{cls.__name__}",
+            "spatial_dims": spatial_dims,
+            "in_channels": 1,
+            "out_channels": 2,
+            **kwargs,
+        }
+    }
     net = ConfigParser(config).get_parsed_content("network_def")
     assert type(net) is cls
     spatial = (multiple,) * (spatial_dims - 1) + (2 * multiple,)
     with torch.no_grad():
         assert net.eval()(torch.zeros(1, 1, *spatial)).shape == (1, 2, *spatial)
+
+
+# (constructor, bad keyword arguments, the argument the error must name)
+NET_CLASSES = (FlatUNet, LiUNet, SDUNet, ThinUNet, ULite)
+BAD_ARGUMENTS = [
+    *((cls, {"spatial_dims": sd}, "spatial_dims") for cls in NET_CLASSES for sd in (1, 4)),
+    *((cls, {"in_channels": 0}, "in_channels") for cls in NET_CLASSES),
+    *((cls, {"out_channels": 0}, "out_channels") for cls in NET_CLASSES),
+    (FlatUNet, {"channels": 0}, "channels"),
+    (FlatUNet, {"channels": (32, 64)}, "channels"),
+    (FlatUNet, {"depth": 0}, "depth"),
+    (FlatUNet, {"channel_multiplier": 0}, "channel_multiplier"),
+    (FlatUNet, {"upsample_mode": "cubic"}, "upsample_mode"),
+    (ThinUNet, {"channels": -8}, "channels"),
+    (ThinUNet, {"channels": 32.0}, "channels"),
+    (ThinUNet, {"depth": 0}, "depth"),
+    (ThinUNet, {"conv_kind": "grouped"}, "conv_kind"),
+    (ThinUNet, {"conv_kind": "dilated"}, "conv_kind"),
+    (LiUNet, {"channels": ()}, "channels"),
+    (LiUNet, {"channels": (64, 0)}, "channels"),
+    (LiUNet, {"channels": 64}, "channels"),
+    (LiUNet, {"conv_kinds": ("regular",)}, "conv_kinds"),
+    (LiUNet, {"conv_kinds": ("regular", "dilated")}, "conv_kinds"),
+    (LiUNet, {"conv_kinds": "regular"}, "conv_kinds"),
+    (LiUNet, {"conv_kinds": ("grouped", "grouped"), "group_size": 0}, "group_size"),
+    (LiUNet, {"conv_kinds": ("grouped", "grouped"), "group_size": 3}, "group_size"),
+    (LiUNet, {"conv_kinds": ("grouped", "regular"), "group_size": 4, "in_channels": 5}, "group_size"),
+    (LiUNet, {"dropout": 1.5}, "dropout"),
+    (SDUNet, {"channels": (64,)}, "channels"),
+    (SDUNet, {"channels": (64, "128")}, "channels"),
+    (SDUNet, {"num_groups": 0}, "num_groups"),
+    (SDUNet, {"dropout": -0.1}, "dropout"),
+    (ULite, {"channels": (16,)}, "channels"),
+    (ULite, {"channels": (4, 2)}, "channels"),
+    (ULite, {"kernel_size": 4}, "kernel_size"),
+    (ULite, {"bottleneck_kernel_size": 0}, "bottleneck_kernel_size"),
+    (ULite, {"dilations": ()}, "dilations"),
+    (GroupedPointwiseConv, {"spatial_dims": 2, "in_channels": 64, "out_channels": 8, "group_size": 3}, "group_size"),
+    (GroupedPointwiseConv, {"spatial_dims": 2, "in_channels": 64, "out_channels": 8, "group_size": 0}, "group_size"),
+    (AxialDepthwiseConv, {"spatial_dims": 2, "channels": 8, "kernel_size": 6}, "kernel_size"),
+    (AxialDepthwiseConv, {"spatial_dims": 2, "channels": 8, "dilation": 0}, "dilation"),
+    (DoubleConv, {"spatial_dims": 2, "in_channels": 1, "out_channels": 8, "conv_kinds": ("regular",)}, "conv_kinds"),
+    (lambda **kw: make_conv(**kw), {"kind": "dilated", "spatial_dims": 2, "in_channels": 1, "out_channels": 8}, "kind"),
+    (
+        lambda **kw: make_conv(**kw),
+        {"kind": "grouped", "spatial_dims": 2, "in_channels": 1, "out_channels": 8},
+        "group_size",
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, argument", BAD_ARGUMENTS)
+def test_bad_constructor_argument(cls, kwargs, argument):
+    """A bad argument fails at construction with one line naming it and its value, not as an IndexError deep in."""
+    with pytest.raises(ValueError, match=rf"\b{argument}=") as err:
+        cls(**kwargs)
+    assert "\n" not in str(err.value)
+    if argument in kwargs:
+        assert f"{argument}={kwargs[argument]!r}" in str(err.value)
+
+
+def test_bad_argument_through_a_bundle_config():
+    """MONAI wraps the error; the cause still names the argument."""
+    config = {"network_def": {"_target_": "lightweight_nets.create_net", "name": "sd_unet", "channels": [64]}}
+    with pytest.raises(RuntimeError) as err:
+        ConfigParser(config).get_parsed_content("network_def")
+    assert isinstance(err.value.__cause__, ValueError)
+    assert str(err.value.__cause__).startswith("SDUNet: channels=[64] is not allowed")
+
+
+FIXED_ARGUMENTS = [
+    ("unet", "conv_kinds", ("grouped", "grouped")),
+    ("light_unet", "conv_kinds", ("regular", "regular")),
+    ("lighter_unet", "conv_kinds", ("regular", "regular")),
+    ("flat_unet", "channel_multiplier", 2),
+    ("doubling_unet", "channel_multiplier", 1),
+    ("thin_unet", "conv_kind", "separable"),
+    ("thin_unet", "deep_extra_conv", True),
+    ("thin_separable_unet", "conv_kind", "regular"),
+    ("thin_separable_student", "deep_extra_conv", False),
+    ("thin_separable_student", "conv_kind", "separable"),  # even the same value: the name already says it
+]
+
+
+@pytest.mark.parametrize("name, argument, value", FIXED_ARGUMENTS)
+def test_registry_keeps_the_fixed_arguments(name, argument, value):
+    with pytest.raises(ValueError, match=rf"'{name}' is defined by {argument}=.*cannot be overridden"):
+        create_net(name, **{argument: value})
+
+
+def test_registry_defaults_can_be_overridden():
+    assert num_params(create_net("lighter_unet", group_size=8, in_channels=3)) == 2_318_293
+    assert create_net("thin_unet", channels=8, depth=2).depth == 2
+
+
+def test_registry_unknown_name_lists_the_known_ones():
+    with pytest.raises(KeyError, match="unknown network 'thin_student'; known: .*thin_separable_student"):
+        create_net("thin_student")
+
+
+def test_registry_refuses_bad_registrations(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError, match="'unet' is already registered"):
+        register_net("unet")(LiUNet)
+    with pytest.raises(ValueError, match="depth given both as fixed and as default"):
+        register_net("tiny_thin", fixed={"depth": 2}, depth=3)
+    with pytest.raises(ValueError, match="ThinUNet takes no argument.* conv_kinds"):
+        register_net("tiny_thin", fixed={"conv_kinds": ("regular", "regular")})(ThinUNet)
+    assert "tiny_thin" not in list_nets()
+    register_net("tiny_thin", fixed={"depth": 2}, channels=4)(ThinUNet)
+    net = create_net("tiny_thin", channels=6)
+    assert (net.depth, net.head.in_channels) == (2, 6)
+    with pytest.raises(ValueError, match="'tiny_thin' is defined by depth=2"):
+        create_net("tiny_thin", depth=3)
+
+
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("", None),
+        ("thin_*", THIN_NETS),
+        (
+            "*unet",
+            [
+                "doubling_unet",
+                "flat_unet",
+                "light_unet",
+                "lighter_unet",
+                "sd_unet",
+                "thin_separable_unet",
+                "thin_unet",
+                "unet",
+            ],
+        ),
+        ("unet", ["unet"]),
+        ("*light*_unet", ["light_unet", "lighter_unet"]),
+        ("u?ite", ["ulite"]),
+        ("no_such_*", []),
+    ],
+)
+def test_list_nets_filter(pattern, expected):
+    names = list_nets(pattern)
+    assert names == (sorted(SIZE_MULTIPLES) if expected is None else sorted(expected))

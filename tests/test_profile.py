@@ -1,10 +1,33 @@
-"""The zoo profiler: counts checked against hand-computed values, the command's table and Markdown."""
+"""The zoo profiler: counts checked against hand-computed values and the model cards, the command's table and
+Markdown."""
 
 import pytest
 import torch
 
-from lightweight_nets import create_net
 from lightweight_nets.profile import count_flops, count_parameters, main, profile_net, weight_bytes
+
+STUDENT_PARAMETERS = 44_779  # the fetal_head_us / breast_lesion_us model cards
+
+
+def separable_flops(cin: int, cout: int, pixels: int) -> int:
+    """FLOPs of a 3x3 depthwise + 1x1 pointwise conv on ``pixels`` output pixels (a multiply-add counts as 2; the
+    counter leaves biases out)."""
+    return 2 * 9 * cin * pixels + 2 * cin * cout * pixels
+
+
+def student_flops(side: int, channels: int = 32, depth: int = 6) -> int:
+    """FLOPs of thin_separable_student (1 input, 1 output channel) on a ``side`` x ``side`` image, by hand: two
+    separable convs per encoder level (three in the deepest), two in the bottom, two per decoder level on the skip
+    concatenated with the up-sampled map, and the 1x1 head."""
+    pixels = [(side // 2**level) ** 2 for level in range(depth + 1)]
+    flops = separable_flops(1, channels, pixels[0]) + separable_flops(channels, channels, pixels[0])
+    flops += sum(2 * separable_flops(channels, channels, pixels[level]) for level in range(1, depth))
+    flops += separable_flops(channels, channels, pixels[depth - 1])  # the student's extra conv
+    flops += 2 * separable_flops(channels, channels, pixels[depth])
+    flops += sum(
+        separable_flops(2 * channels, channels, p) + separable_flops(channels, channels, p) for p in pixels[:depth]
+    )
+    return flops + 2 * channels * pixels[0]
 
 
 def test_counts_of_one_convolution():
@@ -17,22 +40,36 @@ def test_counts_of_one_convolution():
 
 def test_profile_of_a_real_net_is_sane():
     profile = profile_net("thin_separable_student", (1, 1, 64, 64), threads=1, runs=2, warmup=1)
-    net = create_net("thin_separable_student")
-    assert profile.parameters == sum(p.numel() for p in net.parameters())
-    assert profile.gflops > 0
-    assert profile.weight_mib * 1024 * 1024 >= 4 * profile.parameters
+    assert profile.parameters == STUDENT_PARAMETERS
+    assert round(profile.gflops * 1e9) == student_flops(64) == 61_501_056
+    # float32 weights plus BatchNorm statistics and the pickle around them, well under twice the weights
+    assert 4 * STUDENT_PARAMETERS <= profile.weight_mib * 1024 * 1024 < 8 * STUDENT_PARAMETERS
     assert profile.latency_ms > 0 and profile.fps == pytest.approx(1000 / profile.latency_ms)
     assert profile.peak_rss_mib > profile.inference_rss_mib > 0
 
 
 def test_command_prints_and_writes_the_table(tmp_path, capsys):
     markdown = tmp_path / "docs" / "zoo.md"
-    main(["--nets", "thin_separable_student", "--size", "64", "64", "--runs", "2", "--warmup", "1",
-          "--threads", "1", "--markdown", str(markdown)])
+    main(
+        [
+            "--nets",
+            "thin_separable_student",
+            "--size",
+            "64",
+            "64",
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--markdown",
+            str(markdown),
+        ]
+    )
     assert "thin_separable_student" in capsys.readouterr().out
     text = markdown.read_text()
-    parameters = count_parameters(create_net("thin_separable_student"))
-    assert "| net | parameters | GFLOPs |" in text and f"| thin_separable_student | {parameters:,} |" in text
+    assert "| net | parameters | GFLOPs |" in text and "| thin_separable_student | 44,779 | 0.062 |" in text
     assert [p.name for p in markdown.parent.iterdir()] == ["zoo.md"]
     with pytest.raises(SystemExit):
         main(["--nets", "no_such_net"])

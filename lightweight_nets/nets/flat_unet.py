@@ -14,16 +14,16 @@ channels  depth  ``flat_unet`` (multiplier 1)  ``doubling_unet`` (multiplier 2)
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import DoubleConv, check_spatial_size, conv, max_pool, u_shape, upsample
+from lightweight_nets.blocks import DoubleConv, check_arg, check_int, conv, max_pool
+from lightweight_nets.nets.base import UShapedNet
 from lightweight_nets.registry import register_net
 
 __all__ = ["FlatUNet"]
 
 
-class FlatUNet(nn.Module):
+class FlatUNet(UShapedNet):
     """Lean U-Net, LUnet (Hassler, Åkerholm, Nordström, Balletti, Goksel, "Lean Unet: A Compact Model for Image
     Segmentation", arXiv:2512.03834, 2025).
 
@@ -52,8 +52,12 @@ class FlatUNet(nn.Module):
         channel_multiplier: int = 1,
         upsample_mode: str = "linear",
     ):
-        super().__init__()
-        self.spatial_dims, self.multiple, self.upsample_mode = spatial_dims, 2**depth, upsample_mode
+        name = type(self).__name__
+        check_int(name, "channels", channels)
+        check_int(name, "channel_multiplier", channel_multiplier)
+        check_arg(upsample_mode in ("linear", "nearest"), name, "upsample_mode", upsample_mode, "'linear' or 'nearest'")
+        super().__init__(spatial_dims, in_channels, out_channels, depth)
+        self.upsample_mode = upsample_mode
         widths = [channels * channel_multiplier**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList(
             DoubleConv(spatial_dims, cin, cout, bias=False) for cin, cout in zip([in_channels, *widths], widths[:-1])
@@ -65,12 +69,6 @@ class FlatUNet(nn.Module):
         )
         self.head = conv(spatial_dims, channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
-        x = u_shape(x, self.encoder, self.pool, self.bottom, self.decoder,
-                    lambda x, skip, _: torch.cat([upsample(x, self.upsample_mode), skip], dim=1))
-        return self.head(x)
 
-
-register_net("flat_unet", channel_multiplier=1)(FlatUNet)
-register_net("doubling_unet", channel_multiplier=2)(FlatUNet)
+register_net("flat_unet", fixed={"channel_multiplier": 1})(FlatUNet)
+register_net("doubling_unet", fixed={"channel_multiplier": 2})(FlatUNet)

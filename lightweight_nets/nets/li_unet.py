@@ -8,13 +8,25 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import DoubleConv, check_spatial_size, conv, max_pool, u_shape, upsample
+from lightweight_nets.blocks import (
+    CONV_KINDS,
+    DoubleConv,
+    check_arg,
+    check_int,
+    check_probability,
+    check_widths,
+    conv,
+    effective_group_size,
+    max_pool,
+    upsample,
+)
+from lightweight_nets.nets.base import UShapedNet
 from lightweight_nets.registry import register_net
 
 __all__ = ["LiUNet"]
 
 
-class LiUNet(nn.Module):
+class LiUNet(UShapedNet):
     """U-Net with replaceable conv kinds (Li et al., "Lightweight U-Nets with group convolution",
     ISBI 2021, on the bilinear U-Net of their code base).
 
@@ -50,8 +62,31 @@ class LiUNet(nn.Module):
         group_size: int = 128,
         dropout: float = 0.5,
     ):
-        super().__init__()
-        self.spatial_dims, self.multiple = spatial_dims, 2 ** len(channels)
+        name = type(self).__name__
+        check_widths(name, "channels", channels)
+        check_arg(
+            isinstance(conv_kinds, Sequence)
+            and not isinstance(conv_kinds, str)
+            and len(conv_kinds) == 2
+            and all(kind in CONV_KINDS for kind in conv_kinds),
+            name,
+            "conv_kinds",
+            conv_kinds,
+            f"two conv kinds, each one of {', '.join(CONV_KINDS)}",
+        )
+        check_int(name, "group_size", group_size)
+        check_probability(name, "dropout", dropout)
+        super().__init__(spatial_dims, in_channels, out_channels, depth=len(channels))
+        if "grouped" in conv_kinds:  # conv set 1 sees in_channels, the widths and twice them; conv set 2 the widths
+            seen = {*channels} | ({in_channels, *(2 * c for c in channels)} if conv_kinds[0] == "grouped" else set())
+            bad = sorted(c for c in seen if c % effective_group_size(c, group_size))
+            check_arg(
+                not bad,
+                name,
+                "group_size",
+                group_size,
+                f"a group size that divides every grouped conv's input width (not {', '.join(map(str, bad))})",
+            )
 
         def level(cin: int, cout: int, mid: int | None = None) -> nn.Module:
             return DoubleConv(spatial_dims, cin, cout, mid, conv_kinds, group_size=group_size)
@@ -65,13 +100,14 @@ class LiUNet(nn.Module):
         self.decoder = nn.ModuleList(level(2 * c, o, c) for c, o in zip(reversed(channels), reversed(outs)))
         self.head = conv(spatial_dims, channels[0], out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
-        x = u_shape(x, self.encoder, self.pool, lambda x: self.dropout(self.bottom(x)), self.decoder,
-                    lambda x, skip, _: torch.cat([skip, upsample(x, "linear")], dim=1))
-        return self.head(x)
+    def _bottom(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.bottom(x))
+
+    def _join(self, x: torch.Tensor, skip: torch.Tensor, level: int) -> torch.Tensor:
+        """The skip, then the bilinearly up-sampled map, as in the code base of the paper."""
+        return torch.cat([skip, upsample(x, "linear")], dim=1)
 
 
-register_net("unet", conv_kinds=("regular", "regular"))(LiUNet)
-register_net("light_unet", conv_kinds=("regular", "separable"))(LiUNet)
-register_net("lighter_unet", conv_kinds=("grouped", "grouped"), group_size=128)(LiUNet)
+register_net("unet", fixed={"conv_kinds": ("regular", "regular")})(LiUNet)
+register_net("light_unet", fixed={"conv_kinds": ("regular", "separable")})(LiUNet)
+register_net("lighter_unet", fixed={"conv_kinds": ("grouped", "grouped")}, group_size=128)(LiUNet)

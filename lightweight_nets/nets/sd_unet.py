@@ -8,7 +8,17 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import ConvNormAct, check_spatial_size, conv, make_conv, max_pool, u_shape, upsample
+from lightweight_nets.blocks import (
+    ConvNormAct,
+    check_int,
+    check_probability,
+    check_widths,
+    conv,
+    make_conv,
+    max_pool,
+    upsample,
+)
+from lightweight_nets.nets.base import UShapedNet
 from lightweight_nets.registry import register_net
 
 __all__ = ["SDUNet"]
@@ -30,7 +40,7 @@ class SDUNetBlock(nn.Sequential):
         )
 
 
-class SDUNet(nn.Module):
+class SDUNet(UShapedNet):
     """SD-UNet (Gadosey, Li, Agyekum et al., "SD-UNet: Stripping down U-Net for segmentation of biomedical images
     on platforms with low computational budgets", Diagnostics 10(2):110, 2020).
 
@@ -66,10 +76,16 @@ class SDUNet(nn.Module):
         num_groups: int = 32,
         dropout: float = 0.5,
     ):
-        super().__init__()
-        self.spatial_dims, self.multiple = spatial_dims, 2 ** (len(channels) - 1)
-        stem = nn.Sequential(conv(spatial_dims, in_channels, channels[0]), nn.ReLU(inplace=True),
-                             nn.GroupNorm(math.gcd(num_groups, channels[0]), channels[0]))
+        name = type(self).__name__
+        check_widths(name, "channels", channels, min_len=2)
+        check_int(name, "num_groups", num_groups)
+        check_probability(name, "dropout", dropout)
+        super().__init__(spatial_dims, in_channels, out_channels, depth=len(channels) - 1)
+        stem = nn.Sequential(
+            conv(spatial_dims, in_channels, channels[0]),
+            nn.ReLU(inplace=True),
+            nn.GroupNorm(math.gcd(num_groups, channels[0]), channels[0]),
+        )
         blocks = [stem, *(SDUNetBlock(spatial_dims, i, o, num_groups) for i, o in zip(channels[:-2], channels[1:-1]))]
         blocks[-1].add_module("dropout", nn.Dropout(dropout))
         self.encoder = nn.ModuleList(blocks)
@@ -80,10 +96,6 @@ class SDUNet(nn.Module):
         self.up_convs = nn.ModuleList(_separable(spatial_dims, deep, skip) for skip, deep in pairs)
         self.decoder = nn.ModuleList(SDUNetBlock(spatial_dims, 2 * skip, skip, num_groups) for skip, _ in pairs)
         self.head = conv(spatial_dims, channels[0], out_channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
-        return self.head(u_shape(x, self.encoder, self.pool, self.bottom, self.decoder, self._join))
 
     def _join(self, x: torch.Tensor, skip: torch.Tensor, level: int) -> torch.Tensor:
         """Nearest up-sampling, the level's separable up-conv, then the skip in front."""

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import (
-    ConvNormAct,
-    batch_norm,
-    check_spatial_size,
-    conv,
-    make_conv,
-    max_pool,
-    u_shape,
-    upsample,
-)
+from lightweight_nets.blocks import ConvNormAct, batch_norm, check_arg, check_int, conv, make_conv, max_pool
+from lightweight_nets.nets.base import UShapedNet
 from lightweight_nets.registry import register_net
 
 __all__ = ["ThinUNet"]
+
+THIN_CONV_KINDS = ("regular", "separable")
 
 
 class ThinBlock(nn.Sequential):
@@ -26,13 +19,17 @@ class ThinBlock(nn.Sequential):
     def __init__(self, conv_kind: str, spatial_dims: int, in_channels: int, channels: int, num_convs: int):
         layers = []
         for i in range(num_convs):
-            layers.append(ConvNormAct(make_conv(conv_kind, spatial_dims, in_channels if i == 0 else channels, channels),
-                                      act=nn.ReLU(inplace=True)))
+            layers.append(
+                ConvNormAct(
+                    make_conv(conv_kind, spatial_dims, in_channels if i == 0 else channels, channels),
+                    act=nn.ReLU(inplace=True),
+                )
+            )
         layers.append(batch_norm(spatial_dims, channels))
         super().__init__(*layers)
 
 
-class ThinUNet(nn.Module):
+class ThinUNet(UShapedNet):
     """Thin U-Net (Vaze, Xie, Namburete, "Low-memory CNNs enabling real-time ultrasound segmentation towards
     mobile deployment", IEEE JBHI 24(4), 2020).
 
@@ -61,11 +58,18 @@ class ThinUNet(nn.Module):
         conv_kind: str = "regular",
         deep_extra_conv: bool = False,
     ):
-        super().__init__()
-        self.spatial_dims, self.depth = spatial_dims, depth
+        name = type(self).__name__
+        check_int(name, "channels", channels)
+        check_arg(conv_kind in THIN_CONV_KINDS, name, "conv_kind", conv_kind, f"one of {', '.join(THIN_CONV_KINDS)}")
+        super().__init__(spatial_dims, in_channels, out_channels, depth)
         self.encoder = nn.ModuleList(
-            ThinBlock(conv_kind, spatial_dims, in_channels if i == 0 else channels, channels,
-                      3 if (deep_extra_conv and i == depth - 1) else 2)
+            ThinBlock(
+                conv_kind,
+                spatial_dims,
+                in_channels if i == 0 else channels,
+                channels,
+                3 if (deep_extra_conv and i == depth - 1) else 2,
+            )
             for i in range(depth)
         )
         self.pool = max_pool(spatial_dims)
@@ -80,13 +84,7 @@ class ThinUNet(nn.Module):
         """Names of the block outputs that feature distillation pairs between teacher and student."""
         return [f"encoder.{i}" for i in range(self.depth)] + ["bottom"] + [f"decoder.{i}" for i in range(self.depth)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_size(x, self.spatial_dims, 2**self.depth, type(self).__name__)
-        x = u_shape(x, self.encoder, self.pool, self.bottom, self.decoder,
-                    lambda x, skip, _: torch.cat([upsample(x, "nearest"), skip], dim=1))
-        return self.head(x)
 
-
-register_net("thin_unet", conv_kind="regular")(ThinUNet)
-register_net("thin_separable_unet", conv_kind="separable")(ThinUNet)
-register_net("thin_separable_student", conv_kind="separable", deep_extra_conv=True)(ThinUNet)
+register_net("thin_unet", fixed={"conv_kind": "regular", "deep_extra_conv": False})(ThinUNet)
+register_net("thin_separable_unet", fixed={"conv_kind": "separable", "deep_extra_conv": False})(ThinUNet)
+register_net("thin_separable_student", fixed={"conv_kind": "separable", "deep_extra_conv": True})(ThinUNet)

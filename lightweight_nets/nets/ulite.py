@@ -7,7 +7,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from lightweight_nets.blocks import AxialDepthwiseConv, batch_norm, check_spatial_size, conv, max_pool, upsample
+from lightweight_nets.blocks import (
+    AxialDepthwiseConv,
+    batch_norm,
+    check_arg,
+    check_odd_kernel,
+    check_widths,
+    conv,
+    max_pool,
+)
+from lightweight_nets.nets.base import UShapedNet
 from lightweight_nets.registry import register_net
 
 __all__ = ["ULite"]
@@ -18,8 +27,9 @@ class ULiteEncoderBlock(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int):
         super().__init__()
-        self.mix = nn.Sequential(AxialDepthwiseConv(spatial_dims, in_channels, kernel_size),
-                                 batch_norm(spatial_dims, in_channels))
+        self.mix = nn.Sequential(
+            AxialDepthwiseConv(spatial_dims, in_channels, kernel_size), batch_norm(spatial_dims, in_channels)
+        )
         self.down = nn.Sequential(conv(spatial_dims, in_channels, out_channels, 1), max_pool(spatial_dims), nn.GELU())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,15 +59,18 @@ class ULiteBottleneck(nn.Module):
         branch = channels // (len(dilations) + 1)
         self.squeeze = conv(spatial_dims, channels, branch, 1)
         self.branches = nn.ModuleList(AxialDepthwiseConv(spatial_dims, branch, kernel_size, d) for d in dilations)
-        self.fuse = nn.Sequential(batch_norm(spatial_dims, branch * (len(dilations) + 1)),
-                                  conv(spatial_dims, branch * (len(dilations) + 1), channels, 1), nn.GELU())
+        self.fuse = nn.Sequential(
+            batch_norm(spatial_dims, branch * (len(dilations) + 1)),
+            conv(spatial_dims, branch * (len(dilations) + 1), channels, 1),
+            nn.GELU(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze(x)
         return self.fuse(torch.cat([x, *(branch(x) for branch in self.branches)], dim=1))
 
 
-class ULite(nn.Module):
+class ULite(UShapedNet):
     """U-Lite (Dinh, Nguyen, Tran et al., "1M parameters are enough? A lightweight CNN-based model for medical
     image segmentation", APSIPA ASC 2023).
 
@@ -87,8 +100,19 @@ class ULite(nn.Module):
         bottleneck_kernel_size: int = 3,
         dilations: Sequence[int] = (1, 2, 3),
     ):
-        super().__init__()
-        self.spatial_dims, self.multiple = spatial_dims, 2 ** (len(channels) - 1)
+        name = type(self).__name__
+        check_widths(name, "channels", channels, min_len=2)
+        check_odd_kernel(name, "kernel_size", kernel_size)
+        check_odd_kernel(name, "bottleneck_kernel_size", bottleneck_kernel_size)
+        check_widths(name, "dilations", dilations)
+        check_arg(
+            channels[-1] >= len(dilations) + 1,
+            name,
+            "channels",
+            channels,
+            f"a last width of at least len(dilations) + 1 = {len(dilations) + 1} (the bottleneck's branches)",
+        )
+        super().__init__(spatial_dims, in_channels, out_channels, depth=len(channels) - 1)
         self.stem = conv(spatial_dims, in_channels, channels[0], 7)
         pairs = list(zip(channels[:-1], channels[1:]))
         self.encoder = nn.ModuleList(ULiteEncoderBlock(spatial_dims, i, o, kernel_size) for i, o in pairs)
@@ -96,17 +120,15 @@ class ULite(nn.Module):
         self.decoder = nn.ModuleList(ULiteDecoderBlock(spatial_dims, o, i, kernel_size) for i, o in reversed(pairs))
         self.head = conv(spatial_dims, channels[0], out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_size(x, self.spatial_dims, self.multiple, type(self).__name__)
-        x = self.stem(x)
-        skips = []
-        for block in self.encoder:
-            x, skip = block(x)
-            skips.append(skip)
-        x = self.bottleneck(x)
-        for block, skip in zip(self.decoder, reversed(skips)):
-            x = block(torch.cat([upsample(x, "nearest"), skip], dim=1))
-        return self.head(x)
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def _down(self, x: torch.Tensor, block: nn.Module, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder block pools itself and hands back its skip."""
+        return block(x)
+
+    def _bottom(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(x)
 
 
 register_net("ulite")(ULite)
