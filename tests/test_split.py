@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lightweight_nets.training.split import hc18_subject
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
@@ -38,7 +40,7 @@ def test_the_command_regenerates_each_shipped_split(dataset, tmp_path):
 def test_no_file_is_in_both_parts_and_no_group_is_split():
     split = json.loads((REPO / SHIPPED["hc18"][1]).read_text())
     assert not set(split["train"]) & set(split["validation"])
-    subjects = {part: {name.split("_", 1)[0] for name in split[part]} for part in ("train", "validation")}
+    subjects = {part: {hc18_subject(name) for name in split[part]} for part in ("train", "validation")}
     assert not subjects["train"] & subjects["validation"]
 
 

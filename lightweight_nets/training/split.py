@@ -56,7 +56,7 @@ def make_busi_split(dataset_dir: str | Path, val_fraction: float = 0.3, seed: in
                                 seed, "busi")
 
 
-def make_csv_group_split(csv_path: str | Path, name_column: str, group_column: str, val_fraction: float,
+def make_csv_group_split(csv_path: str | Path, name_column: str, group_column: str, val_fraction: float = 0.2,
                          seed: int = 0, dataset: str | None = None, keep_in_validation: Sequence[str] = ()) -> dict:
     """A split of the files a CSV lists (``name_column``) by its ``group_column`` (a subject, a near-duplicate
     group): MSD hippocampus by ``subject_group`` in ``cases.csv``, the sarcoma CT by ``subject``."""
@@ -107,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if not args.group_column:
                 parser.error("csv needs --group-column")
-            split = make_csv_group_split(args.source, args.name_column, args.group_column,
-                                         fraction.get("val_fraction", 0.2), args.seed, args.dataset,
-                                         args.keep_in_validation)
+            split = make_csv_group_split(args.source, args.name_column, args.group_column, seed=args.seed,
+                                         dataset=args.dataset, keep_in_validation=args.keep_in_validation,
+                                         **fraction)
     except (OSError, ValueError) as error:
         print(f"lightweight-seg-split: {error}", file=sys.stderr)
         return 1
