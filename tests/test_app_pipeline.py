@@ -67,7 +67,7 @@ def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, fetal_o
         errors = dciodvfy_errors(output.seg_path)
         if name == "MR700":  # its source has StudyInstanceUID == FrameOfReferenceUID; the SEG must copy both
             assert set(errors) <= set(dciodvfy_errors(stack.sources[0].filename))
-        elif name == "OBXXXX1A_2frame":
+        elif name == "OBXXXX1A_2frame.dcm":
             assert set(errors) == {REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS}
             assert any("Number of Frames" in error for error in dciodvfy_errors(stack.sources[0].filename))
         else:
