@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 SYSTEM_STAMP := .venv/.system-packages
 DEBIAN_PACKAGES := dicom3tools dcmtk orthanc orthanc-dicomweb debootstrap podman buildah
 
-.PHONY: venv system-packages demo test test-fast lint profile
+.PHONY: venv system-packages seg-clients demo test test-fast lint profile
 
 venv: $(VENV_STAMP)
 
@@ -25,16 +25,30 @@ $(SYSTEM_STAMP): | $(VENV_STAMP)
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 	touch $@
 
+# The DICOM-SEG readers tests/test_seg_clients.py runs besides highdicom and dcmqi (in .venv): pydicom-seg, which
+# needs pydicom<3, in a venv of its own, and OHIF's reader (@cornerstonejs/adapters, dcmjs) in node, tests/clients.
+# Debian's nodejs and npm only where there is no npm yet (a nodejs package of another origin conflicts with npm).
+SEG_CLIENTS_STAMP := .venv/.seg-clients
+seg-clients: $(SEG_CLIENTS_STAMP)
+
+$(SEG_CLIENTS_STAMP): tests/clients/requirements-pydicom-seg.txt tests/clients/package-lock.json | $(SYSTEM_STAMP)
+	command -v npm >/dev/null || { apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm; }
+	test -d .venv-pydicom-seg || python3.11 -m venv .venv-pydicom-seg
+	.venv-pydicom-seg/bin/python -m pip install -q -r tests/clients/requirements-pydicom-seg.txt
+	npm ci --prefix tests/clients --no-audit --no-fund --ignore-scripts
+	touch $@
+
 # The Deploy app on the shipped sample DICOM (samples/make_demo_dicom.py): an HC18 fetal-head ultrasound and a CT.
 demo: venv deploy-sdk
 	$(PY) apps/lightweight_seg -i samples/dicom -o out/demo -l WARN
 
-test: venv deploy-sdk system-packages
+test: venv deploy-sdk system-packages seg-clients
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # While iterating: skips the slow end-to-end tests (CI runs them all).
-test-fast: venv deploy-sdk system-packages
+test-fast: venv deploy-sdk system-packages seg-clients
 	$(PY) -m pytest -q -m "not slow"
 
 lint: venv

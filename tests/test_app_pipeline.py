@@ -17,6 +17,13 @@ from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_heade
 from lightweight_seg.pipeline import segment_paths, segment_stack
 from lightweight_seg.seg_writer import build_seg
 
+# OBXXXX1A_2frame holds 2 frames under Ultrasound Image Storage, a single-frame SOP class (dciodvfy flags the source's
+# NumberOfFrames). PS3.3 requires ReferencedFrameNumber when the referenced instance is multi-frame, which it is;
+# dciodvfy forbids it by the SOP class. The SEG follows the standard's condition, without which every reader puts both
+# masks on frame 1 (seg_writer's docstring).
+REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS = (
+    "Error - Shall not be present for Referenced SOP Class that is not multi-frame - attribute <ReferencedFrameNumber>")
+
 
 def _stacks(name: str) -> list[Stack]:
     headers, errors = read_headers(find_files(input_path(name))[0])
@@ -60,6 +67,9 @@ def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, fetal_o
         errors = dciodvfy_errors(output.seg_path)
         if name == "MR700":  # its source has StudyInstanceUID == FrameOfReferenceUID; the SEG must copy both
             assert set(errors) <= set(dciodvfy_errors(stack.sources[0].filename))
+        elif name == "OBXXXX1A_2frame.dcm":
+            assert set(errors) == {REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS}
+            assert any("Number of Frames" in error for error in dciodvfy_errors(stack.sources[0].filename))
         else:
             assert errors == []
         seg = hd.seg.segread(output.seg_path)

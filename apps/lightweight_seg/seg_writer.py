@@ -3,8 +3,14 @@ label, codes and recommended display colour), the algorithm named by the bundle'
 
 Two cases highdicom 0.28 does not cover alone, both kept standard-conformant here:
 
-* Images without a Frame of Reference (ultrasound) need ``PatientOrientation`` in the SEG's General Image
-  module (type 2C: present, empty when unknown) because the SEG then has no plane orientation either.
+* Images without a Frame of Reference (ultrasound): the SEG gets a Frame of Reference of its own (a new UID,
+  which no other object shares) and the Pixel Measures, Plane Orientation (Patient) and Plane Position (Patient)
+  functional groups, which the SEG IOD requires once a Frame of Reference is present and which every common
+  reader needs to place a frame (dcmqi builds its volume from them, OHIF / cornerstone check the orientation and
+  read SliceThickness and SpacingBetweenSlices). The geometry is the image's own pixel grid: rows down, columns
+  across (orientation ``1\\0\\0\\0\\1\\0``), PixelSpacing the ultrasound region's calibration (1 mm where the image
+  is not calibrated), and frame k of a cine at ``0\\0\\(k-1)s`` with s the row spacing as SliceThickness and
+  SpacingBetweenSlices, so that a cine reads as a volume whose slice k is source frame k.
 * Multi-frame sources without a Frame of Reference (ultrasound cine) are refused by highdicom, which only
   places frames it can position in space (and reads multi-frame sources as enhanced images with functional
   groups, which Ultrasound Multi-frame is not). Such a SEG is still well defined by the standard: each SEG
@@ -12,9 +18,11 @@ Two cases highdicom 0.28 does not cover alone, both kept standard-conformant her
   frames are organised along the cine's time axis by a second dimension, ``TemporalPositionIndex`` in the
   Frame Content functional group. highdicom writes the SEG for frame 1, given a one-frame single-frame view
   of the source; the references are then pointed back at the real SOP class and the remaining frames added
-  with the same functional groups, one per segment and source frame. A source whose SOP class is single-frame
-  but that holds several frames anyway (seen in the wild) is referenced without frame numbers, as the standard
-  forbids them there; its frames stay ordered by the temporal index.
+  with the same functional groups, one per segment and source frame. ``ReferencedFrameNumber`` is required
+  wherever the referenced instance is a multi-frame image (PS3.3 Table 10-3, Image SOP Instance Reference
+  Macro: the condition is on the instance, not its SOP class), so it is also written for a single-frame SOP class
+  instance that holds several frames anyway (``NumberOfFrames`` 2 in Ultrasound Image Storage, seen in the
+  wild); without it, readers put every mask on frame 1.
 
 The SEG copies the patient's and the study's text from its source. Where the source's SpecificCharacterSet is
 one highdicom does not take as it is (code extensions, e.g. ``\\ISO 2022 IR 87`` for Japanese, whose empty first
@@ -33,7 +41,8 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pack_bits
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
-from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
+from pydicom.uid import UltrasoundImageStorage
+from pydicom.valuerep import DSfloat, PersonName
 
 from lightweight_nets.bundle import BundleSpec, Code, Segment
 from lightweight_seg.dicom_io import Stack
@@ -115,7 +124,7 @@ def _add_cine_frames(seg: hd.seg.Segmentation, labels: np.ndarray, source: Datas
             dataset.ReferencedSOPClassUID = source.SOPClassUID
 
     seg.walk(restore_sop_class)
-    numbered = source.SOPClassUID == UltrasoundMultiFrameImageStorage
+    numbered = "NumberOfFrames" in source  # a multi-frame instance, whatever its SOP class
     time_dimension = copy.deepcopy(seg.DimensionIndexSequence[0])
     time_dimension.DimensionIndexPointer = Tag("TemporalPositionIndex")
     time_dimension.FunctionalGroupPointer = Tag("FrameContentSequence")
@@ -139,6 +148,37 @@ def _add_cine_frames(seg: hd.seg.Segmentation, labels: np.ndarray, source: Datas
     seg.PerFrameFunctionalGroupsSequence = frames
     seg.NumberOfFrames = len(frames)
     seg.PixelData = pack_bits(np.concatenate(masks).astype(np.uint8))
+
+
+def _content_description(spec: BundleSpec) -> str:
+    """What the SEG holds and what made it, in the 64 characters ContentDescription (LO) allows."""
+    labels = ", ".join(segment.label for segment in spec.segments)
+    return f"{labels}: automatic, {spec.name} {spec.version}"[:64]
+
+
+def _ds(value: float) -> DSfloat:
+    return DSfloat(value, auto_format=True)  # at most 16 characters, as DS allows
+
+
+def _add_pixel_grid_geometry(seg: hd.seg.Segmentation, stack: Stack) -> None:
+    """Give the SEG of a stack without Frame of Reference one of its own, on the image's pixel grid: shared Pixel
+    Measures and Plane Orientation (Patient), and per frame a Plane Position (Patient) at the source frame's place
+    along the stack (see the module docstring)."""
+    row_spacing, column_spacing = stack.pixel_spacing_mm or (1.0, 1.0)
+    seg.FrameOfReferenceUID = hd.UID()
+    seg.PositionReferenceIndicator = ""
+    measures = Dataset()
+    measures.PixelSpacing = [_ds(row_spacing), _ds(column_spacing)]
+    measures.SliceThickness = measures.SpacingBetweenSlices = _ds(row_spacing)
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence):  # segment by segment, each all frames
+        position = Dataset()
+        position.ImagePositionPatient = [0, 0, _ds(row_spacing * (index % len(stack.frames)))]
+        item.PlanePositionSequence = [position]
 
 
 def build_seg(stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number: int,
@@ -166,13 +206,15 @@ def build_seg(stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number:
         software_versions=spec.version,
         device_serial_number="0",
         series_description=series_description[:64],
+        content_description=_content_description(spec),
+        content_creator_name=PersonName.from_named_components(family_name=SEG_MANUFACTURER, given_name=spec.id[:64]),
         omit_empty_frames=False,
     )
     if stack.is_cine:
         _add_cine_frames(seg, labels, stack.sources[0])
     if not stack.has_frame_of_reference:
-        seg.PatientOrientation = stack.sources[0].get("PatientOrientation", "")
-    ours = [series_description, spec.name, spec.version, *(segment.label for segment in spec.segments)]
+        _add_pixel_grid_geometry(seg, stack)
+    ours = [series_description, spec.id, spec.name, spec.version, *(segment.label for segment in spec.segments)]
     if not all(text.isascii() for text in ours) and seg.get("SpecificCharacterSet") != UTF8:
         seg.decode()
         seg.SpecificCharacterSet = UTF8  # the bundle's own text (labels, name) is not in the source's repertoire
