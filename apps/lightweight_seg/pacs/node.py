@@ -29,6 +29,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from . import dimse_status
 from .config import Config
 from .jobs import Job, JobStore
 from .spool import RejectedObject, Spool
@@ -236,10 +237,10 @@ class Node:
         except RejectedObject as exc:
             self.jobs.reject(f"rejected/{exc.path.name}", f"{exc}; sent by {calling}; kept as {exc.path}")
             log.warning("rejected an object from %s: %s", calling, exc)
-            return 0xA900
+            return dimse_status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
         except OSError as exc:
             log.error("cannot spool an instance from %s: %s", calling, exc.strerror)
-            return 0xA700
+            return dimse_status.OUT_OF_RESOURCES
         with self._lock:
             delivered = self._delivering.setdefault(event.assoc, set())
             opened = stored[0] not in delivered
@@ -247,7 +248,7 @@ class Node:
         series_uid, study_uid, is_new = stored
         self.jobs.received(series_uid, study_uid, is_new, self.config.quiet_seconds, self.config.destination, opened)
         log.debug("spooled %s from %s (series %s)", event.request.AffectedSOPInstanceUID, calling, stored[0])
-        return 0x0000
+        return dimse_status.SUCCESS
 
     def start_server(self) -> None:
         """Start the C-STORE / C-ECHO SCP in the background; only the allow-listed calling AE titles get in."""
