@@ -30,7 +30,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from . import dimse_status
-from .config import Config
+from .config import Config, ConfigError
 from .jobs import Job, JobStore
 from .spool import RejectedObject, Spool
 from .transport import client_for
@@ -95,7 +95,7 @@ class Node:
     def __init__(self, config: Config):
         self.config = config
         self.spool = Spool(config.spool_dir)
-        self.jobs = JobStore(self.spool.root / "jobs.sqlite")
+        self.jobs = JobStore.in_spool(self.spool.root)
         self._models = None
         self._models_lock = threading.Lock()
         self.server = None
@@ -253,7 +253,7 @@ class Node:
     def start_server(self) -> None:
         """Start the C-STORE / C-ECHO SCP in the background; only the allow-listed calling AE titles get in."""
         if not self.config.allowed_calling_aets:
-            raise ValueError("allowed_calling_aets is empty: name the AE titles that may send to this node")
+            raise ConfigError("allowed_calling_aets is empty: name the AE titles that may send to this node")
         ae = _NodeAE(self, ae_title=self.config.ae_title)
         ae.require_calling_aet = list(self.config.allowed_calling_aets)  # checked on the A-ASSOCIATE-RQ
         ae.maximum_associations = self.config.max_associations
