@@ -10,14 +10,18 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
 from .jobs import STATES, JobStore
+
+if TYPE_CHECKING:  # imported for real only by listen and pull: the node brings DICOM networking and the pipeline
+    from .node import Node
 
 log = logging.getLogger("lightweight_seg.pacs")
 
 
-def _listen(node, args) -> int:
+def _listen(node: Node, args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -41,7 +45,7 @@ def _listen(node, args) -> int:
     return 0
 
 
-def _pull(node, args) -> int:
+def _pull(node: Node, args) -> int:
     from .transport import client_for
 
     destination = args.to or args.source
@@ -118,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_node(config, args) -> int:
+def _run_node(config: Config, args) -> int:
     """listen / pull: the node, its DICOM networking and the pipeline (torch, MONAI) it segments with."""
     from ..dicom_io import InputError
     from .node import Node
