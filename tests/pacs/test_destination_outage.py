@@ -121,7 +121,7 @@ def test_failed_send_keeps_its_seg_backs_off_and_resumes_when_the_pacs_is_back(o
         job = wait_for(failed_four_times, 60, 0.01, "four failed sends")
         assert job.error == "send failed 4 times: association with later (ORTHANC) failed or was rejected"
         expected = {1: 0.2, 2: 0.4, 3: 0.8, 4: 0.8}  # doubling up to max_retry_seconds, never parked
-        assert {n: seen[n] for n in seen if n} == {n: ("failed", wait) for n, wait in expected.items() if n in seen}
+        assert {n: seen[n] for n in seen if n} == {n: ("failed", wait) for n, wait in expected.items()}
         pacs = start_orthanc(tmp_path / "pacs", dicom_port=later)  # the PACS comes back
         try:
             job = wait_for(lambda: (job := node.jobs.get(series_uid)).state == "done" and job, 30, 0.1, "the SEG sent")

@@ -74,9 +74,8 @@ def test_cut_transfers_get_one_seg_and_a_grown_series_a_replacing_one(orthanc, l
     # 3. The senders retry the whole series: one SEG each, of every instance.
     assert storescu(cut, listener.port).returncode == 0
     assert storescu(crash, listener.port).returncode == 0
-    done = wait_for(lambda: all(job_of(config, uid).state == "done" for uid in (cut_uid, crash_uid)), 120, 0.5,
-                    "both series done")
-    assert done
+    wait_for(lambda: all(job_of(config, uid).state == "done" for uid in (cut_uid, crash_uid)), 120, 0.5,
+             "both series done")
     first = job_of(config, cut_uid)
     segs = {uid: job_of(config, uid).seg_uid for uid in (cut_uid, crash_uid)}
     assert sorted(orthanc.sop_uids(study_uid, "SEG")) == sorted(segs.values())

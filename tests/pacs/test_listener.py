@@ -8,6 +8,8 @@ from pacs_support import CT_SERIES, SENDER_AET, cli, echo, fresh_series, storesc
 from pynetdicom import AE
 from test_app_support import SHARED_DATA, write_ultrasound
 
+from lightweight_seg.pacs import dimse_status
+
 
 def status(config) -> dict:
     answer = cli(config, "status", "--json")
@@ -97,12 +99,12 @@ def test_bad_objects_get_clear_errors_and_node_keeps_working(orthanc, listener_f
     # 1. no Series Instance UID: refused to the sender, kept under rejected/, parked in the status with the reason.
     no_series = pydicom.dcmread(fresh_series("CT_small.dcm", tmp_path / "a")[2][0])
     del no_series.SeriesInstanceUID
-    assert send_dataset(listener.port, no_series) == 0xA900
+    assert send_dataset(listener.port, no_series) == dimse_status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
     # 2. truncated pixel data: stored, then the pipeline fails on it; retried, then parked with the reason.
     _, broken_uid, broken = fresh_series("CT_small.dcm", tmp_path / "b")
     ds = pydicom.dcmread(broken[0])
     ds.PixelData = ds.PixelData[:1000]
-    assert send_dataset(listener.port, ds) == 0
+    assert send_dataset(listener.port, ds) == dimse_status.SUCCESS
     # 3. an object the app does not segment (a structured report).
     _, sr_uid, sr = fresh_series("test-SR.dcm", tmp_path / "c")
     assert storescu(sr, listener.port).returncode == 0

@@ -6,15 +6,17 @@ import argparse
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from ..dicom_io import InputError
-from .config import load_config
-from .jobs import STATES
-from .node import Node
-from .transport import client_for
+from .config import Config, ConfigError, load_config
+from .jobs import STATES, JobStore
+
+if TYPE_CHECKING:  # imported for real only by listen and pull: the node brings DICOM networking and the pipeline
+    from .node import Node
 
 log = logging.getLogger("lightweight_seg.pacs")
 
@@ -44,8 +46,9 @@ def _listen(node: Node, args) -> int:
 
 
 def _pull(node: Node, args) -> int:
+    from .transport import client_for
+
     destination = args.to or args.source
-    node.config.peer(destination)
     query = dict(item.split("=", 1) for item in args.query)
     if not (args.study or args.series or query):
         raise SystemExit("pull: give --study, --series or --query")
@@ -71,8 +74,8 @@ def _pull(node: Node, args) -> int:
     return 0 if all(job.state == "done" for job in jobs) else 1
 
 
-def _status(node: Node, args) -> int:
-    jobs = node.jobs.all()
+def _status(store: JobStore, args) -> int:
+    jobs = store.all()
     if args.json:
         print(json.dumps([job.__dict__ for job in jobs], indent=1))
         return 0
@@ -87,14 +90,14 @@ def _status(node: Node, args) -> int:
     return 0
 
 
-def _retry(node: Node, args) -> int:
-    missing = [uid for uid in args.series if not node.jobs.retry(uid)]
+def _retry(store: JobStore, args) -> int:
+    missing = [uid for uid in args.series if not store.retry(uid)]
     for uid in missing:
         print(f"{uid}: no parked or failed job", file=sys.stderr)
     return 1 if missing else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightweight_seg.pacs", description=__doc__)
     parser.add_argument("--config", required=True, help="node config (JSON)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs UIDs and file names; higher levels do not")
@@ -116,19 +119,59 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--json", action="store_true")
     retry = sub.add_parser("retry", help="give parked or failed series a fresh set of attempts")
     retry.add_argument("series", nargs="+", help="Series Instance UID")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run_node(config: Config, args) -> int:
+    """listen / pull: the node, its DICOM networking and the pipeline (torch, MONAI) it segments with."""
+    from ..dicom_io import InputError
+    from .node import Node
+
+    node = Node(config)
+    try:
+        return {"listen": _listen, "pull": _pull}[args.command](node, args)
+    except (RuntimeError, OSError, InputError) as exc:  # busy spool, bad bundle, PACS down
+        return _fail(exc)
+    except ConfigError as exc:  # listen without allowed_calling_aets, an unreadable credentials_file
+        return _fail_config(exc, args.config)
+    finally:
+        node.jobs.close()
+
+
+def _fail(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _fail_config(exc: ConfigError, config_path: str) -> int:
+    return _fail(exc if exc.path else f"{config_path}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read and check the config first (a bad one is one line and exit status 2); `status` and `retry` need only
+    the job database, so they never import the networking or model stack and answer at once."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        for name in (getattr(args, "source", None), getattr(args, "to", None)):
+            if name is not None:
+                config.peer(name)
+    except ConfigError as exc:
+        return _fail_config(exc, args.config)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if logging.getLogger().level > logging.DEBUG:  # their INFO messages name UIDs of the data sets they handle
         for chatty in ("pynetdicom", "highdicom"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
-    node = Node(load_config(args.config))
+    if args.command in ("listen", "pull"):
+        return _run_node(config, args)
     try:
-        return {"listen": _listen, "pull": _pull, "status": _status, "retry": _retry}[args.command](node, args)
-    except (RuntimeError, KeyError, OSError, InputError) as exc:  # busy spool, unknown peer, bad bundle, PACS down
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        store = JobStore.in_spool(config.spool_dir)
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"{config.spool_dir}: cannot open the job database: {exc}")
+    try:
+        return {"status": _status, "retry": _retry}[args.command](store, args)
     finally:
-        node.jobs.close()
+        store.close()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Node configuration (one JSON file) and DICOMweb credentials (environment or a file, never the command line)."""
+"""Node configuration (one JSON file) and DICOMweb credentials (environment or a file, never the command line).
+
+`load_config` checks the whole file before anything runs (unknown keys, types, ranges, then incomplete or undefined
+peers and bad addresses) and raises one `ConfigError` naming the file and the problems, so that a typo is one line,
+not a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,69 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+
+class ConfigError(ValueError):
+    """The node config (or a file it names) cannot be used; `problem` says why, `path` which file, if known."""
+
+    def __init__(self, problem: str, path: Path | str | None = None):
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.problem = problem
+        self.path = path
+
+
+_AE_TITLE = {"type": "string", "minLength": 1, "maxLength": 16}
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+_COUNT = {"type": "integer", "minimum": 1}
+_SECONDS = {"type": "number", "minimum": 0}
+_TIMEOUT = {"type": "number", "exclusiveMinimum": 0}  # 0 would make a socket non-blocking, not patient
+_TEXT = {"type": "string", "minLength": 1}
+_TEXT_OR_NULL = {"type": ["string", "null"], "minLength": 1}
+_PEER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "ae_title": _AE_TITLE,
+        "host": _TEXT,
+        "port": _PORT,
+        "dicomweb": _TEXT,
+        "credentials_file": _TEXT,
+        "credentials_env": _TEXT,
+        "timeout": _TIMEOUT,
+    },
+    "additionalProperties": False,
+}
+# The keys of `Config` (a test keeps the two in step), their JSON types and ranges.
+SCHEMA = {
+    "type": "object",
+    "required": ["spool_dir"],
+    "properties": {
+        "spool_dir": _TEXT,
+        "ae_title": _AE_TITLE,
+        "host": _TEXT,
+        "port": _PORT,
+        "allowed_calling_aets": {"type": "array", "items": _AE_TITLE},
+        "allowed_hosts": {"type": "array", "items": _TEXT},
+        "max_associations": _COUNT,
+        "max_associations_per_host": _COUNT,
+        "association_request_timeout": _TIMEOUT,
+        "network_timeout": _TIMEOUT,
+        "max_pdu_size": {"type": "integer", "minimum": 16384},  # below it, no PDU of a normal peer would fit
+        "quiet_seconds": _SECONDS,
+        "aborted_quiet_seconds": _SECONDS,
+        "max_attempts": _COUNT,
+        "retry_seconds": _SECONDS,
+        "max_retry_seconds": _SECONDS,
+        "workers": _COUNT,
+        "bundle_root": _TEXT_OR_NULL,
+        "model": _TEXT_OR_NULL,
+        "rules": _TEXT_OR_NULL,
+        "peers": {"type": "object", "additionalProperties": _PEER_SCHEMA},
+        "destination": _TEXT_OR_NULL,
+    },
+    "additionalProperties": False,
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +101,9 @@ class Peer:
     def credentials(self) -> dict[str, str]:
         """{"username", "password"}, {"token"} or {} (no authentication)."""
         if self.credentials_file:
-            creds = json.loads(Path(self.credentials_file).read_text())
+            creds = _read_json(Path(self.credentials_file))
+            if not isinstance(creds, dict):
+                raise ConfigError('not a JSON object ({"username", "password"} or {"token"})', self.credentials_file)
         else:
             env = self.credentials_env
             creds = {
@@ -77,14 +147,57 @@ class Config:
 
     def peer(self, name: str) -> Peer:
         if name not in self.peers:
-            raise KeyError(f"peer {name!r} is not in the config (known: {', '.join(self.peers) or 'none'})")
+            raise ConfigError(f"peer {name!r} is not in the config (known: {', '.join(self.peers) or 'none'})")
         return self.peers[name]
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read it: {exc.strerror}", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not JSON: not UTF-8 text", path) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path) from None
+
+
+def _problems(raw) -> list[str]:
+    """Everything wrong with the parsed file, each as "where: what" ("peers.pacs.port: 0 is less than ...")."""
+    problems = []
+    for error in Draft202012Validator(SCHEMA).iter_errors(raw):
+        where = ".".join(map(str, error.absolute_path))
+        problems.append(f"{where}: {error.message}" if where else error.message)
+    if problems:
+        return sorted(problems)
+    for name, spec in raw.get("peers", {}).items():
+        dimse = [key for key in ("ae_title", "host", "port") if key in spec]
+        if ("dicomweb" in spec) == bool(dimse) or 0 < len(dimse) < 3:
+            problems.append(f"peers.{name}: give either ae_title, host and port (DIMSE) or dicomweb (DICOMweb)")
+    destination = raw.get("destination")
+    if destination is not None and destination not in raw.get("peers", {}):
+        known = ", ".join(raw.get("peers", {})) or "none"
+        problems.append(f"destination: {destination!r} is not one of the peers (known: {known})")
+    for host in raw.get("allowed_hosts", []):
+        try:
+            ipaddress.ip_network(host, strict=False)  # a typo must not silently lock every sender out
+        except ValueError:
+            problems.append(f"allowed_hosts: {host!r} is not an IP address or network")
+    return problems
+
+
 def load_config(path: Path | str) -> Config:
-    """Read the JSON config; relative paths in it are relative to the file."""
+    """Read and check the JSON config; relative paths in it are relative to the file.
+
+    Raises:
+        ConfigError: the file is missing or not JSON, or has unknown keys, wrong types or values out of range (all
+            of these named), or else incomplete or undefined peers or addresses that are not addresses.
+    """
     path = Path(path)
-    raw = json.loads(path.read_text())
+    raw = _read_json(path)
+    problems = _problems(raw)
+    if problems:
+        raise ConfigError("; ".join(problems), path)
     base = path.parent
 
     def resolve(value):
@@ -97,11 +210,4 @@ def load_config(path: Path | str) -> Config:
     for name, peer in peers.items():
         if peer.credentials_file:
             peers[name] = replace(peer, credentials_file=str(resolve(peer.credentials_file)))
-    config = Config(peers=peers, **raw)
-    if config.destination is not None:
-        config.peer(config.destination)
-    for host in config.allowed_hosts:
-        ipaddress.ip_network(host, strict=False)  # a typo must not silently lock every sender out
-    if config.max_pdu_size < 16384:
-        raise ValueError(f"max_pdu_size {config.max_pdu_size} is below 16384 (no PDU of a normal peer would fit)")
-    return config
+    return Config(peers=peers, **raw)

@@ -105,6 +105,12 @@ class JobStore:
             if column not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
+    @classmethod
+    def in_spool(cls, spool_dir: Path) -> JobStore:
+        """The job database of a spool (`jobs.sqlite` in it), the folder made if need be."""
+        Path(spool_dir).mkdir(parents=True, exist_ok=True)
+        return cls(Path(spool_dir) / "jobs.sqlite")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

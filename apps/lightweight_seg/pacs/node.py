@@ -29,7 +29,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .config import Config
+from . import dimse_status
+from .config import Config, ConfigError
 from .jobs import Job, JobStore
 from .spool import RejectedObject, Spool
 from .transport import client_for
@@ -94,7 +95,7 @@ class Node:
     def __init__(self, config: Config):
         self.config = config
         self.spool = Spool(config.spool_dir)
-        self.jobs = JobStore(self.spool.root / "jobs.sqlite")
+        self.jobs = JobStore.in_spool(self.spool.root)
         self._models = None
         self._models_lock = threading.Lock()
         self.server = None
@@ -236,10 +237,10 @@ class Node:
         except RejectedObject as exc:
             self.jobs.reject(f"rejected/{exc.path.name}", f"{exc}; sent by {calling}; kept as {exc.path}")
             log.warning("rejected an object from %s: %s", calling, exc)
-            return 0xA900
+            return dimse_status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
         except OSError as exc:
             log.error("cannot spool an instance from %s: %s", calling, exc.strerror)
-            return 0xA700
+            return dimse_status.OUT_OF_RESOURCES
         with self._lock:
             delivered = self._delivering.setdefault(event.assoc, set())
             opened = stored[0] not in delivered
@@ -247,12 +248,12 @@ class Node:
         series_uid, study_uid, is_new = stored
         self.jobs.received(series_uid, study_uid, is_new, self.config.quiet_seconds, self.config.destination, opened)
         log.debug("spooled %s from %s (series %s)", event.request.AffectedSOPInstanceUID, calling, stored[0])
-        return 0x0000
+        return dimse_status.SUCCESS
 
     def start_server(self) -> None:
         """Start the C-STORE / C-ECHO SCP in the background; only the allow-listed calling AE titles get in."""
         if not self.config.allowed_calling_aets:
-            raise ValueError("allowed_calling_aets is empty: name the AE titles that may send to this node")
+            raise ConfigError("allowed_calling_aets is empty: name the AE titles that may send to this node")
         ae = _NodeAE(self, ae_title=self.config.ae_title)
         ae.require_calling_aet = list(self.config.allowed_calling_aets)  # checked on the A-ASSOCIATE-RQ
         ae.maximum_associations = self.config.max_associations

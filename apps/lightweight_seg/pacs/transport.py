@@ -17,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet
 
+from . import dimse_status
 from .config import Peer
 from .spool import RejectedObject, Spool
 
@@ -28,10 +29,6 @@ _GET_STORAGE = [cx.abstract_syntax for cx in StoragePresentationContexts[:127]]
 
 class TransportError(RuntimeError):
     """The peer could not be reached or refused / failed the request."""
-
-
-def _status_ok(status) -> bool:
-    return status is not None and "Status" in status and status.Status in (0x0000, 0xB000, 0xB007, 0xB006)
 
 
 class DimseClient:
@@ -64,9 +61,11 @@ class DimseClient:
         assoc = self._associate(ae)
         try:
             for status, answer in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-                if status is None or not ("Status" in status and status.Status in (0x0000, 0xFF00, 0xFF01)):
-                    raise TransportError(f"C-FIND failed at {self.peer.name}: {status}")
-                if answer is not None and status.Status in (0xFF00, 0xFF01):
+                if not (dimse_status.pending(status) or dimse_status.code(status) == dimse_status.SUCCESS):
+                    raise TransportError(
+                        f"C-FIND failed at {self.peer.name}: {dimse_status.describe(status, dimse_status.FIND)}"
+                    )
+                if answer is not None and dimse_status.pending(status):
                     found.append((str(answer.StudyInstanceUID), str(answer.SeriesInstanceUID)))
         finally:
             assoc.release()
@@ -81,8 +80,8 @@ class DimseClient:
                 stored.append(spool.store_raw(event.file_meta, event.request.DataSet.getvalue(), lambda: event.dataset))
             except RejectedObject as exc:
                 problems.append(f"{exc} (kept as {exc.path.name})")
-                return 0xA900
-            return 0x0000
+                return dimse_status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+            return dimse_status.SUCCESS
 
         ae = AE(ae_title=self.local_ae)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
@@ -101,8 +100,9 @@ class DimseClient:
         finally:
             assoc.release()
         failed = getattr(final, "NumberOfFailedSuboperations", 0) or 0
-        if not _status_ok(final) or failed or problems:
-            raise TransportError(f"C-GET from {self.peer.name}: {failed} failed; {'; '.join(problems) or final}")
+        if not dimse_status.done(final) or failed or problems:
+            reason = "; ".join(problems) or dimse_status.describe(final, dimse_status.GET)
+            raise TransportError(f"C-GET from {self.peer.name}: {failed} failed; {reason}")
         return stored
 
     def send(self, dataset: Dataset) -> None:
@@ -117,8 +117,8 @@ class DimseClient:
             status = assoc.send_c_store(dataset)
         finally:
             assoc.release()
-        if not _status_ok(status):
-            raise TransportError(f"C-STORE to {self.peer.name} failed: status {getattr(status, 'Status', None)}")
+        if not dimse_status.done(status):
+            raise TransportError(f"C-STORE to {self.peer.name} failed: {dimse_status.describe(status)}")
 
 
 def _root_cause(exc: BaseException) -> str:
