@@ -101,7 +101,7 @@ def test_failed_send_keeps_its_seg_backs_off_and_resumes_when_the_pacs_is_back(o
     later = free_port()  # nothing listens here yet
     peers = {**orthanc.peers(), "later": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": later, "timeout": 5}}
     config = write_config(tmp_path / "node.json", orthanc, peers=peers, destination="later", max_attempts=1,
-                          retry_seconds=0.2, max_retry_seconds=0.8)
+                          retry_seconds=0.5, max_retry_seconds=2.0)
     runs, segment_paths = [], lightweight_seg.pipeline.segment_paths
     counted = lambda *args, **kwargs: runs.append(1) or segment_paths(*args, **kwargs)  # noqa: E731
     monkeypatch.setattr(lightweight_seg.pipeline, "segment_paths", counted)
@@ -120,7 +120,8 @@ def test_failed_send_keeps_its_seg_backs_off_and_resumes_when_the_pacs_is_back(o
 
         job = wait_for(failed_four_times, 60, 0.01, "four failed sends")
         assert job.error == "send failed 4 times: association with later (ORTHANC) failed or was rejected"
-        expected = {1: 0.2, 2: 0.4, 3: 0.8, 4: 0.8}  # doubling up to max_retry_seconds, never parked
+        # doubling up to max_retry_seconds, never parked; waits of 0.5 s or more, so that 10 ms polls see every one
+        expected = {1: 0.5, 2: 1.0, 3: 2.0, 4: 2.0}
         assert {n: seen[n] for n in seen if n} == {n: ("failed", wait) for n, wait in expected.items()}
         pacs = start_orthanc(tmp_path / "pacs", dicom_port=later)  # the PACS comes back
         try:
