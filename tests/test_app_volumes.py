@@ -117,7 +117,9 @@ def test_limb_ct_series_goes_to_the_sarcoma_model_and_its_mr_is_skipped(models, 
     assert segment["volume_mm3"] == pytest.approx(predicted.sum() * np.prod(reference.GetSpacing()), rel=1e-3)
     # a tumour-centred-crop model on a wider field over-grows (model card), but it must find the tumour where it is
     assert recall > 0.9 and dice > 0.25
-    assert dciodvfy_errors(output.sr_path) == []  # the volume as a measurement SR beside the SEG
+    # the volume as a measurement SR beside the SEG, conformant but for what it copies from the source (its Study ID
+    # is 17 characters long)
+    assert set(dciodvfy_errors(output.sr_path)) <= set(dciodvfy_errors(slices[0]))
     ((volume,),) = [group.get_measurements() for group in hd.sr.srread(output.sr_path).content
                     .get_volumetric_roi_measurement_groups()]
     assert (volume.value, volume.unit.value) == (segment["volume_mm3"], "mm3")
