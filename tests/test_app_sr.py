@@ -105,7 +105,7 @@ def test_gestational_age_outside_the_formula_range_is_not_reported_and_says_why(
     source, output, report = outputs["head_13_weeks.dcm"]
     (segment,) = report["segments"]
     hc = segment["head_circumference_mm_per_frame"][0]
-    assert hc < 85  # HC18 006: 67.84 mm by the sonographer, about 12.7 weeks by Hadlock
+    assert hc < 89  # HC18 006: 67.84 mm by the sonographer, about 12.7 weeks by Hadlock (14 weeks: 89 mm)
     assert segment["gestational_age_weeks_per_frame"] == [None]
     (reason,) = segment["gestational_age_not_given"]
     assert f"HC {hc:g} mm" in reason and "outside the 14-42 weeks" in reason and "Hadlock" in reason
