@@ -12,7 +12,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from test_app_support import SHARED_DATA, dciodvfy_errors, write_ultrasound
+from test_app_support import SHARED_DATA, dciodvfy_errors, input_path, write_ultrasound
 
 from lightweight_nets.measure import GESTATIONAL_AGE_FORMULAS, ellipse_perimeter
 from lightweight_nets.segment import read_pixel_sizes
@@ -128,3 +128,28 @@ def test_breast_lesion_sr_gives_area_and_the_largest_diameter_as_a_line(outputs)
     assert (values["Area"].value, values["Area"].unit.value) == (segment["area_mm2_per_frame"][0], "mm2")
     # the longest chord of a lesion is at least the diameter of a disc of its area
     assert diameter >= 2 * math.sqrt(segment["area_mm2_per_frame"][0] / math.pi)
+
+
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "OBXXXX1A_2frame.dcm"])
+def test_a_cine_gets_one_group_per_frame_on_that_frame_and_its_seg_frame(fetal_only, name, tmp_path):
+    """Each group of a cine is on the frame it names: its region references that source frame (where the SOP class
+    takes frame numbers, else the instance), and its measurements the SEG frame made from that source frame."""
+    (output,) = segment_paths(input_path(name), tmp_path, models=fetal_only).outputs
+    report = json.loads(output.report_path.read_text())
+    (segment,) = report["segments"]
+    assert dciodvfy_errors(output.sr_path) == []
+    seg = pydicom.dcmread(output.seg_path)
+    groups = hd.sr.srread(output.sr_path).content.get_planar_roi_measurement_groups()
+    on = [k + 1 for k, pixels in enumerate(segment["pixels_per_frame"]) if pixels]
+    assert [group.tracking_identifier for group in groups] == [f"fetal head frame {k}" for k in on] and len(on) > 1
+    numbered = pydicom.dcmread(input_path(name), stop_before_pixels=True).SOPClassUID == \
+        pydicom.uid.UltrasoundMultiFrameImageStorage
+    for k, group in zip(on, groups):
+        region_source = group.roi.ContentSequence[0].ReferencedSOPSequence[0]
+        assert region_source.get("ReferencedFrameNumber") == (k if numbered else None)
+        seg_frame = int(group.get_measurements()[0].referenced_images[0].ReferencedSOPSequence[0].ReferencedFrameNumber)
+        item = seg.PerFrameFunctionalGroupsSequence[seg_frame - 1]
+        source = item.DerivationImageSequence[0].SourceImageSequence[0]
+        assert source.get("ReferencedFrameNumber", item.FrameContentSequence[0].get("TemporalPositionIndex")) == k
+        hc = segment["head_circumference_mm_per_frame"][k - 1]
+        assert hc is None or _values(group)["Head Circumference"].value == hc

@@ -45,13 +45,14 @@ def _code(code: Code) -> hd.sr.CodedConcept:
 
 @dataclass(frozen=True)
 class _SegFrame:
-    """Where one SEG frame comes from: its segment and its source instance and frame."""
+    """Where one SEG frame comes from: its segment, its source instance, and the source frame."""
 
     number: int  # the SEG frame number (1-based)
     segment: int
     source_uid: str
     source_class: str
-    source_frame: int | None  # ReferencedFrameNumber, where the SEG gives one
+    position: int | None  # the source frame: its ReferencedFrameNumber, else its TemporalPositionIndex (a cine)
+    source_frame_numbers: list[int] | None  # the ReferencedFrameNumber the SEG gives (a multi-frame SOP class)
 
 
 def _seg_frames(seg: Dataset) -> list[_SegFrame]:
@@ -62,12 +63,13 @@ def _seg_frames(seg: Dataset) -> list[_SegFrame]:
     for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
         identification = item if "SegmentIdentificationSequence" in item else shared
         source = item.DerivationImageSequence[0].SourceImageSequence[0]
-        frame = source.get("ReferencedFrameNumber", item.FrameContentSequence[0].get("TemporalPositionIndex"))
-        if isinstance(frame, MultiValue):
-            frame = frame[0]
+        numbered = source.get("ReferencedFrameNumber")
+        position = numbered if numbered is not None else item.FrameContentSequence[0].get("TemporalPositionIndex")
+        position = position[0] if isinstance(position, MultiValue) else position
         frames.append(_SegFrame(number, int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
                                 str(source.ReferencedSOPInstanceUID), str(source.ReferencedSOPClassUID),
-                                None if frame is None else int(frame)))
+                                None if position is None else int(position),
+                                None if numbered is None else [int(position)]))
     return frames
 
 
@@ -76,33 +78,26 @@ def _seg_frame(frames: list[_SegFrame], stack: Stack, index: int, segment: int) 
     source, frame = stack.frame_sources[index]
     for candidate in frames:
         if (candidate.segment == segment and candidate.source_uid == source.SOPInstanceUID
-                and (frame is None or candidate.source_frame == frame)):
+                and (frame is None or candidate.position == frame)):
             return candidate
     raise ValueError(f"the SEG has no frame of segment {segment} on stack frame {index + 1}")
 
 
-def _source_frame_numbers(seg_frame: _SegFrame, seg: Dataset) -> list[int] | None:
-    """The source frame number to reference, where the SEG references one (a multi-frame SOP class)."""
-    source = seg.PerFrameFunctionalGroupsSequence[seg_frame.number - 1].DerivationImageSequence[0]
-    return [seg_frame.source_frame] if "ReferencedFrameNumber" in source.SourceImageSequence[0] else None
-
-
 def _from_seg(seg: Dataset, segment: int, seg_frames: list[int] | None) -> hd.sr.SourceImageForMeasurement:
     """A measurement's source: the SEG frames it was computed from (each a frame of one segment), or for a volume
-    the whole segment (PS3.3 C.18.4.1: a reference names frames or a segment, never both)."""
+    the whole segment (a reference names frames or a segment, never both: dciodvfy checks it)."""
     source = hd.sr.SourceImageForMeasurement(seg.SOPClassUID, seg.SOPInstanceUID, seg_frames)
     if seg_frames is None:
         source.ReferencedSOPSequence[0].ReferencedSegmentNumber = segment
     return source
 
 
-def _segmentation_frame(seg: Dataset, seg_frame: _SegFrame, segment: Segment, source_frames: list[int] | None
-                        ) -> hd.sr.ReferencedSegmentationFrame:
+def _segmentation_frame(seg: Dataset, seg_frame: _SegFrame) -> hd.sr.ReferencedSegmentationFrame:
     """The SEG frame a group is about, where it has no geometry to draw. The frame alone names its segment: highdicom
-    adds the segment number too, which PS3.3 C.18.4.1 forbids beside a frame number (dciodvfy checks it)."""
+    adds the segment number too, which must not stand beside a frame number (dciodvfy checks it)."""
     where = hd.sr.ReferencedSegmentationFrame(
-        seg.SOPClassUID, seg.SOPInstanceUID, seg_frame.number, segment.number,
-        hd.sr.SourceImageForSegmentation(seg_frame.source_class, seg_frame.source_uid, source_frames))
+        seg.SOPClassUID, seg.SOPInstanceUID, seg_frame.number, seg_frame.segment,
+        hd.sr.SourceImageForSegmentation(seg_frame.source_class, seg_frame.source_uid, seg_frame.source_frame_numbers))
     del where[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
     return where
 
@@ -135,7 +130,7 @@ def _image_region(values: dict, index: int, source: hd.sr.SourceImageForRegion) 
     """The geometry a viewer draws for frame ``index``: the head ellipse, else the largest diameter."""
     for key, graphic in (("head_ellipse_points", hd.sr.GraphicTypeValues.ELLIPSE),
                          ("largest_diameter_points", hd.sr.GraphicTypeValues.POLYLINE)):
-        points = values.get(key, [None] * (index + 1))[index]
+        points = values[key][index] if key in values else None
         if points is not None:
             return hd.sr.ImageRegion(graphic, np.array(points, dtype=float), source)
     return None
@@ -153,10 +148,9 @@ def _frame_groups(stack: Stack, spec: BundleSpec, seg: Dataset, segment: Segment
         if not pixels or not measured:
             continue
         seg_frame = _seg_frame(seg_frames, stack, index, segment.number)
-        source_frames = _source_frame_numbers(seg_frame, seg)
         region = _image_region(values, index, hd.sr.SourceImageForRegion(
-            seg_frame.source_class, seg_frame.source_uid, source_frames))
-        where = None if region is not None else _segmentation_frame(seg, seg_frame, segment, source_frames)
+            seg_frame.source_class, seg_frame.source_uid, seg_frame.source_frame_numbers))
+        where = None if region is not None else _segmentation_frame(seg, seg_frame)
         from_seg = _from_seg(seg, segment.number, [seg_frame.number])
         label = f"{segment.label} frame {index + 1}" if len(stack.frame_sources) > 1 else segment.label
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
