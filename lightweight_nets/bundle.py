@@ -2,9 +2,10 @@
 
 Each served model is its own MONAI bundle (``bundle/<id>/``). Everything model-specific lives in its
 ``configs/inference.json`` (network, pre- and post-processing, segments with their codes, colours and measurements,
-series-selection rules) and ``configs/metadata.json`` (name, version, ``network_data_format``), read here with
-``monai.bundle.ConfigParser``. The bundle's own ``run``, evaluation, the Deploy app, the PACS node and the
-benchmarks all take a model's facts from this reader, never from constants in Python.
+the codes and units a structured report gives those measurements, series-selection rules) and
+``configs/metadata.json`` (name, version, ``network_data_format``), read here with ``monai.bundle.ConfigParser``.
+The bundle's own ``run``, evaluation, the Deploy app, the PACS node and the benchmarks all take a model's facts
+from this reader, never from constants in Python.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from lightweight_nets.inference import BACKENDS, MODEL_SUFFIXES, Predictor, load
 from lightweight_nets.measure import MEASUREMENTS
 from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
-__all__ = ["BundleError", "Code", "Segment", "BundleSpec", "served_backend", "load_bundle_predictor", "is_bundle",
-           "find_bundles"]
+__all__ = ["BundleError", "Code", "MeasurementCoding", "Segment", "BundleSpec", "served_backend",
+           "load_bundle_predictor", "is_bundle", "find_bundles"]
 
 INFERENCE_CONFIG = Path("configs") / "inference.json"
 METADATA = Path("configs") / "metadata.json"
@@ -46,6 +47,29 @@ class Code:
         if not all(isinstance(v, str) and v for v in config.values()):
             raise ValueError(f"{what}: value, scheme and meaning must be non-empty strings, got {config!r}")
         return cls(**config)
+
+
+@dataclass(frozen=True)
+class MeasurementCoding:
+    """How a structured report codes one measurement of :data:`lightweight_nets.measure.MEASUREMENTS`.
+
+    Args:
+        concept: what is measured, e.g. LN 11984-2 "Head Circumference" (CID 12005), SCT 42798000 "Area".
+        unit: its UCUM unit, in the unit the report gives the value in (e.g. UCUM ``mm``).
+        equation: for a value computed by a published equation, the equation (e.g. LN 11932-1
+            "HC, Hadlock 1984", CID 12013).
+    """
+
+    concept: Code
+    unit: Code
+    equation: Code | None = None
+
+    @classmethod
+    def of(cls, config: dict, what: str) -> MeasurementCoding:
+        if not isinstance(config, dict) or not {"concept", "unit"} <= set(config) <= {"concept", "unit", "equation"}:
+            raise ValueError(f"{what} must be {{'concept', 'unit'[, 'equation']}}, got {config!r}")
+        return cls(*(None if config.get(key) is None else Code.of(config[key], f"{what} {key}")
+                     for key in ("concept", "unit", "equation")))
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,7 @@ class BundleSpec:
     segments: tuple[Segment, ...]
     series_rules: tuple[dict, ...]
     _parser: object = field(repr=False, compare=False)
+    measurement_codes: dict[str, MeasurementCoding] = field(default_factory=dict)
 
     @classmethod
     def load(cls, root: str | Path) -> BundleSpec:
@@ -189,6 +214,15 @@ class BundleSpec:
             raise BundleError(f"{config}: segments must be numbered 1, 2, ... in order")
         if postprocessing.activation == "sigmoid" and len(segments) != 1:
             raise BundleError(f"{config}: a sigmoid output has one segment; use softmax for {len(segments)}")
+        codes = item("measurement_codes", dict) if any(s.measurements for s in segments) else {}
+        try:
+            codes = {name: MeasurementCoding.of(coding, f"measurement_codes: {name}") for name, coding in codes.items()}
+        except ValueError as error:
+            raise BundleError(f"{config}: {error}") from None
+        uncoded = [m for s in segments for m in s.measurements if m not in codes]
+        if uncoded:
+            raise BundleError(f"{config}: measurement_codes: no codes for {uncoded[0]!r} (concept and unit, for the "
+                              "structured report)")
         for rule in rules:
             if not isinstance(rule, dict) or not isinstance(rule.get("conditions"), dict) or not rule["conditions"]:
                 raise BundleError(f"{config}: series_rules: every rule needs a name and non-empty conditions, "
@@ -197,7 +231,7 @@ class BundleSpec:
         spec = cls(root=root, id=root.name, name=str(metadata.get("name", root.name)),
                    version=str(metadata.get("version", "unknown")), task=str(metadata.get("task", "")),
                    preprocessing=preprocessing, postprocessing=postprocessing, segments=segments,
-                   series_rules=rules, _parser=parser)
+                   series_rules=rules, _parser=parser, measurement_codes=codes)
         spec._check_network_data_format(metadata.get("network_data_format", {}), metadata_path)
         return spec
 

@@ -207,10 +207,14 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            os.chmod(self.tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
+            try:
+                os.chmod(self.tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+                os.replace(self.tmp, self.target)
+                return
+            except OSError:  # e.g. a folder in the way: the temporary file must not stay behind either
+                self.tmp.unlink(missing_ok=True)
+                raise
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_mask(mask: np.ndarray, target: str | Path, like: Image2D | None = None) -> Path:

@@ -64,6 +64,8 @@ def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, fetal_o
     assert result.errors == []
     assert len(result.outputs) == len(stacks)
     for stack, output in zip(stacks, result.outputs):
+        if output.sr_path is not None:  # the measurement SR, where the head was measured (spacing known)
+            assert dciodvfy_errors(output.sr_path) == []
         errors = dciodvfy_errors(output.seg_path)
         if name == "MR700":  # its source has StudyInstanceUID == FrameOfReferenceUID; the SEG must copy both
             assert set(errors) <= set(dciodvfy_errors(stack.sources[0].filename))
@@ -132,5 +134,17 @@ def test_report_and_overlay_beside_the_seg(models, fetal, tmp_path):
     assert "head_circumference_mm_per_frame" in segment
     with Image.open(output.overlay_path) as overlay:
         assert overlay.format == "PNG" and overlay.size == (800, 600)
+    assert report["outputs"] == {"seg": output.seg_path.name, "sr": output.sr_path.name,
+                                 "overlay": output.overlay_path.name}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in (output.seg_path, output.overlay_path, output.report_path))
+        p.name for p in (output.seg_path, output.sr_path, output.overlay_path, output.report_path))
+
+
+def test_a_failed_write_leaves_none_of_the_outputs(models, tmp_path):
+    """All or nothing: when the report cannot take its place (a folder is in the way), neither the SEG nor the SR nor
+    the overlay written before it is left behind."""
+    (stack,) = _stacks("OBXXXX1A.dcm")
+    (tmp_path / f"{stack.series_uid}.report.json").mkdir()
+    result = segment_paths(input_path("OBXXXX1A.dcm"), tmp_path, models=models)
+    assert result.outputs == [] and "not segmented" in result.errors[0][1]
+    assert [p.name for p in tmp_path.iterdir()] == [f"{stack.series_uid}.report.json"]

@@ -54,7 +54,11 @@ def test_cli_segments_a_mixed_folder_and_names_the_bad_file(tmp_path):
     assert f"error: {truncated}: cannot decode pixel data" in run.stderr
     assert f"error: {folder / 'notes.txt'}: not a DICOM file" in run.stderr
     assert f"error: {folder / 'rtplan.dcm'}: unsupported SOP class 'RT Plan Storage'" in run.stderr
-    assert len(list((tmp_path / "out").iterdir())) == 9  # SEG, overlay, report each; no temporary files
+    # the measurement SRs: of the cine (calibrated regions) and the CT volume; the breast image has no pixel size
+    srs = sorted((tmp_path / "out").glob("*.sr.dcm"))
+    assert len(srs) == 2 and run.stdout.count("  SR ") == 2
+    assert all(set(dciodvfy_errors(sr)) <= inherited for sr in srs)
+    assert len(list((tmp_path / "out").iterdir())) == 11  # SEG, overlay, report each, SR where measured; no temporary
 
 
 def test_forced_model_and_a_single_bundle(tmp_path):

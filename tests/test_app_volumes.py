@@ -66,6 +66,21 @@ def test_hippocampus_volume_as_a_dicom_mr_series_through_the_app(models, tmp_pat
     for segment, label in zip(report["segments"], (1, 2)):
         assert segment["volume_mm3"] == pytest.approx((expected == label).sum() * 1.0, rel=0.02)
         assert _dice(expected == label, truth == label) > 0.7  # a validation volume, never trained on
+    # the measurement SR: one volumetric group per segment, on the SEG segment, its volume the report's
+    assert dciodvfy_errors(output.sr_path) == []
+    sr = hd.sr.srread(output.sr_path)
+    assert sr.content.get_planar_roi_measurement_groups() == []
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert [group.tracking_identifier for group in groups] == ["anterior hippocampus", "posterior hippocampus"]
+    for group, segment in zip(groups, report["segments"]):
+        assert group.reference_type.meaning == "Referenced Segment"
+        reference = group.referenced_segment
+        assert reference.referenced_sop_instance_uid == seg.SOPInstanceUID
+        assert reference.referenced_segment_numbers == [segment["number"]]
+        assert reference.source_series_for_segmentation.value == output.series_uid
+        assert [site.value.meaning for site in group.finding_sites] == ["Hippocampus"]
+        (volume,) = group.get_measurements()
+        assert (volume.name.meaning, volume.value, volume.unit.value) == ("Volume", segment["volume_mm3"], "mm3")
 
 
 def test_limb_ct_series_goes_to_the_sarcoma_model_and_its_mr_is_skipped(models, tmp_path):
@@ -102,3 +117,9 @@ def test_limb_ct_series_goes_to_the_sarcoma_model_and_its_mr_is_skipped(models, 
     assert segment["volume_mm3"] == pytest.approx(predicted.sum() * np.prod(reference.GetSpacing()), rel=1e-3)
     # a tumour-centred-crop model on a wider field over-grows (model card), but it must find the tumour where it is
     assert recall > 0.9 and dice > 0.25
+    # the volume as a measurement SR beside the SEG, conformant but for what it copies from the source (its Study ID
+    # is 17 characters long)
+    assert set(dciodvfy_errors(output.sr_path)) <= set(dciodvfy_errors(slices[0]))
+    ((volume,),) = [group.get_measurements() for group in hd.sr.srread(output.sr_path).content
+                    .get_volumetric_roi_measurement_groups()]
+    assert (volume.value, volume.unit.value) == (segment["volume_mm3"], "mm3")

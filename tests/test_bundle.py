@@ -159,7 +159,8 @@ def test_shipped_fetal_model_segments_shipped_samples(tmp_path):
         assert (tmp_path / "overlays" / image.name).is_file()
     assert np.mean(dice) > 0.9, dice
     rows = results.read_text().splitlines()
-    assert len(rows) == 11 and rows[0] == "image,mask,segment,pixels,area_mm2,head_circumference_mm"
+    assert len(rows) == 11
+    assert rows[0] == "image,mask,segment,pixels,area_mm2,head_circumference_mm,gestational_age_weeks"
     assert all(",fetal head," in row for row in rows[1:])
 
 
@@ -190,7 +191,7 @@ def test_shipped_breast_model_segments_real_validation_images(tmp_path):
     assert len(dice) == 16 and np.mean(dice) > 0.6, dice
     header, first = results.read_text().splitlines()[:2]
     assert header == "image,mask,segment,pixels,not_measured"  # BUSI gives no pixel size: no area, and why
-    assert first.endswith(",area: no pixel spacing")
+    assert first.endswith(",area: no pixel spacing; largest_diameter: no pixel spacing")
 
 
 def test_a_copied_bundle_runs_on_its_own(tmp_path):
@@ -333,6 +334,8 @@ def _broken_copy(tmp_path: Path, edit) -> Path:
      "network_data_format input [256, 256] differs from inference.json preprocessing [128, 128]"),
     (lambda name, c: name == "inference.json" and c["segments"][0].update(measurements=["diameter"]),
      "unknown measurement 'diameter'"),
+    (lambda name, c: name == "inference.json" and c["measurement_codes"].pop("area"),
+     "measurement_codes: no codes for 'area'"),
     (lambda name, c: name == "inference.json" and c["segments"][0].update(type={"value": "69536005"}),
      "segment 1 type must be {'value', 'scheme', 'meaning'}"),
     (lambda name, c: name == "inference.json" and c["postprocessing"].update(activation="relu"),
@@ -342,7 +345,7 @@ def _broken_copy(tmp_path: Path, edit) -> Path:
     (lambda name, c: name == "inference.json" and c.pop("segments"), "no 'segments' item"),
     (lambda name, c: name == "metadata.json" and c["network_data_format"]["outputs"]["pred"].update(num_channels=3),
      "output has 3 channels; 1 segment(s) with sigmoid need 1"),
-], ids=["grid", "measurement", "code", "activation", "rule", "segments", "channels"])
+], ids=["grid", "measurement", "uncoded", "code", "activation", "rule", "segments", "channels"])
 def test_bundle_contract_errors_name_the_file_and_the_problem(tmp_path, edit, problem):
     with pytest.raises(BundleError) as error:
         BundleSpec.load(_broken_copy(tmp_path, edit))

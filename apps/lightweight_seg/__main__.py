@@ -28,7 +28,7 @@ from lightweight_seg.routing import DEFAULT_BUNDLES  # noqa: E402
 
 
 def _summary(output: SeriesResult) -> str:
-    """What was found in a series and where its SEG, overlay and report went, from its report."""
+    """What was found in a series and where its SEG, SR, overlay and report went, from its report."""
     report = json.loads(output.report_path.read_text())
     facts = []
     for segment in report["segments"]:
@@ -38,16 +38,23 @@ def _summary(output: SeriesResult) -> str:
         areas = [a for a in segment.get("area_mm2_per_frame", []) if a]
         if areas:
             fact += f", area {np.median(areas):.0f} mm2" + (" (median of frames)" if len(areas) > 1 else "")
-        circumferences = [c for c in segment.get("head_circumference_mm_per_frame", []) if c is not None]
-        if circumferences:
-            median = " (median of frames)" if len(circumferences) > 1 else ""
-            fact += f", head circumference {np.median(circumferences):.1f} mm{median}"
+        for key, what, unit in (("head_circumference_mm_per_frame", "head circumference", "mm"),
+                                ("gestational_age_weeks_per_frame", "gestational age", "weeks"),
+                                ("largest_diameter_mm_per_frame", "largest diameter", "mm")):
+            values = [v for v in segment.get(key, []) if v is not None]
+            if values:
+                median = " (median of frames)" if len(values) > 1 else ""
+                fact += f", {what} {np.median(values):.1f} {unit}{median}"
+        not_given = [why for why in segment.get("gestational_age_not_given", []) if why]
+        if not_given and not any(v is not None for v in segment.get("gestational_age_weeks_per_frame", [])):
+            fact += f", no gestational age ({not_given[0]})"
         for name, why in segment.get("not_measured", {}).items():
             fact += f", {name.replace('_', ' ')} not measured ({why})"
         facts.append(fact)
     return (one_line(f"{report['modality']} series {output.series_uid} -> {output.model}: {'; '.join(facts)}") + "\n"
-            f"  SEG     {one_line(output.seg_path)}\n  overlay {one_line(output.overlay_path)}\n"
-            f"  report  {one_line(output.report_path)}")
+            f"  SEG     {one_line(output.seg_path)}\n"
+            + (f"  SR      {one_line(output.sr_path)}\n" if output.sr_path is not None else "")
+            + f"  overlay {one_line(output.overlay_path)}\n  report  {one_line(output.report_path)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The whole application without the Deploy SDK: DICOM files in, a SEG + overlay PNG + JSON report per stack out.
+"""The whole application without the Deploy SDK: DICOM files in, a SEG + measurement SR + overlay PNG + JSON report
+per stack out.
 
 The Deploy app's operator and the PACS listener both call :func:`segment_paths` (or :func:`segment_series`),
 so there is one code path to test. Each series goes to the model its bundle's rules claim it for
@@ -36,6 +37,7 @@ from lightweight_seg.dicom_io import (
 from lightweight_seg.report import measurements, write_report
 from lightweight_seg.routing import ModelRouter
 from lightweight_seg.seg_writer import build_seg
+from lightweight_seg.sr_writer import build_sr, sr_series_identity
 
 __all__ = ["SeriesResult", "RunResult", "seg_series_identity", "segment_stack", "segment_series", "segment_routed",
            "segment_paths"]
@@ -51,6 +53,7 @@ class SeriesResult:
     seg_path: Path
     overlay_path: Path
     report_path: Path
+    sr_path: Path | None = None  # the measurement report (DICOM SR), where a segment has a measurement
 
 
 @dataclass
@@ -91,18 +94,24 @@ def seg_series_identity(stack: Stack, spec: BundleSpec, index: int, count: int) 
 
 def _write_outputs(stack: Stack, labels: np.ndarray, spec: BundleSpec, output_dir: Path, name: str,
                    identity: tuple[int, str], report: dict) -> SeriesResult:
-    """SEG, overlay and report, each written under a temporary name and renamed only when all three are
-    complete, so that a failure leaves none of them behind."""
-    result = SeriesResult(stack.series_uid, spec.id, output_dir / f"{name}.seg.dcm", output_dir / f"{name}.overlay.png",
-                          output_dir / f"{name}.report.json")
+    """SEG, measurement SR (where there is a measurement), overlay and report, each written under a temporary name
+    and renamed only when all are complete, the report first: a failure leaves none of them behind."""
     started = time.perf_counter()
-    with ExitStack() as files:
-        seg_tmp, overlay_tmp, report_tmp = (files.enter_context(atomic_path(p))
-                                            for p in (result.seg_path, result.overlay_path, result.report_path))
-        build_seg(stack, labels, spec, *identity).save_as(seg_tmp, enforce_file_format=True)
+    seg = build_seg(stack, labels, spec, *identity)
+    sr = build_sr(stack, spec, seg, report["segments"], *sr_series_identity(identity))
+    result = SeriesResult(stack.series_uid, spec.id, output_dir / f"{name}.seg.dcm", output_dir / f"{name}.overlay.png",
+                          output_dir / f"{name}.report.json", None if sr is None else output_dir / f"{name}.sr.dcm")
+    with ExitStack() as files:  # renamed in the reverse order: the report, the overlay, the SR, the SEG
+        seg_tmp, sr_tmp, overlay_tmp, report_tmp = (
+            None if path is None else files.enter_context(atomic_path(path))
+            for path in (result.seg_path, result.sr_path, result.overlay_path, result.report_path))
+        seg.save_as(seg_tmp, enforce_file_format=True)
+        if sr is not None:
+            sr.save_as(sr_tmp, enforce_file_format=True)
         write_overlay(stack.frames, labels, overlay_tmp, [segment.color_rgb for segment in spec.segments])
         report["timing_s"]["write"] = round(time.perf_counter() - started, 3)
-        report["outputs"] = {"seg": result.seg_path.name, "overlay": result.overlay_path.name}
+        report["outputs"] = {"seg": result.seg_path.name, "sr": None if sr is None else result.sr_path.name,
+                             "overlay": result.overlay_path.name}
         write_report(report, report_tmp)
     return result
 

@@ -41,7 +41,7 @@ def test_received_series_segmented_and_sent_once(orthanc, listener_factory, tmp_
     assert segs == [job["seg_uid"]]
     latency = job["updated"] - job["last_received"]
     print(f"\nidle node, quiet time 1 s: last instance received -> SEG stored in {latency:.1f} s")
-    seg = pydicom.dcmread(next((tmp_path / "spool" / "out" / series_uid).rglob("*.dcm")))
+    seg = pydicom.dcmread(next((tmp_path / "spool" / "out" / series_uid).rglob("*.seg.dcm")))
     assert seg.StudyInstanceUID == study_uid and seg.SOPInstanceUID == job["seg_uid"]
     assert storescu(paths[:1], listener.port).returncode == 0  # a re-sent copy does not re-open the series
     wait_for(lambda: status(config)[series_uid]["state"] == "done", 10)

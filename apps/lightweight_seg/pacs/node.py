@@ -5,7 +5,8 @@ Nothing lost: an instance is acknowledged only once it is durably in the spool, 
 from the source series and its instances (its Series Instance UID from the source series alone, so that a later SEG
 of a grown series joins it), a SEG is sent only if no acknowledged send is recorded for it, and the record is written
 after the destination acknowledged it; a crash between the two re-sends the same SOP Instance UID, which the PACS
-stores once. A SEG that could not be sent is kept and only re-sent.
+stores once. A SEG that could not be sent is kept and only re-sent. The measurement SR beside a SEG goes the same
+way, right after it: its SOP Instance UID is derived from the SEG's, and it references the SEG by its derived UIDs.
 
 Hostile peers: connections are counted and checked per address at accept, before pynetdicom reads a byte; the
 A-ASSOCIATE-RQ must come within `association_request_timeout`; a PDU header claiming more than `max_pdu_size` ends
@@ -44,6 +45,22 @@ _UID_NAMESPACE = "lightweight-seg/pacs/seg/v1"
 def short(uid: str) -> str:
     """A stable, non-identifying tag for a series in logs above DEBUG."""
     return hashlib.sha1(uid.encode()).hexdigest()[:10]
+
+
+def sr_uid_of(seg_uid: str) -> str:
+    """The SOP Instance UID of the measurement SR beside the SEG ``seg_uid``: derived from it, so that the SR of any
+    SEG ever sent is known without storing it."""
+    return generate_uid(entropy_srcs=[_UID_NAMESPACE, seg_uid, "sr"])
+
+
+def _replace_uids(dataset, new: dict[str, str]) -> None:
+    """Every UI value of ``dataset`` (nested sequences included) that is a key of ``new`` becomes its value."""
+
+    def replace(ds, element) -> None:
+        if element.VR == "UI" and isinstance(element.value, str) and element.value in new:
+            element.value = new[element.value]
+
+    dataset.walk(replace)
 
 
 class JobError(RuntimeError):
@@ -383,40 +400,60 @@ class Node:
                          f" completed it within {self.config.aborted_quiet_seconds:g} s")
         # The SEG series is the same for every version of the source series (a later, fuller SEG joins it); the
         # SOP Instance UID is derived from the instances it covers, so a job run twice yields the same one.
+        # The measurement SR beside a SEG follows it: its own derived series, a SOP Instance UID derived from the
+        # SEG's, and its references to the SEG pointed at the SEG's derived UIDs.
         series_uid = generate_uid(entropy_srcs=[_UID_NAMESPACE, job.series_uid, "seg-series"])
+        sr_series_uid = generate_uid(entropy_srcs=[_UID_NAMESPACE, job.series_uid, "sr-series"])
         key = [_UID_NAMESPACE, job.series_uid, *sorted(p.stem for p in paths)]
-        earlier = len(self.jobs.sent_for(job.series_uid, job.destination))
+        earlier = len(self._sent_segs(job.series_uid, job.destination))
         files = []
         for index, output in enumerate(result.outputs):
             seg = dcmread(output.seg_path)
-            seg.SeriesInstanceUID = series_uid
-            seg.SOPInstanceUID = generate_uid(entropy_srcs=[*key, "instance", str(index)])
+            derived = {seg.SeriesInstanceUID: series_uid,
+                       seg.SOPInstanceUID: generate_uid(entropy_srcs=[*key, "instance", str(index)])}
+            seg.SeriesInstanceUID, seg.SOPInstanceUID = derived[seg.SeriesInstanceUID], derived[seg.SOPInstanceUID]
             seg.file_meta.MediaStorageSOPInstanceUID = seg.SOPInstanceUID
             seg.InstanceNumber = earlier + index + 1  # a replacement sorts after what it replaces
             seg.save_as(output.seg_path, enforce_file_format=True)
             files.append(str(output.seg_path.relative_to(self.spool.root)))
+            if output.sr_path is not None:
+                sr = dcmread(output.sr_path)
+                _replace_uids(sr, derived)
+                sr.SeriesInstanceUID, sr.SOPInstanceUID = sr_series_uid, sr_uid_of(seg.SOPInstanceUID)
+                sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
+                sr.InstanceNumber = seg.InstanceNumber
+                sr.save_as(output.sr_path, enforce_file_format=True)
+                files.append(str(output.sr_path.relative_to(self.spool.root)))
         self.jobs.prepare(job, files, "; ".join(notes) or None)
         return files
 
+    def _sent_segs(self, series_uid: str, destination: str) -> list[str]:
+        """The SOP Instance UIDs of the SEGs of this series the destination acknowledged (not their SRs)."""
+        sent = [uid for uid, _ in self.jobs.sent_for(series_uid, destination)]
+        srs = {sr_uid_of(uid) for uid in sent}
+        return [uid for uid in sent if uid not in srs]
+
     def _send(self, job: Job, files: list[str]) -> tuple[str, str | None]:
-        """Send each written SEG not yet acknowledged by the destination; a SEG of a series that grew after an
-        earlier SEG was sent joins that SEG's series, and the job says so."""
+        """Send each written SEG, and the measurement SR after its SEG, not yet acknowledged by the destination
+        (each recorded once acknowledged); a SEG of a series that grew after an earlier SEG was sent joins that
+        SEG's series, and the job says so. Returns the SEG UIDs and the note."""
         destination = self.config.peer(job.destination)
-        earlier = [uid for uid, _ in self.jobs.sent_for(job.series_uid, destination.name)]
+        earlier = self._sent_segs(job.series_uid, destination.name)
         client, seg_uids = None, []
         for file in files:
-            seg = dcmread(self.spool.root / file)
-            if not self.jobs.was_sent(seg.SOPInstanceUID, destination.name):
+            dataset = dcmread(self.spool.root / file)
+            if not self.jobs.was_sent(dataset.SOPInstanceUID, destination.name):
                 client = client or client_for(destination, self.config.ae_title)
                 self._sending[threading.get_ident()] = job
                 try:
-                    client.send(seg)
+                    client.send(dataset)
                 except Exception as exc:
                     raise SendError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
                 finally:
                     self._sending.pop(threading.get_ident(), None)
-                self.jobs.record_sent(seg.SOPInstanceUID, destination.name, job.series_uid)
-            seg_uids.append(str(seg.SOPInstanceUID))
+                self.jobs.record_sent(dataset.SOPInstanceUID, destination.name, job.series_uid)
+            if dataset.Modality == "SEG":
+                seg_uids.append(str(dataset.SOPInstanceUID))
         replaced = [uid for uid in earlier if uid not in seg_uids]
         notes = [self.jobs.get(job.series_uid).seg_note] if self.jobs.get(job.series_uid).seg_note else []
         if replaced:
