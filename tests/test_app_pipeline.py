@@ -11,18 +11,17 @@ import highdicom as hd
 import numpy as np
 import pytest
 from PIL import Image
-from test_app_support import FOLDER_INPUTS, SINGLE_FILE_INPUTS, dciodvfy_errors, input_path
+from test_app_support import (
+    FOLDER_INPUTS,
+    REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS,
+    SINGLE_FILE_INPUTS,
+    dciodvfy_errors,
+    input_path,
+)
 
 from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
 from lightweight_seg.pipeline import segment_paths, segment_stack
 from lightweight_seg.seg_writer import build_seg
-
-# OBXXXX1A_2frame holds 2 frames under Ultrasound Image Storage, a single-frame SOP class (dciodvfy flags the source's
-# NumberOfFrames). PS3.3 requires ReferencedFrameNumber when the referenced instance is multi-frame, which it is;
-# dciodvfy forbids it by the SOP class. The SEG follows the standard's condition, without which every reader puts both
-# masks on frame 1 (seg_writer's docstring).
-REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS = (
-    "Error - Shall not be present for Referenced SOP Class that is not multi-frame - attribute <ReferencedFrameNumber>")
 
 
 def _stacks(name: str) -> list[Stack]:
@@ -64,16 +63,17 @@ def test_every_input_gives_a_conformant_seg_referencing_its_frames(name, fetal_o
     assert result.errors == []
     assert len(result.outputs) == len(stacks)
     for stack, output in zip(stacks, result.outputs):
-        if output.sr_path is not None:  # the measurement SR, where the head was measured (spacing known)
-            assert dciodvfy_errors(output.sr_path) == []
         errors = dciodvfy_errors(output.seg_path)
+        sr_errors = [] if output.sr_path is None else dciodvfy_errors(output.sr_path)  # the SR, where measured
         if name == "MR700":  # its source has StudyInstanceUID == FrameOfReferenceUID; the SEG must copy both
             assert set(errors) <= set(dciodvfy_errors(stack.sources[0].filename))
-        elif name == "OBXXXX1A_2frame.dcm":
+            assert sr_errors == []
+        elif name == "OBXXXX1A_2frame.dcm":  # SEG and SR reference its frames by number
             assert set(errors) == {REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS}
+            assert set(sr_errors) <= {REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS}
             assert any("Number of Frames" in error for error in dciodvfy_errors(stack.sources[0].filename))
         else:
-            assert errors == []
+            assert errors == sr_errors == []
         seg = hd.seg.segread(output.seg_path)
         assert seg.NumberOfFrames == len(stack.frames)  # every frame, e.g. both of OBXXXX1A_2frame
         _assert_seg_matches(seg, stack, fetal, fetal_only.predictor(fetal))

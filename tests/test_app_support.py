@@ -27,6 +27,13 @@ SINGLE_FILE_INPUTS = ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "OBXXXX1A_
 FOLDER_INPUTS = {"CT5N": "dicomdirtests/98892001/CT5N", "MR700": "dicomdirtests/98892003/MR700"}
 
 
+# OBXXXX1A_2frame holds 2 frames under Ultrasound Image Storage, a single-frame SOP class (dciodvfy flags the source's
+# NumberOfFrames). PS3.3 requires ReferencedFrameNumber when the referenced instance is multi-frame, which it is;
+# dciodvfy forbids it by the SOP class. The SEG follows the standard's condition, without which every reader puts both
+# masks on frame 1 (seg_writer's docstring).
+REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS = (
+    "Error - Shall not be present for Referenced SOP Class that is not multi-frame - attribute <ReferencedFrameNumber>")
+
 def input_path(name: str) -> Path:
     """A real input: a pydicom / pydicom-data file (no download: both ship their files) or a series folder."""
     if name in FOLDER_INPUTS:
