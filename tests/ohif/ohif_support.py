@@ -104,7 +104,8 @@ class _Handler(SimpleHTTPRequestHandler):
         return super().do_GET()
 
     def _proxy(self):
-        headers = {key: value for key, value in self.headers.items() if key.lower() in ("accept", "range")}
+        # Host passes through: Orthanc writes its bulk data URLs from it, so they point back here (same origin).
+        headers = {key: value for key, value in self.headers.items() if key.lower() in ("accept", "range", "host")}
         answer = requests.get(f"{self.server.orthanc_url}{self.path}", headers=headers, auth=self.server.auth,
                               timeout=60)
         self._send(answer.status_code, answer.headers.get("Content-Type", "application/octet-stream"), answer.content)
@@ -120,7 +121,7 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
-def view_study(url: str, out_dir: Path, timeout_s: float = 90) -> dict:
+def view_study(url: str, out_dir: Path, timeout_s: float = 60) -> dict:
     """Open ``url`` in headless Chromium, screenshot the study (``before.png``), load its SEG the way a user does
     (double-click its thumbnail, accept the hydration prompt) and screenshot again (``after.png``), both in
     ``out_dir``. Returns what view_study.mjs reports: the viewport's box in each screenshot, the page's console

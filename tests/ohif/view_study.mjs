@@ -42,29 +42,41 @@ async function shoot(name) {
   report.boxes[name] = await viewport.boundingBox();
 }
 
-let step = 'open the study';
+// An error in the page (uncaught, or one React caught and logged: a crashed view is a black page) ends the run at
+// once rather than at the timeout; the test fails on any of them anyway.
+const crashed = new Promise((_, reject) => {
+  page.on('pageerror', error => reject(new Error(`page error: ${error}`)));
+  page.on('console', message => message.type() === 'error' && reject(new Error(`console error: ${message.text()}`)));
+});
+crashed.catch(() => {});
+let step;
+async function run(name, action) {
+  step = name;
+  await Promise.race([action(), crashed]);
+}
+
 try {
-  await page.goto(url);
-  await viewport.waitFor({ state: 'visible' });
-  await page.locator('.cornerstone-canvas').first().waitFor({ state: 'visible' });
-  await settle();
-  await shoot('before');
-
-  step = 'find the SEG thumbnail';
+  await run('open the study', async () => {
+    await page.goto(url);
+    await viewport.waitFor({ state: 'visible' });
+    await page.locator('.cornerstone-canvas').first().waitFor({ state: 'visible' });
+    await settle();
+    await shoot('before');
+  });
   const thumbnail = page.locator('[data-cy="study-browser-thumbnail-no-image"]').filter({ hasText: 'SEG' }).first();
-  await thumbnail.waitFor({ state: 'visible' });
-
-  step = 'load the SEG (double-click its thumbnail)';
-  await thumbnail.dblclick();
-  await settle();
-
-  step = 'hydrate the SEG (the prompt)';
-  const yes = page.locator('[data-cy="yes-hydrate-btn"]');
-  await yes.waitFor({ state: 'visible' });
-  await yes.click();
-  await page.getByText('Loading SEG').waitFor({ state: 'hidden' });
-  await settle();
-  await shoot('after');
+  await run('find the SEG thumbnail', () => thumbnail.waitFor({ state: 'visible' }));
+  await run('load the SEG (double-click its thumbnail)', async () => {
+    await thumbnail.dblclick();
+    await settle();
+  });
+  await run('hydrate the SEG (yes to the prompt)', async () => {
+    const yes = page.locator('[data-cy="yes-hydrate-btn"]');
+    await yes.waitFor({ state: 'visible' });
+    await yes.click();
+    await page.getByText('Loading SEG').waitFor({ state: 'hidden' });
+    await settle();
+    await shoot('after');
+  });
 } catch (error) {
   report.failedStep = step;
   report.error = String(error).split('\n')[0];
