@@ -111,11 +111,14 @@ class _Handler(SimpleHTTPRequestHandler):
         self._send(answer.status_code, answer.headers.get("Content-Type", "application/octet-stream"), answer.content)
 
     def _send(self, status: int, content_type: str, body: bytes):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the browser closed the page before the answer came
+            pass
 
     def log_message(self, *args):  # quiet: the test reports what the page saw
         pass
