@@ -73,15 +73,15 @@ bench: venv
 # all published, so it cannot be installed, and the test needs only dist/.
 .PHONY: ohif
 OHIF_DIR := tests/ohif
-OHIF_STAMP := $(OHIF_DIR)/node_modules/.installed
-OHIF_APP := @ohif/app@3.13.2
+OHIF_VERSION := 3.13.2
+OHIF_STAMP := $(OHIF_DIR)/viewer/.installed-$(OHIF_VERSION)
 OHIF_APP_SHA512 := 5997719a9986eeba85816f5924b71b82bdd70ad2e2d4a0cd3e831a798e4f3deea3e06e1f8c48e393271933a0ba664d85f3b04ac457e9abe8dde715d907d13c10
 ohif: $(OHIF_STAMP)
 
 $(OHIF_STAMP): $(OHIF_DIR)/package.json $(OHIF_DIR)/package-lock.json
 	cd $(OHIF_DIR) && npm ci --ignore-scripts --no-audit --no-fund
 	rm -rf $(OHIF_DIR)/viewer && mkdir -p $(OHIF_DIR)/viewer
-	cd $(OHIF_DIR)/viewer && tarball=$$(npm pack --silent $(OHIF_APP)) && \
+	cd $(OHIF_DIR)/viewer && tarball=$$(npm pack --silent @ohif/app@$(OHIF_VERSION)) && \
 	echo "$(OHIF_APP_SHA512)  $$tarball" | sha512sum -c --quiet && \
 	tar -xzf $$tarball --strip-components=1 package/dist && rm $$tarball
 	touch $@
