@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 SYSTEM_STAMP := .venv/.system-packages
-DEBIAN_PACKAGES := dicom3tools dcmtk orthanc orthanc-dicomweb debootstrap podman buildah
+DEBIAN_PACKAGES := dicom3tools dcmtk orthanc orthanc-dicomweb debootstrap podman buildah chromium
 
 .PHONY: venv system-packages seg-clients demo test test-fast lint profile
 
@@ -16,7 +16,8 @@ $(VENV_STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -c requirements.txt -e '.[app,pacs,dev]'
 	touch $@
 
-# Debian tools the tests use: dciodvfy (dicom3tools), dcmtk, a real Orthanc PACS, and the MAP image builders.
+# Debian tools the tests use: dciodvfy (dicom3tools), dcmtk, a real Orthanc PACS, the MAP image builders, and
+# Chromium (tests/ohif drives it headless).
 system-packages: $(SYSTEM_STAMP)
 
 $(SYSTEM_STAMP): | $(VENV_STAMP)
@@ -43,7 +44,7 @@ $(SEG_CLIENTS_STAMP): tests/clients/requirements-pydicom-seg.txt tests/clients/p
 demo: venv deploy-sdk
 	$(PY) apps/lightweight_seg -i samples/dicom -o out/demo -l WARN
 
-test: venv deploy-sdk system-packages seg-clients
+test: venv deploy-sdk system-packages seg-clients ohif
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
@@ -80,3 +81,21 @@ test-map: venv deploy-sdk system-packages
 .PHONY: bench
 bench: venv
 	$(PY) -m benchmarks
+
+# The OHIF viewer test (tests/ohif): playwright-core from its lock file, and OHIF's built viewer, the dist/ of
+# @ohif/app, unpacked from the package itself (checked against its registry sha512): its own dependencies are not
+# all published, so it cannot be installed, and the test needs only dist/.
+.PHONY: ohif
+OHIF_DIR := tests/ohif
+OHIF_VERSION := 3.13.2
+OHIF_STAMP := $(OHIF_DIR)/viewer/.installed-$(OHIF_VERSION)
+OHIF_APP_SHA512 := 5997719a9986eeba85816f5924b71b82bdd70ad2e2d4a0cd3e831a798e4f3deea3e06e1f8c48e393271933a0ba664d85f3b04ac457e9abe8dde715d907d13c10
+ohif: $(OHIF_STAMP)
+
+$(OHIF_STAMP): $(OHIF_DIR)/package.json $(OHIF_DIR)/package-lock.json
+	cd $(OHIF_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	rm -rf $(OHIF_DIR)/viewer && mkdir -p $(OHIF_DIR)/viewer
+	cd $(OHIF_DIR)/viewer && tarball=$$(npm pack --silent @ohif/app@$(OHIF_VERSION)) && \
+	echo "$(OHIF_APP_SHA512)  $$tarball" | sha512sum -c --quiet && \
+	tar -xzf $$tarball --strip-components=1 package/dist && rm $$tarball
+	touch $@
