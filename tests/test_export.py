@@ -12,7 +12,8 @@ import torch
 
 from lightweight_nets import create_net, list_nets
 from lightweight_nets.bundle import BundleSpec, load_bundle_predictor, served_backend
-from lightweight_nets.inference import BACKENDS, export_onnx, export_torchscript, load_predictor, quantize_int8
+from lightweight_nets.export import export_onnx, export_torchscript, quantize_int8
+from lightweight_nets.inference.predictors import BACKENDS, load_predictor
 
 STUDENT = "thin_separable_student"
 # An ONNX export takes ~10 s, so by default only the student and the weight-standardised, GroupNorm SD-UNet (the one

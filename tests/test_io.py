@@ -9,7 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
-from lightweight_nets.io import dicom_grey_frames
+from lightweight_nets.io.dicom import dicom_grey_frames
 from lightweight_nets.transforms import to_grey
 
 

@@ -364,7 +364,7 @@ class Node:
         if not paths:
             raise JobError("no instances of this series in the spool")
         result = segment_paths(
-            self.spool.series_dir(job.series_uid),  # its hidden .tmp files (instances still arriving) are skipped
+            self.spool.series_dir(job.series_uid),  # its hidden temporaries (instances still arriving) are skipped
             self.spool.fresh_output_dir(job.series_uid),
             models=self.models,
             rules=self.config.rules,
