@@ -157,11 +157,8 @@ def _seconds(row: dict, key: str) -> str:
     return f"{row[key]:.2f}" if key in row else "-"
 
 
-def markdown_section(rows: list[dict] | None, threads: int = 2) -> str:
-    """Markdown for the "End to end" section of docs/benchmarks.md from the rows :func:`measure` gave (None: not in
-    the saved results)."""
-    if rows is None:
-        return "Not in the saved results: `python -m benchmarks` without `--from-json` measures it.\n\n"
+def markdown_section(rows: list[dict], threads: int = 2) -> str:
+    """Markdown for the "End to end" section of docs/benchmarks.md from the rows :func:`measure` gave."""
     lines = [f"Warm runs of `lightweight_seg.pipeline.segment_paths` ({threads} threads, bundle default backend), "
              "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (for a 2D "
              "model split in the next columns, timed again on the same frames; a 3D model resamples, runs a "

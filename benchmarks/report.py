@@ -20,6 +20,7 @@ __all__ = ["STUDENT", "BASELINE", "TARGET_FPS", "TARGET_SPEEDUP", "fastest_backe
 STUDENT, BASELINE = "thin_separable_student", "unet"
 TARGET_FPS, TARGET_SPEEDUP = 150.0, 40.0  # 2D 256x256, 2 cores, best backend
 KEPT_HEADING = "## Measurements behind design choices"  # hand-written: why the code does what it does, in numbers
+END_TO_END_HEADING = "## End to end"
 BACKEND_TITLES = {"torch": "PyTorch eager", "torchscript": "TorchScript", "onnx": "ONNX Runtime",
                   "onnx-int8": "ORT int8"}
 
@@ -141,22 +142,23 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _kept_section(markdown: Path) -> list[str]:
-    """The hand-written section of an existing report (:data:`KEPT_HEADING` up to the next heading of its level),
-    so that regenerating the tables keeps it."""
+def _existing_section(markdown: Path, heading: str) -> list[str]:
+    """The section ``heading`` of an existing report (up to the next heading of its level), or [] where there is
+    none."""
     text = markdown.read_text() if markdown.is_file() else ""
-    start = text.find(f"{KEPT_HEADING}\n")
+    start = text.find(f"{heading}\n")
     if start < 0:
         return []
-    end = text.find("\n## ", start + len(KEPT_HEADING))
+    end = text.find("\n## ", start + len(heading))
     return [text[start:end if end >= 0 else len(text)].rstrip("\n") + "\n"]
 
 
 def write_report(results: list[NetResult], end_to_end_rows: list[dict] | None, markdown: Path, environment: str,
                  command: str) -> list[Path]:
     """Write the Markdown report and its charts beside it from measured results (``end_to_end_rows``:
-    :func:`benchmarks.end_to_end.measure`'s, None where they were not saved); returns the files written. The
-    hand-written section under :data:`KEPT_HEADING` of an existing report is kept."""
+    :func:`benchmarks.end_to_end.measure`'s; None where they were not saved, and the existing report's section is
+    kept); returns the files written. The hand-written section :data:`KEPT_HEADING` of an existing report is
+    kept."""
     fps_png = markdown.with_name("benchmarks_fps_vs_parameters.png")
     accuracy_png = markdown.with_name("benchmarks_accuracy_vs_speed.png")
     _fps_chart(results, fps_png)
@@ -194,7 +196,12 @@ def write_report(results: list[NetResult], end_to_end_rows: list[dict] | None, m
     failed = [f"- {r.name} {case}: {error}" for r in results for case, error in r.errors.items()]
     if failed:
         sections += ["## Not measured\n", "\n".join(failed) + "\n"]
-    sections += ["## End to end\n", end_to_end.markdown_section(end_to_end_rows), *_kept_section(markdown)]
+    if end_to_end_rows is not None:
+        sections += [f"{END_TO_END_HEADING}\n", end_to_end.markdown_section(end_to_end_rows)]
+    else:
+        sections += _existing_section(markdown, END_TO_END_HEADING) or [
+            f"{END_TO_END_HEADING}\n", "Not in the saved results: `python -m benchmarks` without `--from-json`.\n"]
+    sections += _existing_section(markdown, KEPT_HEADING)
     for case in sorted({t.case for r in results for t in r.timings}):
         sections += [f"## All timings, {case}\n", _detail_table(results, case)]
     with atomic_path(markdown) as tmp:

@@ -38,7 +38,7 @@ class NothingSegmented(ValueError):
 
 def run_as_command(workflow: Callable[[], Path]) -> Path:
     """Run a folder workflow as a command (a bundle's ``run``: ``workflow`` is the workflow with its arguments,
-    ``_mode_: partial``): bad input (no such folder, an unreadable side table, nothing segmented) ends the process
+    ``_mode_: callable``): bad input (no such folder, an unreadable side table, nothing segmented) ends the process
     with its one-line message and exit status 1 instead of a traceback. Returns the results CSV path."""
     try:
         return workflow()
