@@ -1,8 +1,8 @@
 """``python -m benchmarks [--quick]``: time every registered net on every CPU backend, write docs/benchmarks.md.
 
-Raw results go to docs/benchmarks.json after each net, so an interrupted run keeps what it measured and
-``--from-json`` rewrites the report from them without measuring again; ``--update --nets NAME ...`` re-measures
-some nets into the saved run (after a change that touches only them).
+Raw results go to docs/benchmarks.json after each net (the end-to-end timings once all nets are done), so an
+interrupted run keeps what it measured and ``--from-json`` rewrites the report from them without measuring again;
+``--update --nets NAME ...`` re-measures some nets into the saved run (after a change that touches only them).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 import onnxruntime
 import torch
 
+from benchmarks import end_to_end
 from benchmarks.cpu import Case, NetResult, Timing, benchmark_net
 from benchmarks.report import BASELINE, STUDENT, write_report
 from lightweight_nets import list_nets
-from lightweight_nets.io import atomic_path
+from lightweight_nets.io.files import atomic_path
 
 FULL_CASES = (
     Case("2D", (1, 1, 256, 256), runs=30, warmup=3, threads=(1, 2), peak_rss=True),
@@ -46,20 +47,23 @@ def _environment(started: datetime) -> str:
             "ratios within this run).")
 
 
-def _load(path: Path) -> tuple[list[NetResult], str, str]:
-    """Results, environment and command saved by :func:`_save`."""
+def _load(path: Path) -> tuple[list[NetResult], list[dict] | None, str, str]:
+    """Results, end-to-end rows (None in a run saved without them), environment and command saved by :func:`_save`."""
     saved = json.loads(path.read_text())
     results = []
     for item in saved["results"]:
         item["timings"] = [Timing(**t) for t in item["timings"]]
         results.append(NetResult(**item))
-    return results, saved["environment"], saved["command"]
+    return results, saved.get("end_to_end"), saved["environment"], saved["command"]
 
 
-def _save(results: list[NetResult], environment: str, command: str, path: Path) -> None:
+def _save(results: list[NetResult], end_to_end_rows: list[dict] | None, environment: str, command: str,
+          path: Path) -> None:
+    saved = {"command": command, "environment": environment, "results": [asdict(r) for r in results]}
+    if end_to_end_rows is not None:
+        saved["end_to_end"] = end_to_end_rows
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"command": command, "environment": environment,
-                                   "results": [asdict(r) for r in results]}, indent=1))
+        tmp.write_text(json.dumps(saved, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_json:
         if not raw.is_file():
             parser.error(f"{raw}: no saved results to rewrite the report from")
-        results, environment, command = _load(raw)
+        results, end_to_end_rows, environment, command = _load(raw)
     else:
         # the student and the baseline first: an interrupted run still has the ratio the targets are about
         headline = [n for n in (STUDENT, BASELINE) if n in list_nets()]
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"unknown net(s) {', '.join(unknown)}; known: {', '.join(list_nets())}")
         measured, started = [], datetime.now(UTC)
-        kept, kept_environment, kept_command = _load(raw) if args.update else ([], "", command)
+        kept, _, kept_environment, kept_command = _load(raw) if args.update else ([], None, "", command)
         for name in names:
             measured.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
             new = {r.name: r for r in measured}
@@ -97,9 +101,11 @@ def main(argv: list[str] | None = None) -> None:
             environment = _environment(started)
             if args.update:
                 environment = f"{kept_environment} Then {', '.join(names)} re-measured with `{command}`: {environment}"
-            _save(results, environment, kept_command, raw)
+            _save(results, None, environment, kept_command, raw)
+        end_to_end_rows = end_to_end.measure()
+        _save(results, end_to_end_rows, environment, kept_command, raw)
         command = kept_command
-    for path in write_report(results, args.markdown, environment, command):
+    for path in write_report(results, end_to_end_rows, args.markdown, environment, command):
         print(f"wrote {path}")
 
 

@@ -13,23 +13,19 @@ import numpy as np
 import torch
 
 from lightweight_nets.bundle import BundleSpec
-from lightweight_nets.inference import (
-    Predictor,
-    TorchPredictor,
-    export_onnx,
-    export_torchscript,
-    load_predictor,
-    quantize_int8,
-)
-from lightweight_nets.io import read_image
+from lightweight_nets.errors import first_line
+from lightweight_nets.export import export_onnx, export_torchscript, quantize_int8
+from lightweight_nets.inference.predictors import BACKENDS, Predictor, TorchPredictor, load_predictor, load_weights
+from lightweight_nets.io.images import read_image
 from lightweight_nets.profile import MIB, build_net, count_flops, count_parameters, peak_rss_mib, weight_bytes
 from lightweight_nets.transforms import resize_mask
 
-__all__ = ["BACKENDS", "Case", "Timing", "NetResult", "trained_weights", "hc18_images", "benchmark_net"]
+__all__ = ["MEASURED_BACKENDS", "Case", "Timing", "NetResult", "trained_weights", "hc18_images", "benchmark_net"]
 
 REPO = Path(__file__).resolve().parents[1]
 HC18_BUNDLE = REPO / "bundle" / "fetal_head_us"  # its weights, grid and samples are what the 2D rows measure
-BACKENDS = ("torch", "torchscript", "onnx", "onnx-int8")
+# every served backend from eager up (the tables' column order), then int8, which is measured but never served
+MEASURED_BACKENDS = (*reversed(BACKENDS), "onnx-int8")
 CALIBRATION_IMAGES = 4  # the first HC18 samples calibrate int8; the rest measure its accuracy
 
 
@@ -154,7 +150,7 @@ def benchmark_net(name: str, cases: Sequence[Case],
     for case in cases:
         net = build_net(name, case.shape)
         if weights_file and len(case.shape) == 4:
-            net.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+            load_weights(net, weights_file)
         batch = torch.rand(*case.shape)
         try:
             result.gflops[case.name] = count_flops(net, batch) / 1e9
@@ -169,18 +165,18 @@ def benchmark_net(name: str, cases: Sequence[Case],
             try:
                 files = _export_all(net, Path(folder), batch, calibration)
             except Exception as error:  # one failing net or case must not end the whole run
-                result.errors[case.name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+                result.errors[case.name] = f"{type(error).__name__}: {first_line(error)}"
                 log(f"{name} {case.name}: skipped, {result.errors[case.name]}")
                 continue
             for count in case.threads:
-                predictors = {backend: load_predictor(files[backend], net, count) for backend in BACKENDS}
-                log(f"{name} {case.name}: timing {', '.join(BACKENDS)} on {count} thread(s)")
+                predictors = {backend: load_predictor(files[backend], net, count) for backend in MEASURED_BACKENDS}
+                log(f"{name} {case.name}: timing {', '.join(MEASURED_BACKENDS)} on {count} thread(s)")
                 for backend, latencies in _timed_rounds(predictors, batch, case).items():
                     result.timings.append(Timing(case.name, count, backend, latencies))
             if case.peak_rss:
                 log(f"{name} {case.name}: peak RSS per backend and thread count")
                 for count in case.threads:
-                    for backend in BACKENDS:
+                    for backend in MEASURED_BACKENDS:
                         model_path = files[backend] if backend != "torch" else None
                         peak, _ = peak_rss_mib(name, case.shape, count, model_path)
                         result.timing(case.name, count, backend).peak_rss_mib = peak

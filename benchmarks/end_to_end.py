@@ -3,8 +3,9 @@ the models are loaded once and each case runs once before the timed run, as in l
 the model its bundle's rules route it to.
 
 The pipeline's own report gives read / inference / measure / write; for a 2D model inference is split further into
-preprocess, predict and postprocess by timing the bundle's functions on the same frames, with the same 2-thread
-setting as the CPU tables. The CT-sized volume is also run cold in a fresh process, for its peak memory.
+preprocess, predict and postprocess by running ``segment_frames`` again on the same frames with each stage timed,
+with the same 2-thread setting as the CPU tables. The CT-sized volume is also run cold in a fresh process, for its
+peak memory.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from pydicom.data import get_testdata_file
 
-from lightweight_nets.segment import BATCH_FRAMES
+from lightweight_nets.inference.segment import segment_frames
 
 __all__ = ["CASES", "write_ct_volume", "measure", "markdown_section"]
 
@@ -81,24 +84,28 @@ print(json.dumps({"seconds": time.perf_counter() - started, "segs": len(result.o
 """
 
 
+class _Timed:
+    """``function`` that adds the seconds each call takes to ``seconds[stage]``."""
+
+    def __init__(self, function: Callable, seconds: dict[str, float], stage: str):
+        self.function, self.seconds, self.stage = function, seconds, stage
+
+    def __call__(self, *args):
+        started = time.perf_counter()
+        try:
+            return self.function(*args)
+        finally:
+            self.seconds[self.stage] += time.perf_counter() - started
+
+
 def _split_inference(frames, spec, predictor) -> dict[str, float]:
-    """Seconds spent in the bundle's preprocessing, predict and its postprocessing for ``frames`` of a 2D model,
-    in the pipeline's chunks of :data:`~lightweight_nets.segment.BATCH_FRAMES` frames."""
-    times = {"preprocess": 0.0, "predict": 0.0, "postprocess": 0.0}
-    for start in range(0, len(frames), BATCH_FRAMES):
-        chunk = frames[start:start + BATCH_FRAMES]
-        t0 = time.perf_counter()
-        batch = spec.preprocessing(chunk)
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            logits = predictor.predict(batch)
-        t2 = time.perf_counter()
-        spec.postprocessing(logits, chunk.shape[1:])
-        t3 = time.perf_counter()
-        times["preprocess"] += t1 - t0
-        times["predict"] += t2 - t1
-        times["postprocess"] += t3 - t2
-    return times
+    """Seconds that :func:`~lightweight_nets.inference.segment.segment_frames` spends in the bundle's preprocessing,
+    predict and its postprocessing for ``frames`` of a 2D model."""
+    seconds = {"preprocess": 0.0, "predict": 0.0, "postprocess": 0.0}
+    timed_predictor = SimpleNamespace(predict=_Timed(predictor.predict, seconds, "predict"))
+    segment_frames(frames, timed_predictor, _Timed(spec.preprocessing, seconds, "preprocess"),
+                   _Timed(spec.postprocessing, seconds, "postprocess"))
+    return seconds
 
 
 def _cold_run(path: Path, output: Path, threads: int) -> dict:
@@ -150,9 +157,8 @@ def _seconds(row: dict, key: str) -> str:
     return f"{row[key]:.2f}" if key in row else "-"
 
 
-def markdown_section(threads: int = 2) -> str:
-    """Markdown for the "End to end" section of docs/benchmarks.md (runs :func:`measure`)."""
-    rows = measure(threads)
+def markdown_section(rows: list[dict], threads: int = 2) -> str:
+    """Markdown for the "End to end" section of docs/benchmarks.md from the rows :func:`measure` gave."""
     lines = [f"Warm runs of `lightweight_seg.pipeline.segment_paths` ({threads} threads, bundle default backend), "
              "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (for a 2D "
              "model split in the next columns, timed again on the same frames; a 3D model resamples, runs a "

@@ -11,14 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 from benchmarks import end_to_end  # noqa: E402
-from benchmarks.cpu import BACKENDS, NetResult  # noqa: E402
-from lightweight_nets.io import atomic_path  # noqa: E402
+from benchmarks.cpu import MEASURED_BACKENDS, NetResult  # noqa: E402
+from lightweight_nets.io.files import atomic_path  # noqa: E402
 from lightweight_nets.profile import markdown_table  # noqa: E402
 
 __all__ = ["STUDENT", "BASELINE", "TARGET_FPS", "TARGET_SPEEDUP", "fastest_backends", "write_report"]
 
 STUDENT, BASELINE = "thin_separable_student", "unet"
 TARGET_FPS, TARGET_SPEEDUP = 150.0, 40.0  # 2D 256x256, 2 cores, best backend
+KEPT_HEADING = "## Measurements behind design choices"  # hand-written: why the code does what it does, in numbers
+END_TO_END_HEADING = "## End to end"
 BACKEND_TITLES = {"torch": "PyTorch eager", "torchscript": "TorchScript", "onnx": "ONNX Runtime",
                   "onnx-int8": "ORT int8"}
 
@@ -38,7 +40,7 @@ def _cases(results: list[NetResult]) -> list[tuple[str, int]]:
 
 
 def _summary_table(results: list[NetResult], case: str, threads: int) -> str:
-    header = ["net", "parameters", "GFLOPs", "weights (MiB)", *[f"{BACKEND_TITLES[b]} fps" for b in BACKENDS],
+    header = ["net", "parameters", "GFLOPs", "weights (MiB)", *[f"{BACKEND_TITLES[b]} fps" for b in MEASURED_BACKENDS],
               "best", "best / eager"]
     rows = []
     for r in results:
@@ -46,7 +48,7 @@ def _summary_table(results: list[NetResult], case: str, threads: int) -> str:
             continue
         best, eager = r.best(case, threads), r.timing(case, threads, "torch")
         rows.append([r.name, f"{r.parameters:,}", f"{r.gflops[case]:.2f}", f"{r.weight_mib:.2f}",
-                     *[f"{r.timing(case, threads, b).fps:.1f}" for b in BACKENDS],
+                     *[f"{r.timing(case, threads, b).fps:.1f}" for b in MEASURED_BACKENDS],
                      BACKEND_TITLES[best.backend], f"{best.fps / eager.fps:.1f}x"])
     return markdown_table(header, rows)
 
@@ -140,8 +142,23 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(results: list[NetResult], markdown: Path, environment: str, command: str) -> list[Path]:
-    """Write the Markdown report and its charts beside it; returns the files written."""
+def _existing_section(markdown: Path, heading: str) -> list[str]:
+    """The section ``heading`` of an existing report (up to the next heading of its level), or [] where there is
+    none."""
+    text = markdown.read_text() if markdown.is_file() else ""
+    start = text.find(f"{heading}\n")
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + len(heading))
+    return [text[start:end if end >= 0 else len(text)].rstrip("\n") + "\n"]
+
+
+def write_report(results: list[NetResult], end_to_end_rows: list[dict] | None, markdown: Path, environment: str,
+                 command: str) -> list[Path]:
+    """Write the Markdown report and its charts beside it from measured results (``end_to_end_rows``:
+    :func:`benchmarks.end_to_end.measure`'s; None where they were not saved, and the existing report's section is
+    kept); returns the files written. The hand-written section :data:`KEPT_HEADING` of an existing report is
+    kept."""
     fps_png = markdown.with_name("benchmarks_fps_vs_parameters.png")
     accuracy_png = markdown.with_name("benchmarks_accuracy_vs_speed.png")
     _fps_chart(results, fps_png)
@@ -165,7 +182,7 @@ def write_report(results: list[NetResult], markdown: Path, environment: str, com
                                                         fastest_backends(results, case, threads).most_common())
                     for case, threads in _cases(results) if case == "2D")
         + ". A bundle's \"auto\" backend (`BundleSpec.load_predictor`) is the first of "
-        "`lightweight_nets.inference.BACKENDS` that it ships; int8 is never automatic because it changes "
+        "`lightweight_nets.inference.predictors.BACKENDS` that it ships; int8 is never automatic because it changes "
         "the outputs (see below).\n",
     ]
     for case, threads in _cases(results):
@@ -179,7 +196,12 @@ def write_report(results: list[NetResult], markdown: Path, environment: str, com
     failed = [f"- {r.name} {case}: {error}" for r in results for case, error in r.errors.items()]
     if failed:
         sections += ["## Not measured\n", "\n".join(failed) + "\n"]
-    sections += ["## End to end\n", end_to_end.markdown_section()]
+    if end_to_end_rows is not None:
+        sections += [f"{END_TO_END_HEADING}\n", end_to_end.markdown_section(end_to_end_rows)]
+    else:
+        sections += _existing_section(markdown, END_TO_END_HEADING) or [
+            f"{END_TO_END_HEADING}\n", "Not in the saved results: `python -m benchmarks` without `--from-json`.\n"]
+    sections += _existing_section(markdown, KEPT_HEADING)
     for case in sorted({t.case for r in results for t in r.timings}):
         sections += [f"## All timings, {case}\n", _detail_table(results, case)]
     with atomic_path(markdown) as tmp:

@@ -19,9 +19,9 @@ import torch
 
 from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.evaluate import evaluate_volumes
-from lightweight_nets.inference import export_onnx, load_predictor
+from lightweight_nets.export import export_onnx
+from lightweight_nets.inference.predictors import load_predictor, load_weights
 from lightweight_nets.profile import count_flops, count_parameters
-from lightweight_nets.training.run import load_weights
 
 __all__ = ["BUNDLE", "trained_networks", "compare", "markdown"]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from lightweight_nets.inference import BACKENDS, MODEL_SUFFIXES, Predictor, load_predictor
+from lightweight_nets.errors import first_line
+from lightweight_nets.inference.predictors import BACKENDS, MODEL_SUFFIXES, Predictor, load_predictor
 from lightweight_nets.measure import MEASUREMENTS
 from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
@@ -118,13 +119,6 @@ class Segment:
         object.__setattr__(self, "measurements", tuple(self.measurements))
 
 
-def _first_line(error: BaseException) -> str:
-    """The first line of the innermost cause: MONAI wraps a component's own error in "Failed to instantiate"."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def is_bundle(path: str | Path) -> bool:
     """Whether ``path`` is a model bundle folder (it has ``configs/inference.json``)."""
     return (Path(path) / INFERENCE_CONFIG).is_file()
@@ -132,7 +126,8 @@ def is_bundle(path: str | Path) -> bool:
 
 def served_backend(bundle_root: str | Path, backend: str = "auto") -> str:
     """The backend that serves a bundle: ``backend`` itself, or for "auto" the first of
-    :data:`~lightweight_nets.inference.BACKENDS` (fastest measured first) whose ``models/model.*`` the bundle ships."""
+    :data:`~lightweight_nets.inference.predictors.BACKENDS` (fastest measured first) whose ``models/model.*`` the
+    bundle ships."""
     models = Path(bundle_root) / "models"
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected auto, {', '.join(BACKENDS)}")
@@ -190,7 +185,8 @@ class BundleSpec:
             parser.read_meta(str(metadata_path))
             parser.read_config(str(config))
         except Exception as error:  # JSON syntax errors and unreadable files
-            raise BundleError(f"{config.parent}: unreadable bundle config ({_first_line(error)})") from None
+            raise BundleError(f"{config.parent}: unreadable bundle config "
+                              f"({first_line(error, innermost=True)})") from None
         parser["bundle_root"] = str(root)
 
         def item(key: str, kind: type | tuple[type, ...]):
@@ -199,7 +195,7 @@ class BundleSpec:
             try:
                 value = parser.get_parsed_content(key)
             except Exception as error:  # bad arguments of a _target_ component raise their own types
-                raise BundleError(f"{config}: {key}: {_first_line(error)}") from None
+                raise BundleError(f"{config}: {key}: {first_line(error, innermost=True)}") from None
             if not isinstance(value, kind):
                 raise BundleError(f"{config}: {key} must be {getattr(kind, '__name__', kind)}, got {value!r}")
             return value
@@ -256,7 +252,8 @@ class BundleSpec:
         try:
             return self._parser.get_parsed_content("network_def")
         except Exception as error:
-            raise BundleError(f"{self.root / INFERENCE_CONFIG}: network_def: {_first_line(error)}") from None
+            raise BundleError(f"{self.root / INFERENCE_CONFIG}: network_def: "
+                              f"{first_line(error, innermost=True)}") from None
 
     @property
     def network_config(self) -> dict:

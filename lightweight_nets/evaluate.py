@@ -13,9 +13,11 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from tqdm import tqdm
 
-from lightweight_nets.io import atomic_path, read_image
+from lightweight_nets.inference.segment import segment_frames, segment_volume
+from lightweight_nets.io.files import atomic_path
+from lightweight_nets.io.images import image_spacing_mm, read_image
+from lightweight_nets.io.tables import read_csv_column, read_pixel_sizes
 from lightweight_nets.measure import head_circumference_mm
-from lightweight_nets.segment import read_csv_column, read_pixel_sizes, segment_frames, segment_volume
 from lightweight_nets.training.split import read_split
 from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
@@ -50,7 +52,7 @@ def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postproces
         image = read_image(dataset_dir / "images" / name)
         truth = read_image(dataset_dir / "masks" / name).pixels > 0
         mask = segment_frames(image.pixels, predictor, preprocessing, postprocessing)[0] > 0
-        spacing = image.spacing_mm or ((pixel_sizes[name],) * 2 if name in pixel_sizes else None)
+        spacing = image_spacing_mm(image, pixel_sizes)
         row = {"image": name, "empty_reference": not truth.any(), "predicted_any": bool(mask.any()),
                "spacing_known": spacing is not None}
         if name in classes:

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightweight_nets.io import atomic_path
+from lightweight_nets.io.files import atomic_path
 from lightweight_nets.registry import create_net, list_nets
 
 __all__ = [
@@ -104,9 +104,10 @@ def latencies_ms(run: Callable[[], object], runs: int, warmup: int) -> np.ndarra
 def peak_rss_mib(name: str, input_shape: Sequence[int], threads: int, model_path: str | Path | None = None,
                  out_channels: int = 1) -> tuple[float, float]:
     """(peak RSS, peak RSS minus the RSS before loading) in MiB of a fresh process that, after its imports, builds
-    net ``name``, loads ``model_path`` through :func:`lightweight_nets.inference.load_predictor` when given (eager
-    otherwise) and predicts one ``input_shape`` batch on ``threads`` threads. Linux only: the child resets its
-    peak (VmHWM) through /proc/self/clear_refs once its imports are done, so import-time peaks do not count."""
+    net ``name``, loads ``model_path`` through :func:`~lightweight_nets.inference.predictors.load_predictor` when
+    given (eager otherwise) and predicts one ``input_shape`` batch on ``threads`` threads. Linux only: the child
+    resets its peak (VmHWM) through /proc/self/clear_refs once its imports are done, so import-time peaks do not
+    count."""
     request = json.dumps([name, list(input_shape), threads, str(model_path) if model_path else None, out_channels])
     code = "import json, sys; import lightweight_nets.profile as p; p._report_peak_rss(*json.loads(sys.argv[1]))"
     result = subprocess.run([sys.executable, "-c", code, request], capture_output=True, text=True, check=False)
@@ -127,7 +128,7 @@ def _memory_kib(field: str) -> int:
 def _report_peak_rss(name: str, input_shape: list[int], threads: int, model_path: str | None,
                      out_channels: int) -> None:
     """Child side of :func:`peak_rss_mib`: prints ``[peak, before]`` in MiB."""
-    from lightweight_nets.inference import TorchPredictor, load_predictor
+    from lightweight_nets.inference.predictors import TorchPredictor, load_predictor
 
     torch.set_num_threads(threads)
     batch = torch.rand(*input_shape)

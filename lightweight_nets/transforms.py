@@ -265,7 +265,7 @@ def _keep_largest_components(labels: np.ndarray) -> np.ndarray:
     in each item.
 
     scipy does the labelling. MONAI's ``KeepLargestConnectedComponent`` gives the same masks, but its overhead
-    per frame (MetaTensor conversions around a 1 ms labelling) made it 10 to 30 times slower on a cine.
+    per frame (MetaTensor conversions around a 1 ms labelling) dominates on a cine (docs/benchmarks.md).
     """
     out = np.zeros_like(labels)
     for frame, label_map in zip(out, labels):

@@ -19,7 +19,7 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from test_app_support import REPO, dciodvfy_errors, input_path
 
 import lightweight_seg.pipeline
-from lightweight_nets.io import dicom_pixel_spacing_mm
+from lightweight_nets.io.dicom import dicom_pixel_spacing_mm
 from lightweight_nets.measure import measure_segment
 from lightweight_seg.dicom_io import build_stacks, find_files, one_line
 from lightweight_seg.pipeline import segment_paths
@@ -483,8 +483,8 @@ def test_a_volume_without_a_positive_slice_spacing_is_not_measured(slice_spacing
 
 
 def test_dicom_spacing_is_checked_where_it_is_read():
-    """6: lightweight_nets.io, which the bundle's folder workflow reads DICOM spacing with, refuses a spacing that is
-    not two positive numbers, naming the attribute."""
+    """6: lightweight_nets.io.dicom, which the bundle's folder workflow reads DICOM spacing with, refuses a spacing
+    that is not two positive numbers, naming the attribute."""
     ds = pydicom.dcmread(SAMPLE_US, stop_before_pixels=True)
     assert dicom_pixel_spacing_mm(ds) == pytest.approx((0.065605648, 0.065605648))
     ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX = -0.0065

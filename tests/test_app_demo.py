@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from test_app_support import dciodvfy_errors
 
-from lightweight_nets.io import dicom_pixel_spacing_mm
+from lightweight_nets.io.dicom import dicom_pixel_spacing_mm
 from lightweight_seg.pipeline import segment_paths
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from test_app_support import SHARED_DATA, dciodvfy_errors, input_path, write_ultrasound
 
 from lightweight_nets.bundle import BundleSpec
-from lightweight_nets.segment import read_pixel_sizes
+from lightweight_nets.io.tables import read_pixel_sizes
 from lightweight_seg.dicom_io import InputError, selection_score
 from lightweight_seg.pipeline import segment_paths
 from lightweight_seg.routing import DEFAULT_BUNDLES, ModelRouter

@@ -20,8 +20,8 @@ from test_app_support import (
     write_ultrasound,
 )
 
+from lightweight_nets.io.tables import read_pixel_sizes
 from lightweight_nets.measure import GESTATIONAL_AGE_FORMULAS, ellipse_perimeter
-from lightweight_nets.segment import read_pixel_sizes
 from lightweight_seg.pipeline import segment_paths
 
 HC18 = Path(__file__).resolve().parents[1] / "samples" / "hc18"

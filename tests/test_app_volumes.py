@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 from test_app_support import SHARED_DATA, dciodvfy_errors, write_mr_series
 
-from lightweight_nets.segment import segment_volume
+from lightweight_nets.inference.segment import segment_volume
 from lightweight_seg.pipeline import segment_paths
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

@@ -17,9 +17,10 @@ import torch
 from monai.bundle import ConfigParser
 
 from lightweight_nets.bundle import BundleError, BundleSpec, find_bundles, load_bundle_predictor
-from lightweight_nets.io import read_image
+from lightweight_nets.inference.folders import NothingSegmented
+from lightweight_nets.io.images import read_image
+from lightweight_nets.io.tables import read_pixel_sizes
 from lightweight_nets.measure import head_circumference_mm
-from lightweight_nets.segment import read_pixel_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "bundle"
@@ -144,8 +145,8 @@ def test_overrides_reach_the_run_by_name(tmp_path):
     """Named config arguments: a --key#sub style override changes what the run uses."""
     parser = parser_for(FETAL, "inference", **{"postprocessing#keep_largest": False, "preprocessing#spatial_size":
                                                [128, 128]})
-    assert parser.get_parsed_content("run#postprocessing").keep_largest is False
-    assert parser.get_parsed_content("run#preprocessing").spatial_size == (128, 128)
+    assert parser.get_parsed_content("workflow#postprocessing").keep_largest is False
+    assert parser.get_parsed_content("workflow#preprocessing").spatial_size == (128, 128)
 
 
 def test_shipped_fetal_model_segments_shipped_samples(tmp_path):
@@ -226,9 +227,24 @@ def test_bad_image_is_reported_and_rest_processed(tmp_path):
     assert not (tmp_path / "out" / "broken.png").exists()
     assert not list((tmp_path / "out").glob(".*part*"))
     (images / good.name).unlink()
+    parser = parser_for(FETAL, "inference", dataset_dir=str(images), output_dir=str(tmp_path / "out2"))
+    with pytest.raises(NothingSegmented, match="none of 1 images could be segmented"):
+        parser.get_parsed_content("workflow")()
     with pytest.raises(SystemExit, match="none of 1 images could be segmented"):
-        parser_for(FETAL, "inference", dataset_dir=str(images), output_dir=str(tmp_path / "out2")).get_parsed_content(
-            "run")
+        parser.get_parsed_content("run")
+
+
+def test_bad_input_to_the_bundle_run_is_one_line_and_exit_status_1(tmp_path):
+    """`python -m monai.bundle run` on a folder that does not exist or holds no image: the problem in one line
+    naming the folder, exit status 1, no traceback."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, problem in ((tmp_path / "missing", "no such input folder"), (empty, "no images to segment")):
+        result = _bundle_cli("run", "--config_file", "configs/inference.json", "--bundle_root", ".", "--dataset_dir",
+                             str(folder), "--output_dir", str(tmp_path / "out"), cwd=FETAL)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith(f"{folder}: {problem}"), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
 
 
 def test_two_step_training_and_distillation(tmp_path, sample_split):

@@ -12,7 +12,8 @@ import torch
 
 from lightweight_nets import create_net, list_nets
 from lightweight_nets.bundle import BundleSpec, load_bundle_predictor, served_backend
-from lightweight_nets.inference import BACKENDS, export_onnx, export_torchscript, load_predictor, quantize_int8
+from lightweight_nets.export import export_onnx, export_torchscript, quantize_int8
+from lightweight_nets.inference.predictors import BACKENDS, load_predictor, load_weights
 
 STUDENT = "thin_separable_student"
 # An ONNX export takes ~10 s, so by default only the student and the weight-standardised, GroupNorm SD-UNet (the one
@@ -132,6 +133,23 @@ def test_load_predictor_bad_paths_are_one_line_errors(student_files, tmp_path):
         assert str(path) in str(raised.value) and "\n" not in str(raised.value)
     with pytest.raises(ValueError, match="expects a 4-D batch"):
         load_predictor(folder / "model.onnx").predict(torch.rand(1, 64, 64))
+
+
+def test_load_weights_is_the_one_pt_loader_with_one_message(student_files, tmp_path):
+    """Training, export, serving and the benchmarks load ``.pt`` weights through load_weights: same errors as
+    load_predictor's torch backend, and the weights that load are the ones saved."""
+    net, folder, batch = student_files
+    for path, message in ((tmp_path / "missing.pt", "no such model file"), (folder / "model.pt",
+                                                                             "not a state dict of ThinUNet")):
+        with pytest.raises((FileNotFoundError, ValueError), match=re.escape(f"{path}: {message}")):
+            load_weights(eval_net("thin_unet"), path)
+        with pytest.raises((FileNotFoundError, ValueError), match=re.escape(f"{path}: {message}")):
+            load_predictor(path, eval_net("thin_unet"))
+    torch.manual_seed(1)
+    other = create_net(STUDENT, in_channels=1, out_channels=1).eval()
+    with torch.no_grad():
+        assert not torch.equal(other(batch), net(batch))
+        assert torch.equal(load_weights(other, folder / "model.pt")(batch), net(batch))
 
 
 def test_int8_quantisation_keeps_the_masks(student_files, tmp_path):

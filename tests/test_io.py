@@ -9,7 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
-from lightweight_nets.io import dicom_grey_frames
+from lightweight_nets.io.dicom import dicom_grey_frames, number_of_frames
 from lightweight_nets.transforms import to_grey
 
 
@@ -59,3 +59,12 @@ def test_rgb_palette_and_monochrome_grey_unchanged(name):
         pixels = apply_modality_lut(pixels, ds)[..., None]
     expected = to_grey(pixels).reshape(1, ds.Rows, ds.Columns)
     np.testing.assert_array_equal(dicom_grey_frames(ds), expected)
+
+
+def test_number_of_frames_of_single_and_multi_frame_instances():
+    """1 where NumberOfFrames is absent (single-frame IODs) or empty, its value otherwise."""
+    cine, single = _dataset("color3d_jpeg_baseline.dcm"), _dataset("CT_small.dcm")
+    assert number_of_frames(cine) == 120 == len(dicom_grey_frames(cine))
+    assert "NumberOfFrames" not in single and number_of_frames(single) == 1
+    single.NumberOfFrames = None
+    assert number_of_frames(single) == 1

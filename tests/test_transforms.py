@@ -12,7 +12,7 @@ import torch
 from monai.transforms import KeepLargestConnectedComponent, NormalizeIntensity, Resize, ScaleIntensity
 from scipy import ndimage
 
-from lightweight_nets.io import read_image
+from lightweight_nets.io.images import read_image
 from lightweight_nets.transforms import Postprocessing, Preprocessing
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hc18" / "images"

@@ -17,8 +17,8 @@ from monai.data import MetaTensor
 
 import lightweight_nets
 from lightweight_nets.bundle import BundleSpec
-from lightweight_nets.inference import TorchPredictor
-from lightweight_nets.segment import segment_volume
+from lightweight_nets.inference.predictors import TorchPredictor
+from lightweight_nets.inference.segment import segment_volume
 from lightweight_nets.transforms import Postprocessing, VolumePreprocessing
 
 ROOT = Path(__file__).resolve().parents[1]

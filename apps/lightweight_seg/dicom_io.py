@@ -35,7 +35,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DA, TM
 
-from lightweight_nets.io import dicom_grey_frames, dicom_number, dicom_pixel_spacing_mm
+from lightweight_nets.io.dicom import dicom_grey_frames, dicom_number, dicom_pixel_spacing_mm, number_of_frames
 
 __all__ = [
     "SUPPORTED_SOP_CLASSES",
@@ -464,7 +464,7 @@ def _stack_key(ds: Dataset) -> tuple:
     orientation."""
     if "FrameOfReferenceUID" not in ds or "ImageOrientationPatient" not in ds:
         return ("instance", ds.SOPInstanceUID)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+    if number_of_frames(ds) > 1:
         return ("instance", ds.SOPInstanceUID)
     orientation = tuple(np.round(np.array(ds.ImageOrientationPatient, float), 4))
     return ("slices", int(ds.Rows), int(ds.Columns), str(ds.FrameOfReferenceUID), orientation)
@@ -506,9 +506,8 @@ def _make_stack(series_uid: str, decoded: list[tuple[Dataset, np.ndarray]]) -> S
         slice_spacing = float(instances[0].SliceThickness) if "SliceThickness" in instances[0] else None
     frame_sources = []
     for ds in instances:
-        count = int(ds.get("NumberOfFrames", 1) or 1)
         multi = "NumberOfFrames" in ds
-        frame_sources += [(ds, k + 1 if multi else None) for k in range(count)]
+        frame_sources += [(ds, k + 1 if multi else None) for k in range(number_of_frames(ds))]
     frames = np.concatenate([grey[ds.SOPInstanceUID] for ds in instances])
     return Stack(series_uid=series_uid, modality=str(instances[0].Modality), frames=frames, sources=instances,
                  frame_sources=frame_sources, pixel_spacing_mm=dicom_pixel_spacing_mm(instances[0]),

@@ -4,7 +4,7 @@ per stack out.
 The Deploy app's operator and the PACS listener both call :func:`segment_paths` (or :func:`segment_series`),
 so there is one code path to test. Each series goes to the model its bundle's rules claim it for
 (:class:`~lightweight_seg.routing.ModelRouter`), and each stack is segmented frame by frame through that bundle's
-pre- and post-processing (``lightweight_nets.segment.segment_frames``).
+pre- and post-processing (``lightweight_nets.inference.segment.segment_frames``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from lightweight_nets.bundle import BundleSpec
-from lightweight_nets.io import atomic_path
-from lightweight_nets.segment import segment_frames, segment_volume, write_overlay
+from lightweight_nets.inference.segment import segment_frames, segment_volume
+from lightweight_nets.io.files import atomic_path
+from lightweight_nets.overlays import write_overlay
 from lightweight_seg.dicom_io import (
     DEFAULT_RULES,
     InputError,

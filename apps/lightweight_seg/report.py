@@ -1,5 +1,5 @@
 """The JSON report beside each SEG: what was segmented, how much, by which model, and how long it took.
-(The overlay PNG beside it is :func:`lightweight_nets.segment.write_overlay`.)"""
+(The overlay PNG beside it is :func:`lightweight_nets.overlays.write_overlay`.)"""
 
 from __future__ import annotations
 

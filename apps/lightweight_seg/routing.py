@@ -16,7 +16,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from lightweight_nets.bundle import BundleError, BundleSpec, find_bundles, served_backend
-from lightweight_nets.inference import Predictor
+from lightweight_nets.inference.predictors import Predictor
 from lightweight_nets.transforms import Postprocessing
 from lightweight_seg.dicom_io import InputError, selection_score
 

@@ -24,7 +24,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from lightweight_nets.io import read_image
+from lightweight_nets.io.images import read_image
 from lightweight_nets.training.split import read_split
 from lightweight_nets.transforms import Preprocessing, VolumePreprocessing, resize_mask
 

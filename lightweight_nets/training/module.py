@@ -14,7 +14,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.layers.factories import Conv
 from monai.networks.utils import one_hot
 
-from lightweight_nets.training.run import load_weights
+from lightweight_nets.inference.predictors import load_weights
 from lightweight_nets.transforms import Postprocessing
 
 __all__ = ["SegmentationModule", "DistillationModule", "make_loss", "feature_weights"]
@@ -47,7 +47,8 @@ class SegmentationModule(pl.LightningModule):
         net: the network (logits out: one channel, or background plus one per label).
         postprocessing: the bundle's post-processing, applied before the validation metrics.
         inferer: how validation runs the network on a whole item (default: one forward pass).
-        channels_last: train in the channels-last memory layout (on a CPU, 3x faster for 3D depthwise convs).
+        channels_last: train in the channels-last memory layout (on a CPU, faster for 3D depthwise convs:
+            docs/benchmarks.md).
         loss: ``dice`` or ``dice_bce``.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.

@@ -1,4 +1,4 @@
-"""The steps the bundle configs run: fit and keep the best weights, load weights, plot training curves."""
+"""The steps the bundle configs run: fit and keep the best weights, plot training curves."""
 
 from __future__ import annotations
 
@@ -7,23 +7,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import torch.nn as nn
 
-from lightweight_nets.io import atomic_path
+from lightweight_nets.io.files import atomic_path
 
-__all__ = ["fit", "load_weights", "plot_training_curves"]
-
-
-def load_weights(net: nn.Module, model_file: str | Path) -> nn.Module:
-    """Load a state dict (``models/*.pt``) into ``net``; a clear error names the file on mismatch."""
-    try:
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{model_file}: model weights not found") from None
-    except RuntimeError as err:
-        raise ValueError(f"{model_file}: weights do not fit {type(net).__name__}: {str(err).splitlines()[0]}") from None
-    return net
+__all__ = ["fit", "plot_training_curves"]
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,

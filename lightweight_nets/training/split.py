@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightweight_nets.io import atomic_path
+from lightweight_nets.io.files import atomic_path
 
 __all__ = ["split_by_group", "hc18_subject", "make_hc18_split", "make_busi_split", "make_csv_group_split",
            "read_split", "main"]

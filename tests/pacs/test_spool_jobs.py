@@ -7,6 +7,7 @@ import pytest
 from pacs_support import fresh_series
 from pydicom.dataset import Dataset
 
+from lightweight_nets.io.files import TEMPORARY_GLOB
 from lightweight_seg.pacs.jobs import JobStore
 from lightweight_seg.pacs.spool import RejectedObject, Spool
 
@@ -19,7 +20,7 @@ def test_spool_files_by_series_and_sop_uid(tmp_path):
     assert [p.name for p in spool.instances(series_uid)] == sorted(p.name for p in paths)
     assert spool.store_dataset(pydicom.dcmread(paths[0])) == (series_uid, study_uid, False)  # a re-sent copy
     assert pydicom.dcmread(spool.instances(series_uid)[0]).SeriesInstanceUID == series_uid
-    assert not list(spool.root.rglob("*.tmp"))
+    assert not list(spool.root.rglob(TEMPORARY_GLOB))
 
 
 def test_spool_keeps_objects_it_cannot_file(tmp_path):

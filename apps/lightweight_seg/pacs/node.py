@@ -30,6 +30,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from lightweight_nets.errors import first_line
+
 from . import dimse_status
 from .config import Config, ConfigError
 from .jobs import Job, JobStore
@@ -362,7 +364,7 @@ class Node:
             log.debug("job %s (%s): %s", tag, job.series_uid, exc)
             return
         except Exception as exc:  # any failure of one series is recorded on its job and must not stop the node
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             state = self.jobs.fail(job, reason, self.config.max_attempts, self.config.retry_seconds)
             log.warning("job %s: %s (%s)", tag, state, type(exc).__name__)
             log.debug("job %s (%s): %s", tag, job.series_uid, reason)
@@ -382,7 +384,7 @@ class Node:
         if not paths:
             raise JobError("no instances of this series in the spool")
         result = segment_paths(
-            self.spool.series_dir(job.series_uid),  # its hidden .tmp files (instances still arriving) are skipped
+            self.spool.series_dir(job.series_uid),  # its hidden temporaries (instances still arriving) are skipped
             self.spool.fresh_output_dir(job.series_uid),
             models=self.models,
             rules=self.config.rules,
@@ -448,7 +450,7 @@ class Node:
                 try:
                     client.send(dataset)
                 except Exception as exc:
-                    raise SendError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+                    raise SendError(first_line(exc)) from exc
                 finally:
                     self._sending.pop(threading.get_ident(), None)
                 self.jobs.record_sent(dataset.SOPInstanceUID, destination.name, job.series_uid)

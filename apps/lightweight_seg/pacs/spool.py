@@ -1,14 +1,14 @@
 """Durable on-disk spool: one folder per series, one file per instance named by its SOP Instance UID.
 
-An instance is written to a temporary file, fsync'd, renamed into place and its folder fsync'd before `store_*`
-returns, so a C-STORE is only acknowledged once the instance survives a crash. Objects that cannot be filed under a
-series (no valid Series or SOP Instance UID) are kept under rejected/ so that nothing received is dropped silently.
+An instance is written through `lightweight_nets.io.files.atomic_path` (a temporary file, fsync'd, renamed into
+place and its folder fsync'd) before `store_*` returns, so a C-STORE is only acknowledged once the instance survives
+a crash. Objects that cannot be filed under a series (no valid Series or SOP Instance UID) are kept under rejected/
+so that nothing received is dropped silently.
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -20,6 +20,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
+from lightweight_nets.io.files import TEMPORARY_GLOB, atomic_path
+
 
 class RejectedObject(ValueError):
     """Raised when a received object cannot be filed under a series; `path` is where it was kept."""
@@ -27,14 +29,6 @@ class RejectedObject(ValueError):
     def __init__(self, reason: str, path: Path):
         super().__init__(reason)
         self.path = path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _valid_uid(value) -> bool:
@@ -64,20 +58,8 @@ class Spool:
             ) from None
 
     def _write_atomic(self, target: Path, write: Callable[[BinaryIO], None]) -> None:
-        new_dir = not target.parent.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if new_dir:
-            _fsync_dir(target.parent.parent)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            write(f)
 
     def _file(self, decode: Callable[[], Dataset], write: Callable[[BinaryIO], None]) -> tuple[str, str, bool]:
         """File one object; returns (series UID, study UID, whether this SOP Instance UID is new to the spool)."""
@@ -131,7 +113,7 @@ class Spool:
 
     def remove_temporaries(self) -> int:
         """Delete half-written files of a crashed process (never acknowledged, so the sender still has them)."""
-        stale = list((self.root / "series").glob("*/.*.tmp")) + list((self.root / "rejected").glob(".*.tmp"))
+        stale = [*(self.root / "series").glob(f"*/{TEMPORARY_GLOB}"), *(self.root / "rejected").glob(TEMPORARY_GLOB)]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)

@@ -17,6 +17,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet
 
+from lightweight_nets.errors import first_line
+
 from . import dimse_status
 from .config import Peer
 from .spool import RejectedObject, Spool
@@ -166,7 +168,7 @@ class WebClient:
             cause = _root_cause(exc)
             reason = f"cannot connect to {self.peer.dicomweb}" + (f" ({cause})" if cause else "")
         else:
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            reason = type(exc).__name__ + (f": {first_line(exc)}" if str(exc).strip() else "")
         return TransportError(f"{what} {self.peer.name}: {reason}")
 
     def find_series(self, study_uid: str | None = None, series_uid: str | None = None, query=None) -> list:
