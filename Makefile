@@ -80,3 +80,26 @@ test-map: venv deploy-sdk system-packages
 .PHONY: bench
 bench: venv
 	$(PY) -m benchmarks
+
+# Every shipped model from scratch on one GPU, in ONE device call (docs/gpu_training.md): the device's own python3
+# (torch, lightning) plus the carried wheels (monai, nibabel), the carried data under $(GPU_DATA)/data, results
+# (weights, metrics.csv, curves, summaries; no checkpoints) as one archive in $(OUT). Prepare here: `make gpu-pack`.
+.PHONY: gpu-train gpu-pack
+GPU_DATA ?= .devdata
+GPU_MINUTES ?= 9
+OUT ?= out/gpu
+gpu-train: SHELL := /bin/bash
+gpu-train:
+	mkdir -p $(OUT)
+	python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $(GPU_DATA)/wheels/*.whl
+	set -o pipefail; PYTHONPATH=/tmp/site:$(CURDIR):$(CURDIR)/apps PYTHONUNBUFFERED=1 python3 -m \
+	    lightweight_nets.training.train_all -o runs/gpu --data-root $(GPU_DATA)/data --budget-minutes $(GPU_MINUTES) \
+	    --jobs 6 --num-workers 3 --install 2>&1 | tee $(OUT)/train.log; status=$$?; \
+	tar czf $(OUT)/runs.tgz --exclude='*.ckpt' --exclude='events.out*' runs/gpu bundle/*/models bundle/*/logs \
+	    bundle/*/experiments bundle/*/docs/training_record.md; cp runs/gpu/summary.md $(OUT)/ ; exit $$status
+
+# Here, before the device calls: the wheels the device lacks (versions of requirements.txt) into $(GPU_DATA)/wheels.
+gpu-pack:
+	mkdir -p $(GPU_DATA)/wheels
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    -d $(GPU_DATA)/wheels $$(grep -E '^(monai|nibabel)==' requirements.txt)

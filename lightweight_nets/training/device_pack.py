@@ -1,0 +1,129 @@
+"""``python -m lightweight_nets.training.device_pack``: the bundles' training data, small enough to carry to a GPU
+machine (a device call carries at most 64 MiB with the working tree), cut into parts of at most ``--part-mib``.
+
+2D datasets are written at the training resolution: each image of the bundle's split through the bundle's own
+:class:`~lightweight_nets.transforms.Preprocessing`, stored as 8-bit PNG (``round(255 x)``), and each mask resized
+as training resizes it; the unchanged pipeline reads them back (the preprocessing of a preprocessed frame is the
+frame, up to the 8-bit rounding and a re-stretch where a frame's preprocessed range is not exactly [0, 1], which
+the pack reports). 3D datasets (a few MiB of NIfTI) are copied as they are.
+
+Layout: ``OUT/part<k>/data/<dataset folder>/images|masks|labels/<file>`` and ``OUT/part<k>/wheels/*.whl``, each part
+with ``PARTS`` (the count); ``make gpu-train`` merges them on the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lightweight_nets.transforms import Preprocessing, resize_mask
+
+__all__ = ["training_files", "write_training_grid_copy", "split_into_parts", "main"]
+
+
+def training_files(root: Path) -> tuple[Path, list[str], Preprocessing | object, str]:
+    """A bundle's dataset folder, the file names of its split, its preprocessing, and the mask folder's name."""
+    from monai.bundle import ConfigParser
+
+    from lightweight_nets.training.split import read_split
+
+    parser = ConfigParser()
+    parser.read_config([str(root / "configs" / "inference.json"), str(root / "configs" / "train.json")])
+    parser["bundle_root"] = str(root)
+    dataset, split = Path(parser.get_parsed_content("dataset_dir")), parser.get_parsed_content("split_file")
+    names = read_split(split, "train") + read_split(split, "validation")
+    preprocessing = parser.get_parsed_content("preprocessing")
+    return dataset, names, preprocessing, "masks" if isinstance(preprocessing, Preprocessing) else "labels"
+
+
+def write_training_grid_copy(dataset: Path, names: list[str], preprocessing: Preprocessing, out: Path) -> float:
+    """Training-resolution PNG copies of ``names`` (images and masks) under ``out``; returns the largest share of
+    [0, 1] that a frame's preprocessed range misses (what the re-stretch on reading back changes)."""
+    from PIL import Image
+
+    from lightweight_nets.io import read_image
+
+    if preprocessing.intensity not in ("minmax", "window"):
+        raise ValueError(f"{dataset}: 8-bit copies need an intensity scheme onto [0, 1], not "
+                         f"{preprocessing.intensity!r}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    worst = 0.0
+    for name in names:
+        frame = preprocessing(read_image(dataset / "images" / name).pixels)[0, 0].numpy()
+        worst = max(worst, float(frame.min()) + 1 - float(frame.max()))
+        Image.fromarray(np.round(frame * 255).clip(0, 255).astype(np.uint8)).save(out / "images" / name)
+        mask = resize_mask(read_image(dataset / "masks" / name).pixels, preprocessing.spatial_size)[0].numpy()
+        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(out / "masks" / name)
+    return worst
+
+
+def split_into_parts(staging: Path, out: Path, part_bytes: int) -> int:
+    """Move every file under ``staging`` into ``out/part1``, ``part2``, ... (relative paths kept), none over
+    ``part_bytes``; writes ``PARTS`` (the count) into each; returns the count."""
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    too_big = [p for p in files if p.stat().st_size > part_bytes]
+    if too_big:
+        raise ValueError(f"{too_big[0]}: larger than a part ({part_bytes} bytes)")
+    part, used = 1, 0
+    for path in files:
+        size = path.stat().st_size
+        if used + size > part_bytes:
+            part, used = part + 1, 0
+        target = out / f"part{part}" / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, target)
+        used += size
+    for k in range(1, part + 1):
+        (out / f"part{k}" / "PARTS").write_text(f"{part}\n")
+    return part
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lightweight_nets.training.device_pack",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("bundles", nargs="*", default=["bundle"], help="bundles or folders of bundles")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="an empty folder (e.g. .devdata)")
+    parser.add_argument("--wheels", type=Path, help="a folder of wheels to carry too")
+    parser.add_argument("--part-mib", type=float, default=18.0, help="size of a part (default 18 MiB: 64 MiB less "
+                        "the working tree)")
+    args = parser.parse_args(argv)
+    from lightweight_nets.bundle import find_bundles
+
+    staging = args.output / "staging"
+    if args.output.exists() and any(args.output.glob("part*")):
+        print(f"device_pack: {args.output}: holds parts already; remove them first", file=sys.stderr)
+        return 1
+    try:
+        for spec in (s for path in args.bundles for s in find_bundles(path)):
+            dataset, names, preprocessing, masks = training_files(spec.root)
+            target = staging / "data" / dataset.name
+            if masks == "masks":
+                worst = write_training_grid_copy(dataset, names, preprocessing, target)
+                print(f"{spec.id}: {len(names)} images of {dataset} at {list(preprocessing.spatial_size)}; largest "
+                      f"re-stretch on reading back: {100 * worst:.2f}% of the range")
+            else:
+                for name in names:
+                    for folder in ("images", masks):
+                        (target / folder).mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(dataset / folder / name, target / folder / name)
+                print(f"{spec.id}: {len(names)} volumes of {dataset} copied")
+        if args.wheels:
+            shutil.copytree(args.wheels, staging / "wheels", dirs_exist_ok=True)
+        count = split_into_parts(staging, args.output, int(args.part_mib * 2**20))
+    except (OSError, ValueError) as error:
+        print(f"device_pack: {error}", file=sys.stderr)
+        return 1
+    shutil.rmtree(staging)
+    sizes = [sum(p.stat().st_size for p in (args.output / f"part{k}").rglob("*") if p.is_file()) / 2**20
+             for k in range(1, count + 1)]
+    print(f"{count} parts in {args.output}: " + ", ".join(f"part{k} {s:.1f} MiB" for k, s in enumerate(sizes, 1)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
