@@ -10,9 +10,11 @@ import torch
 
 from lightweight_nets import create_net
 from lightweight_nets.bundle import BundleSpec
-from lightweight_nets.training.device_data import augment_batch
+from lightweight_nets.training.device_data import DeviceSegmentationDataModule, augment_batch
+from lightweight_nets.training.device_pack import split_into_parts, write_training_grid_copy
 from lightweight_nets.training.run import load_weights
 from lightweight_nets.training.train_all import chain_depth, is_finished, main, plan
+from lightweight_nets.transforms import Preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -42,6 +44,28 @@ def test_plan_orders_teachers_first_and_splits_the_budget_along_the_chain():
     assert is_finished({"stopped": "early_stopping", "epochs": 3}, 200)
     assert not is_finished({"stopped": "max_time", "epochs": 3}, 200)
     assert not is_finished({"stopped": "max_epochs", "epochs": 1}, 2)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "hc18").is_dir(), reason="needs ../shared/data")
+def test_training_grid_copy_reads_back_as_the_decoded_data(tmp_path):
+    names = ["000_HC.png", "001_HC.png", "003_HC.png"]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": names[:2], "validation": names[2:]}))
+    preprocessing = Preprocessing([64, 96])
+    write_training_grid_copy(SHARED_DATA / "hc18", names, preprocessing, tmp_path / "copy" / "hc18")
+    tensors = {}
+    for source in (SHARED_DATA / "hc18", tmp_path / "copy" / "hc18"):
+        data = DeviceSegmentationDataModule(str(source), str(split), preprocessing, num_workers=0)
+        data.setup()
+        tensors[source] = (data.train_set.images, data.train_set.labels, len(data.val_set))
+    (original, original_masks, n_val), (copy, copy_masks, n_val_copy) = tensors.values()
+    assert copy.shape == original.shape == (2, 1, 64, 96) and n_val == n_val_copy == 1
+    assert (copy - original).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.equal(copy_masks, original_masks)
+    with pytest.raises(ValueError, match="a copy made by"):
+        DeviceSegmentationDataModule(str(tmp_path / "copy" / "hc18"), str(split), Preprocessing([64, 64])).setup()
+    assert split_into_parts(tmp_path / "copy", tmp_path / "parts", part_bytes=12_000) >= 2
+    assert sorted(p.name for p in (tmp_path / "parts").rglob("*.png")) == sorted(names * 2)
 
 
 @pytest.mark.slow

@@ -9,15 +9,21 @@ with the ranges of :func:`~lightweight_nets.training.data.augmentation`.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from lightweight_nets.training.data import SegmentationDataModule
+from lightweight_nets.training.data import SegmentationDataModule, image_mask_items
+from lightweight_nets.training.split import read_split
 
-__all__ = ["DeviceTensors", "DeviceSegmentationDataModule", "augment_batch"]
+__all__ = ["PREPROCESSED", "DeviceTensors", "DeviceSegmentationDataModule", "augment_batch"]
+
+PREPROCESSED = "preprocessed.json"  # marks a training-grid copy (device_pack) and names the preprocessing it used
 
 FLIP_PROB = 0.5
 AFFINE_PROB = 0.5
@@ -78,14 +84,34 @@ class DeviceSegmentationDataModule(SegmentationDataModule):
     The same arguments, so a bundle's ``datamodule`` swaps its ``_target_`` and nothing else. Setup decodes every
     item once through the bundle's preprocessing (``num_workers`` processes; ``augment`` and ``cache_rate`` as
     there), stacks them and moves them to the trainer's device; training batches are augmented there by
-    :func:`augment_batch` after the (empty) transfer.
+    :func:`augment_batch` after the (empty) transfer. A ``dataset_dir`` that holds :data:`PREPROCESSED` is a
+    training-grid copy that :mod:`~lightweight_nets.training.device_pack` made with this same preprocessing
+    (checked): its 8-bit PNGs are the network's input already, read as they are.
     """
 
     def _tensors(self, part: str, device: torch.device) -> DeviceTensors:
-        items = self._dataset(part, train=False)  # decoded once, without augmentation
-        images = torch.stack([item["image"] for item in items])
-        labels = torch.stack([item["label"] for item in items])
+        marker = Path(self.dataset_dir) / PREPROCESSED
+        if marker.is_file():
+            images, labels = self._read_copy(part, marker)
+        else:
+            items = self._dataset(part, train=False)  # decoded once, without augmentation
+            images = torch.stack([item["image"] for item in items])
+            labels = torch.stack([item["label"] for item in items])
         return DeviceTensors(images.to(device), labels.to(device))
+
+    def _read_copy(self, part: str, marker: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        made_by = json.loads(marker.read_text())["preprocessing"]
+        if made_by != repr(self.preprocessing):
+            raise ValueError(f"{marker}: a copy made by {made_by}, but the bundle's is {self.preprocessing!r}")
+        items = image_mask_items(self.dataset_dir, read_split(self.split_file, part)[: self.limit])
+        images = np.stack([np.asarray(Image.open(item["image"])) for item in items])
+        masks = np.stack([np.asarray(Image.open(item["label"])) for item in items])
+        if images.shape[1:] != self.preprocessing.spatial_size:
+            raise ValueError(f"{self.dataset_dir}: images of {images.shape[1:]}, not the training grid "
+                             f"{self.preprocessing.spatial_size}")
+        return torch.from_numpy(images)[:, None].float() / 255, torch.from_numpy(masks > 0)[:, None]
 
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")

@@ -2,10 +2,10 @@
 machine (a device call carries at most 64 MiB with the working tree), cut into parts of at most ``--part-mib``.
 
 2D datasets are written at the training resolution: each image of the bundle's split through the bundle's own
-:class:`~lightweight_nets.transforms.Preprocessing`, stored as 8-bit PNG (``round(255 x)``), and each mask resized
-as training resizes it; the unchanged pipeline reads them back (the preprocessing of a preprocessed frame is the
-frame, up to the 8-bit rounding and a re-stretch where a frame's preprocessed range is not exactly [0, 1], which
-the pack reports). 3D datasets (a few MiB of NIfTI) are copied as they are.
+:class:`~lightweight_nets.transforms.Preprocessing`, stored as 8-bit PNG (``round(255 x)``, within 0.2% of the
+input the network is served), and each mask resized as training resizes it, with ``preprocessed.json`` naming the
+preprocessing, which :class:`~lightweight_nets.training.device_data.DeviceSegmentationDataModule` checks and then
+reads the PNGs as they are. 3D datasets (a few MiB of NIfTI) are copied as they are.
 
 Layout: ``OUT/part<k>/data/<dataset folder>/images|masks|labels/<file>`` and ``OUT/part<k>/wheels/*.whl``, each part
 with ``PARTS`` (the count); ``make gpu-train`` merges them on the device.
@@ -14,6 +14,7 @@ with ``PARTS`` (the count); ``make gpu-train`` merges them on the device.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -40,26 +41,27 @@ def training_files(root: Path) -> tuple[Path, list[str], Preprocessing | object,
     return dataset, names, preprocessing, "masks" if isinstance(preprocessing, Preprocessing) else "labels"
 
 
-def write_training_grid_copy(dataset: Path, names: list[str], preprocessing: Preprocessing, out: Path) -> float:
-    """Training-resolution PNG copies of ``names`` (images and masks) under ``out``; returns the largest share of
-    [0, 1] that a frame's preprocessed range misses (what the re-stretch on reading back changes)."""
+def write_training_grid_copy(dataset: Path, names: list[str], preprocessing: Preprocessing, out: Path) -> None:
+    """Training-resolution PNG copies of ``names`` (images and masks) under ``out``, marked ``preprocessed.json``."""
     from PIL import Image
 
     from lightweight_nets.io import read_image
+    from lightweight_nets.training.device_data import PREPROCESSED
 
     if preprocessing.intensity not in ("minmax", "window"):
         raise ValueError(f"{dataset}: 8-bit copies need an intensity scheme onto [0, 1], not "
                          f"{preprocessing.intensity!r}")
+    not_png = [n for n in names if not n.lower().endswith(".png")]
+    if not_png:
+        raise ValueError(f"{dataset / 'images' / not_png[0]}: copies are lossless PNG under the same name; not a .png")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    worst = 0.0
     for name in names:
         frame = preprocessing(read_image(dataset / "images" / name).pixels)[0, 0].numpy()
-        worst = max(worst, float(frame.min()) + 1 - float(frame.max()))
         Image.fromarray(np.round(frame * 255).clip(0, 255).astype(np.uint8)).save(out / "images" / name)
         mask = resize_mask(read_image(dataset / "masks" / name).pixels, preprocessing.spatial_size)[0].numpy()
         Image.fromarray((mask > 0).astype(np.uint8) * 255).save(out / "masks" / name)
-    return worst
+    (out / PREPROCESSED).write_text(json.dumps({"preprocessing": repr(preprocessing), "scale": 255}) + "\n")
 
 
 def split_into_parts(staging: Path, out: Path, part_bytes: int) -> int:
@@ -103,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset, names, preprocessing, masks = training_files(spec.root)
             target = staging / "data" / dataset.name
             if masks == "masks":
-                worst = write_training_grid_copy(dataset, names, preprocessing, target)
-                print(f"{spec.id}: {len(names)} images of {dataset} at {list(preprocessing.spatial_size)}; largest "
-                      f"re-stretch on reading back: {100 * worst:.2f}% of the range")
+                write_training_grid_copy(dataset, names, preprocessing, target)
+                print(f"{spec.id}: {len(names)} images of {dataset} at {list(preprocessing.spatial_size)}")
             else:
                 for name in names:
                     for folder in ("images", masks):

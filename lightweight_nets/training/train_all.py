@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "JSON"),
                         help="a config override for every job, e.g. --set preprocessing#spatial_size '[64, 64]'")
     parser.add_argument("--install", action="store_true", help="copy the first seed's results into the bundles")
+    parser.add_argument("--install-only", action="store_true", help="train nothing: install the runs already in "
+                        "--output (e.g. unpacked from a GPU machine)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
     args.argv = argv
@@ -328,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     output = args.output
     output.mkdir(parents=True, exist_ok=True)
-    summaries = run_all(jobs, args, output)
+    if args.install_only:
+        summaries = {job.key: _read_summary(job.run_dir(output)) for job in jobs}
+        summaries = {key: summary for key, summary in summaries.items() if summary}
+        args.install = True
+    else:
+        summaries = run_all(jobs, args, output)
     ordered = [summaries[j.key] for j in jobs if j.key in summaries]
     print(f"summary: {write_summary(ordered, output)}", flush=True)
     if args.install:
