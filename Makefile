@@ -91,18 +91,22 @@ bench: venv
 .PHONY: gpu-train gpu-pack
 GPU_DATA ?= .devdata
 GPU_MINUTES ?= 7.5
-GPU_PART_MIB ?= 18
+GPU_PART_MIB ?= 20
+GPU_PYTHON ?= python3
+GPU_BUNDLES ?= bundle
+GPU_ARGS ?=
+GPU_SITE ?= /tmp/site
 OUT ?= out/gpu
 gpu-train: SHELL := /bin/bash
 gpu-train:
 	@parts=$$(cat $(GPU_DATA)/part1/PARTS); for k in $$(seq 1 $$parts); do test -f $(GPU_DATA)/part$$k/PARTS || \
 	    { echo "gpu-train: $(GPU_DATA)/part$$k missing (carry every part, calls back to back)"; exit 1; }; done
-	mkdir -p $(OUT) $(GPU_DATA)/merged
+	rm -rf $(GPU_DATA)/merged && mkdir -p $(OUT) $(GPU_DATA)/merged
 	for p in $(GPU_DATA)/part*/; do cp -al $$p. $(GPU_DATA)/merged/; done
-	python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $(GPU_DATA)/merged/wheels/*.whl
-	set -o pipefail; PYTHONPATH=/tmp/site:$(CURDIR):$(CURDIR)/apps PYTHONUNBUFFERED=1 python3 -m \
-	    lightweight_nets.training.train_all -o runs/gpu --data-root $(GPU_DATA)/merged/data \
-	    --budget-minutes $(GPU_MINUTES) --jobs 6 --num-workers 3 2>&1 | tee $(OUT)/train.log; status=$$?; \
+	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target $(GPU_SITE) $(GPU_DATA)/merged/wheels/*.whl
+	set -o pipefail; PYTHONPATH=$(GPU_SITE):$(CURDIR):$(CURDIR)/apps PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m \
+	    lightweight_nets.training.train_all $(GPU_BUNDLES) -o runs/gpu --data-root $(GPU_DATA)/merged/data \
+	    --budget-minutes $(GPU_MINUTES) --jobs 6 --num-workers 3 $(GPU_ARGS) 2>&1 | tee $(OUT)/train.log; status=$$?; \
 	tar czf $(OUT)/runs.tgz --exclude='*.ckpt' --exclude='events.out*' runs/gpu; cp runs/gpu/summary.md $(OUT)/; \
 	for b in runs/gpu/*/; do tar czf $(OUT)/last-ckpt-$$(basename $$b).tgz $$(find $$b -name last.ckpt); done; \
 	exit $$status

@@ -66,23 +66,25 @@ def write_training_grid_copy(dataset: Path, names: list[str], preprocessing: Pre
 
 def split_into_parts(staging: Path, out: Path, part_bytes: int) -> int:
     """Move every file under ``staging`` into ``out/part1``, ``part2``, ... (relative paths kept), none over
-    ``part_bytes``; writes ``PARTS`` (the count) into each; returns the count."""
-    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    ``part_bytes``, largest files first into the first part with room (few parts: each is one device call); writes
+    ``PARTS`` (the count) into each; returns the count."""
+    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size, reverse=True)
     too_big = [p for p in files if p.stat().st_size > part_bytes]
     if too_big:
         raise ValueError(f"{too_big[0]}: larger than a part ({part_bytes} bytes)")
-    part, used = 1, 0
+    used: list[int] = []
     for path in files:
         size = path.stat().st_size
-        if used + size > part_bytes:
-            part, used = part + 1, 0
-        target = out / f"part{part}" / path.relative_to(staging)
+        part = next((k for k, taken in enumerate(used) if taken + size <= part_bytes), len(used))
+        if part == len(used):
+            used.append(0)
+        used[part] += size
+        target = out / f"part{part + 1}" / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(path, target)
-        used += size
-    for k in range(1, part + 1):
-        (out / f"part{k}" / "PARTS").write_text(f"{part}\n")
-    return part
+    for k in range(1, len(used) + 1):
+        (out / f"part{k}" / "PARTS").write_text(f"{len(used)}\n")
+    return len(used)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundles", nargs="*", default=["bundle"], help="bundles or folders of bundles")
     parser.add_argument("-o", "--output", type=Path, required=True, help="an empty folder (e.g. .devdata)")
     parser.add_argument("--wheels", type=Path, help="a folder of wheels to carry too")
-    parser.add_argument("--part-mib", type=float, default=18.0, help="size of a part (default 18 MiB: 64 MiB less "
-                        "the working tree)")
+    parser.add_argument("--part-mib", type=float, default=20.0, help="size of a part (default 20 MiB: 64 MiB less "
+                        "the working tree, 42 MiB)")
     args = parser.parse_args(argv)
     from lightweight_nets.bundle import find_bundles
 
