@@ -99,3 +99,41 @@ $(OHIF_STAMP): $(OHIF_DIR)/package.json $(OHIF_DIR)/package-lock.json
 	echo "$(OHIF_APP_SHA512)  $$tarball" | sha512sum -c --quiet && \
 	tar -xzf $$tarball --strip-components=1 package/dist && rm $$tarball
 	touch $@
+
+# Every shipped model from scratch on one GPU (docs/gpu_training.md). Here, once: `make gpu-pack` writes the data and
+# the wheels the device lacks as parts of $(GPU_PART_MIB) MiB in $(GPU_DATA)/part*. There: one device call per part,
+# back to back (the machine keeps ignored files only while warm); the last one runs `make gpu-train OUT=$$OUT`, which
+# merges the parts, trains with the device's own python3 (torch, lightning) plus the carried monai and nibabel, and
+# leaves the results (weights, metrics.csv, curves, summaries) as one archive in $(OUT), each bundle's last.ckpt
+# files (to resume in a later session) as another. Back here:
+# unpack it into runs/gpu and `lightweight-seg-train-all -o runs/gpu --install-only` puts them into the bundles.
+.PHONY: gpu-train gpu-pack
+GPU_DATA ?= .devdata
+GPU_MINUTES ?= 7.5
+GPU_PART_MIB ?= 20
+GPU_PYTHON ?= python3
+GPU_BUNDLES ?= bundle
+GPU_ARGS ?=
+GPU_SITE ?= /tmp/site
+OUT ?= out/gpu
+gpu-train: SHELL := /bin/bash
+gpu-train:
+	@parts=$$(cat $(GPU_DATA)/part1/PARTS); for k in $$(seq 1 $$parts); do test -f $(GPU_DATA)/part$$k/PARTS || \
+	    { echo "gpu-train: $(GPU_DATA)/part$$k missing (carry every part, calls back to back)"; exit 1; }; done
+	rm -rf $(GPU_DATA)/merged && mkdir -p $(OUT) $(GPU_DATA)/merged
+	for p in $(GPU_DATA)/part*/; do cp -al $$p. $(GPU_DATA)/merged/; done
+	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target $(GPU_SITE) $(GPU_DATA)/merged/wheels/*.whl
+	set -o pipefail; PYTHONPATH=$(GPU_SITE):$(CURDIR):$(CURDIR)/apps PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m \
+	    lightweight_nets.training.train_all $(GPU_BUNDLES) -o runs/gpu --data-root $(GPU_DATA)/merged/data \
+	    --budget-minutes $(GPU_MINUTES) --jobs 6 --num-workers 3 $(GPU_ARGS) 2>&1 | tee $(OUT)/train.log; status=$$?; \
+	tar czf $(OUT)/runs.tgz --exclude='*.ckpt' --exclude='events.out*' runs/gpu; cp runs/gpu/summary.md $(OUT)/; \
+	for b in runs/gpu/*/; do tar czf $(OUT)/last-ckpt-$$(basename $$b).tgz $$(find $$b -name last.ckpt); done; \
+	exit $$status
+
+gpu-pack: venv
+	rm -rf $(GPU_DATA)/part* $(GPU_DATA)/wheels-download && mkdir -p $(GPU_DATA)/wheels-download
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    -d $(GPU_DATA)/wheels-download $$(grep -E '^(monai|nibabel)==' requirements.txt)
+	$(PY) -m lightweight_nets.training.device_pack -o $(GPU_DATA) --wheels $(GPU_DATA)/wheels-download \
+	    --part-mib $(GPU_PART_MIB)
+	rm -rf $(GPU_DATA)/wheels-download

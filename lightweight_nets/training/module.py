@@ -210,6 +210,7 @@ class DistillationModule(SegmentationModule):
             raise ValueError("DistillationModule needs a datamodule with a train_set to size its feature adapters")
         item = datamodule.train_set[0]
         sample = (item[0] if isinstance(item, list) else item)["image"][None]  # 3D items are lists of patches
+        sample = sample.to(self.device)  # a device data module keeps its items on the accelerator already
         with torch.no_grad():
             self.net.eval()
             self.net(sample)

@@ -1,0 +1,177 @@
+"""One training job of ``lightweight-seg-train-all``, in its own process: a bundle's configs (MONAI config merging,
+as ``python -m monai.bundle run`` does) with the job's overrides, run to early stopping or its time guard, resumed
+from the run's ``checkpoints/last.ckpt`` when there is one; then ``summary.json`` beside the weights.
+
+``python -m lightweight_nets.training.train_job RUN_DIR/job.json`` (the runner writes the job file).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
+from lightweight_nets.io import atomic_path
+from lightweight_nets.training.run import plot_training_curves
+
+__all__ = ["EpochLine", "configure", "best_epoch", "how_it_stopped", "train", "main"]
+
+PLAIN_DATA_MODULE = "lightweight_nets.training.data.SegmentationDataModule"
+DEVICE_DATA_MODULE = "lightweight_nets.training.device_data.DeviceSegmentationDataModule"
+REPORTED = ("train_loss", "val_loss", "val_dice", "val_hd95", "feature_loss")
+
+
+class EpochLine(Callback):
+    """Prints one line per finished training epoch: the job's tag, the epoch, its losses and Dice, the minutes."""
+
+    def __init__(self, tag: str):
+        self.tag, self.start = tag, time.monotonic()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        values = " ".join(f"{key} {float(metrics[key]):.4f}" for key in REPORTED if key in metrics)
+        print(f"[{self.tag}] epoch {trainer.current_epoch + 1} {values} "
+              f"({(time.monotonic() - self.start) / 60:.1f} min)", flush=True)
+
+
+def configure(job: dict):
+    """The bundle's merged config (``monai.bundle.ConfigParser``) with the job's settings applied (see
+    :mod:`lightweight_nets.training.train_all` for the job's keys)."""
+    from monai.bundle import ConfigParser
+
+    root, run_dir = Path(job["bundle"]), Path(job["run_dir"])
+    parser = ConfigParser()
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    parser.read_config([str(root / "configs" / name) for name in job["configs"]])
+    parser["bundle_root"] = str(root)
+    for key, value in job.get("overrides", {}).items():
+        parser[key] = value
+    if job.get("data_root"):
+        parser["dataset_dir"] = str(Path(job["data_root"]) / Path(parser.get_parsed_content("dataset_dir")).name)
+    parser["output_dir"], parser["run_name"] = str(run_dir), ""
+    parser["model_file"] = str(run_dir / job["weights_name"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    parser["resume_from"] = str(last) if last.is_file() else None
+    if job.get("max_epochs") is not None:
+        parser["max_epochs"] = int(job["max_epochs"])
+    if job.get("num_workers") is not None:
+        parser["num_workers"] = int(job["num_workers"])
+    if job.get("limit") is not None:
+        parser["datamodule#limit"] = int(job["limit"])
+    if job.get("device_data") and parser.get("datamodule#_target_") == PLAIN_DATA_MODULE:
+        parser["datamodule#_target_"] = DEVICE_DATA_MODULE
+    if job.get("channels_last"):
+        parser["module#channels_last"] = True
+    trainer = parser.get("trainer")
+    loggers = trainer.get("logger") or []
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        logger.update(save_dir=str(run_dir), name="", version="")  # one folder per run, the same when resumed
+    callbacks = [c for c in trainer.get("callbacks", [])
+                 if job.get("early_stopping", True) or not str(c.get("_target_", "")).endswith("EarlyStopping")]
+    callbacks.append({"_target_": f"{__name__}.EpochLine", "tag": job["tag"]})
+    trainer.update(callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False)
+    if job.get("precision"):
+        trainer["precision"] = job["precision"]
+    if job.get("max_time_s"):
+        trainer["max_time"] = {"seconds": int(job["max_time_s"])}
+    parser["trainer"] = trainer
+    return parser
+
+
+def best_epoch(metrics_csv: Path) -> dict:
+    """The logged validation row with the lowest ``val_loss`` (what the checkpoint keeps), as numbers."""
+    rows = []
+    if metrics_csv.is_file():
+        with open(metrics_csv, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val_loss")]
+    if not rows:
+        return {}
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    return {"best_epoch": int(best["epoch"]) + 1,
+            **{k: float(v) for k, v in best.items() if k.startswith("val_") and v and not math.isnan(float(v))}}
+
+
+def how_it_stopped(trainer: pl.Trainer) -> str:
+    """``early_stopping``, ``max_epochs`` or ``max_time`` (the guard)."""
+    early = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    if early is not None and early.stopped_epoch > 0:
+        return "early_stopping"
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
+    return "max_time"
+
+
+def train(job: dict) -> dict:
+    """Run one job and write its ``summary.json``; returns the summary."""
+    run_dir = Path(job["run_dir"])
+    previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    start = time.monotonic()
+    pl.seed_everything(job["seed"], workers=True, verbose=False)
+    parser = configure(job)
+    resumed = parser["resume_from"]
+    earlier = _read_rows(run_dir / "metrics.csv") if resumed else []
+    trainer = parser.get_parsed_content("trainer")
+    weights = parser.get_parsed_content("run")  # the bundle's own fit: best checkpoint -> weights, curves
+    if earlier:
+        _prepend_rows(earlier, run_dir / "metrics.csv")
+    summary = {
+        "bundle": Path(job["bundle"]).name, "job": job["name"], "seed": job["seed"],
+        "description": job.get("description", ""), "command": job["command"], "configs": job["configs"],
+        "overrides": job.get("overrides", {}), "weights": str(weights), "target": job["target"],
+        "epochs": trainer.current_epoch, "stopped": how_it_stopped(trainer),
+        "early_stopping": job.get("early_stopping", True), "max_epochs": trainer.max_epochs,
+        "max_time_s": job.get("max_time_s"), "precision": str(trainer.precision),
+        "data_module": parser.get("datamodule#_target_"), "device": _device_name(),
+        "torch": torch.__version__, "resumed_from": resumed,
+        "minutes": round(previous.get("minutes", 0.0) + (time.monotonic() - start) / 60, 2),
+        **best_epoch(run_dir / "metrics.csv"),
+    }
+    with atomic_path(run_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _read_rows(metrics_csv: Path) -> list[dict]:
+    if not metrics_csv.is_file():
+        return []
+    with open(metrics_csv, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _prepend_rows(earlier: list[dict], metrics_csv: Path) -> None:
+    """Put the rows of the run's earlier parts back in front of a resumed part's log (Lightning's CSV logger starts
+    the file afresh), and redraw the curves from the whole log."""
+    rows = earlier + _read_rows(metrics_csv)
+    columns = sorted({key for row in rows for key in row})
+    with atomic_path(metrics_csv) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_training_curves(metrics_csv, metrics_csv.parent / "training_curves.png")
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m lightweight_nets.training.train_job RUN_DIR/job.json", file=sys.stderr)
+        return 2
+    summary = train(json.loads(Path(args[0]).read_text()))
+    print(f"[{summary['bundle']}/{summary['job']}/seed{summary['seed']}] done: {summary['epochs']} epochs, "
+          f"stopped by {summary['stopped']}, best epoch {summary.get('best_epoch')}, "
+          f"val_dice {summary.get('val_dice', float('nan')):.4f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""lightweight-seg-train-all on the CPU at tiny size: the device data module's augmentation, the job plan from the
+bundles' train_jobs.json, and a real run of two bundles that installs, then resumes."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightweight_nets import create_net
+from lightweight_nets.bundle import BundleSpec
+from lightweight_nets.training.device_data import DeviceSegmentationDataModule, augment_batch
+from lightweight_nets.training.device_pack import split_into_parts, write_training_grid_copy
+from lightweight_nets.training.run import load_weights
+from lightweight_nets.training.train_all import chain_depth, is_finished, main, plan
+from lightweight_nets.transforms import Preprocessing
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY = ["--limit", "3", "--num-workers", "0", "--jobs", "2", "--set", "preprocessing#spatial_size", "[64, 64]"]
+
+
+def test_augmentation_moves_image_and_mask_together():
+    torch.manual_seed(0)
+    mask = torch.zeros(400, 1, 64, 96)
+    mask[:, :, 20:44, 30:70] = 1
+    out = augment_batch({"image": mask.clone(), "label": mask.clone()})
+    assert set(out["label"].unique().tolist()) <= {0.0, 1.0}
+    changed = (out["label"] != mask).flatten(1).any(1)
+    assert 0.65 < changed.float().mean() < 0.85  # flip and affine each with probability 0.5: 3 in 4 change
+    agreement = ((out["image"] > 0.5) == (out["label"] > 0.5)).float().mean()
+    assert agreement > 0.98  # bilinear image and nearest mask differ at the edges only
+
+
+def test_plan_orders_teachers_first_and_splits_the_budget_along_the_chain():
+    jobs = plan([REPO / "bundle" / "fetal_head_us", REPO / "bundle" / "sarcoma_ct"], seeds=[0, 1])
+    keys = [job.key for job in jobs]
+    assert keys.index("fetal_head_us/teacher/seed1") < keys.index("fetal_head_us/model/seed1") < keys.index(
+        "fetal_head_us/thin_separable_student/seed1")
+    assert chain_depth(jobs) == 3 and len(jobs) == 8
+    only = plan([REPO / "bundle" / "fetal_head_us"], seeds=[0], only=["thin_separable_student"])
+    assert [job.name for job in only] == ["teacher", "model", "thin_separable_student"]
+    assert is_finished({"stopped": "early_stopping", "epochs": 3}, 200)
+    assert not is_finished({"stopped": "max_time", "epochs": 3}, 200)
+    assert not is_finished({"stopped": "max_epochs", "epochs": 1}, 2)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "hc18").is_dir(), reason="needs ../shared/data")
+def test_training_grid_copy_reads_back_as_the_decoded_data(tmp_path):
+    names = ["000_HC.png", "001_HC.png", "003_HC.png"]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": names[:2], "validation": names[2:]}))
+    preprocessing = Preprocessing([64, 96])
+    write_training_grid_copy(SHARED_DATA / "hc18", names, preprocessing, tmp_path / "copy" / "hc18")
+    tensors = {}
+    for source in (SHARED_DATA / "hc18", tmp_path / "copy" / "hc18"):
+        data = DeviceSegmentationDataModule(str(source), str(split), preprocessing, num_workers=0)
+        data.setup()
+        tensors[source] = (data.train_set.images, data.train_set.labels, len(data.val_set))
+    (original, original_masks, n_val), (copy, copy_masks, n_val_copy) = tensors.values()
+    assert copy.shape == original.shape == (2, 1, 64, 96) and n_val == n_val_copy == 1
+    assert (copy - original).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.equal(copy_masks, original_masks)
+    with pytest.raises(ValueError, match="a copy made by"):
+        DeviceSegmentationDataModule(str(tmp_path / "copy" / "hc18"), str(split), Preprocessing([64, 64])).setup()
+    assert split_into_parts(tmp_path / "copy", tmp_path / "parts", part_bytes=12_000) >= 2
+    assert sorted(p.name for p in (tmp_path / "parts").rglob("*.png")) == sorted(names * 2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "hc18").is_dir(), reason="needs ../shared/data")
+def test_two_bundles_train_install_and_resume(tmp_path, capfd):
+    bundles = tmp_path / "bundles"
+    for name in ("fetal_head_us", "breast_lesion_us"):
+        shutil.copytree(REPO / "bundle" / name, bundles / name, ignore=shutil.ignore_patterns("models", "experiments",
+                                                                                             "logs", "runs"))
+    out = tmp_path / "runs"
+    common = [str(bundles), "-o", str(out), "--only", "model", "--data-root", str(SHARED_DATA), *TINY]
+    assert main([*common, "--max-epochs", "1", "--install"]) == 0
+    first = capfd.readouterr().out
+    assert first.index("[fetal_head_us/teacher/seed0] done") < first.index("[fetal_head_us/model/seed0] starts")
+    assert "[fetal_head_us/model/seed0] epoch 1 " in first
+
+    for name in ("fetal_head_us", "breast_lesion_us"):
+        root = bundles / name
+        load_weights(BundleSpec.load(root).network(), root / "models" / "model.pt")
+        teacher_def = {k: v for k, v in json.loads((root / "configs" / "distill.json").read_text())[
+            "teacher_def"].items() if k != "_target_"}
+        load_weights(create_net(**teacher_def), root / "models" / "teacher.pt")
+        assert (root / "logs" / "model.metrics.csv").is_file() and (root / "docs" / "training_record.md").is_file()
+    model = json.loads((out / "fetal_head_us" / "model" / "seed0" / "summary.json").read_text())
+    teacher = json.loads((out / "fetal_head_us" / "teacher" / "seed0" / "summary.json").read_text())
+    assert model["overrides"]["teacher_file"] == teacher["weights"]
+    assert model["epochs"] == 1 and model["stopped"] == "max_epochs" and "val_dice" in model
+    assert {(s["bundle"], s["job"]) for s in json.loads((out / "summary.json").read_text())} == {
+        (b, j) for b in ("fetal_head_us", "breast_lesion_us") for j in ("teacher", "model")}
+
+    assert main([*common, "--max-epochs", "2"]) == 0  # asked for more epochs: every run resumes
+    second = capfd.readouterr().out
+    assert second.count("resumes from last.ckpt") == 4 and "epoch 1 " not in second
+    model = json.loads((out / "fetal_head_us" / "model" / "seed0" / "summary.json").read_text())
+    assert model["epochs"] == 2 and model["resumed_from"].endswith("last.ckpt")
+    rows = (out / "fetal_head_us" / "model" / "seed0" / "metrics.csv").read_text().splitlines()
+    assert {line.split(",")[0] for line in rows[1:]} >= {"0", "1"}  # both epochs in the one log
+
+    assert main([*common, "--max-epochs", "2"]) == 0
+    assert capfd.readouterr().out.count("already finished") == 4
