@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightweight_nets import create_net
-from lightweight_nets.io import atomic_path
+from lightweight_nets.io.files import atomic_path
 from lightweight_nets.profile import markdown_table
 from lightweight_nets.training.module import DistillationModule, SegmentationModule
 from lightweight_nets.transforms import Postprocessing
@@ -86,7 +86,7 @@ def seconds_per_step(distill: bool, channels_last: bool, precision: str, steps: 
     return statistics.median(timer.seconds[warmup:])
 
 
-def _chart(rows: list[tuple[str, str, float]], png: Path) -> None:
+def _chart(rows: list[tuple[str, str, float]], png: Path, size: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,7 +99,7 @@ def _chart(rows: list[tuple[str, str, float]], png: Path) -> None:
         values = [next(s for r, t, s in rows if r == run and t == title) for run in runs]
         ax.bar([i + k * width for i in range(len(runs))], values, width, label=title)
     ax.set_xticks([i + width * (len(SETTINGS) - 1) / 2 for i in range(len(runs))], runs)
-    ax.set(ylabel="seconds per step (lower is better)", title="Training step on the CPU, 256 x 256, batch 8")
+    ax.set(ylabel="seconds per step (lower is better)", title=f"Training step on the CPU, {size} x {size}, batch 8")
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(png) as tmp:
@@ -110,6 +110,7 @@ def _chart(rows: list[tuple[str, str, float]], png: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (after 2 warm-up steps)")
+    parser.add_argument("--size", type=int, default=256, help="image side (a multiple of 64)")
     parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks_training.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -117,19 +118,21 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for run, distill in ((f"{STUDENT}", False), (f"{STUDENT} distilled from {TEACHER}", True)):
         for title, channels_last, precision in SETTINGS:
-            rows.append((run, title, seconds_per_step(distill, channels_last, precision, steps=args.steps)))
+            rows.append((run, title, seconds_per_step(distill, channels_last, precision, steps=args.steps,
+                                                      size=args.size)))
             print(f"{run}, {title}: {rows[-1][2]:.2f} s/step", flush=True)
     table = []
     for run, title, seconds in rows:
         before = next(s for r, t, s in rows if r == run and t == SETTINGS[0][0])
         table.append([run, title, f"{seconds:.2f}", f"{1 / seconds:.2f}", f"{before / seconds:.1f}x"])
     png = args.markdown.with_suffix(".png")
-    _chart(rows, png)
+    _chart(rows, png, args.size)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    text = (f"# Training speed on the CPU\n\n`python -m benchmarks.training --steps {args.steps}`, "
+    text = (f"# Training speed on the CPU\n\n`python -m benchmarks.training --steps {args.steps} --size {args.size}`, "
             f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"load average at the end {load}. "
-            "Median of the timed steps; random 256 x 256 batches of 8 in memory (data loading not included).\n\n"
+            f"Median of the timed steps; random {args.size} x {args.size} batches of 8 in memory (data loading not "
+            "included).\n\n"
             + markdown_table(["run", "setting", "s / step", "steps / s", "vs fp32 default layout"], table)
             + f"\n\n![seconds per step]({png.name})\n")
     with atomic_path(args.markdown) as tmp:

@@ -61,3 +61,14 @@ def test_zoo3d_scores_every_trained_hippocampus_network_on_the_same_volumes(tmp_
     assert epochs_trained(tmp_path / "experiments" / "net.pt") == 2
     assert validation_log(tmp_path / "experiments" / "net.pt") == {0: 0.5, 1: 0.75}
     assert epochs_trained(tmp_path / "experiments" / "other.pt") is None
+
+
+def test_training_benchmark_times_every_layout_and_precision_through_the_lightning_modules(tmp_path):
+    from benchmarks import training
+
+    markdown = tmp_path / "training.md"
+    training.main(["--steps", "1", "--size", "64", "--markdown", str(markdown)])
+    rows = [line for line in markdown.read_text().splitlines() if line.startswith(f"| {training.STUDENT}")]
+    assert len(rows) == 2 * len(training.SETTINGS)  # supervised and distilled, each setting once
+    assert all(float(row.split("|")[3]) > 0 for row in rows)
+    assert Image.open(markdown.with_suffix(".png")).size[0] > 0
