@@ -23,6 +23,7 @@ from test_app_support import (
 from lightweight_nets.io.tables import read_pixel_sizes
 from lightweight_nets.measure import GESTATIONAL_AGE_FORMULAS, ellipse_perimeter
 from lightweight_seg.pipeline import segment_paths
+from lightweight_seg.sr_writer import ELLIPSE_VERTICES
 
 HC18 = Path(__file__).resolve().parents[1] / "samples" / "hc18"
 PIXEL_SIZES = read_pixel_sizes(HC18 / "pixel_size_and_hc.csv")
@@ -86,9 +87,14 @@ def test_head_circumference_sr_is_the_fitted_ellipse_the_report_and_its_gestatio
     assert weeks == round(GESTATIONAL_AGE_FORMULAS["hadlock_1984"].weeks(hc)[0], 2) and 14 <= weeks <= 42
     group = _group(hd.sr.srread(output.sr_path))
     assert group.tracking_identifier == "fetal head" and group.finding_sites[0].value.meaning == "Head"
-    assert group.roi.graphic_type == hd.sr.GraphicTypeValues.ELLIPSE
-    points = group.roi.value
+    # a closed polygon on the fitted ellipse (OHIF 3.13 draws no oblique SCOORD ELLIPSE), the axis ends among its
+    # vertices: a quarter of the way round each
+    assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+    polygon = group.roi.value
+    assert len(polygon) == ELLIPSE_VERTICES + 1
+    points = polygon[[0, ELLIPSE_VERTICES // 2, ELLIPSE_VERTICES // 4, 3 * ELLIPSE_VERTICES // 4]]
     np.testing.assert_allclose(points, segment["head_ellipse_points"][0], atol=1e-3)
+    np.testing.assert_allclose(polygon[-1], polygon[0], atol=1e-3)
     # the drawn ellipse is the measured one: the same centre, perpendicular axes, and its perimeter is the HC
     major, minor = points[1] - points[0], points[3] - points[2]
     np.testing.assert_allclose(points[:2].mean(axis=0), points[2:].mean(axis=0), atol=0.01)
@@ -96,6 +102,11 @@ def test_head_circumference_sr_is_the_fitted_ellipse_the_report_and_its_gestatio
     size = PIXEL_SIZES["199_HC.png"]
     assert ellipse_perimeter(np.linalg.norm(major) / 2 * size, np.linalg.norm(minor) / 2 * size) == \
         pytest.approx(hc, abs=0.02)
+    # every vertex is on that ellipse, and the polygon's perimeter is the HC within 0.1 %
+    centre, (a, b) = points[:2].mean(axis=0), (np.linalg.norm(major) / 2, np.linalg.norm(minor) / 2)
+    along = (polygon - centre) @ np.stack([major / (2 * a), minor / (2 * b)]).T
+    np.testing.assert_allclose((along[:, 0] / a) ** 2 + (along[:, 1] / b) ** 2, 1, atol=1e-4)
+    assert np.linalg.norm(np.diff(polygon, axis=0), axis=1).sum() * size == pytest.approx(hc, rel=1e-3)
     values = _values(group)
     assert set(values) == {"Area", "Head Circumference", "Gestational Age"}
     assert (values["Head Circumference"].value, values["Head Circumference"].unit.value) == (hc, "mm")

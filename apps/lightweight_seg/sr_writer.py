@@ -4,10 +4,16 @@ written with highdicom as a Comprehensive 3D SR), laid out so that OHIF's SR han
 One measurement group per segment and frame the segment is on (2D measurements), or per segment (a volume):
 
 * TID 1410 (planar ROI) for a frame: its image region is the geometry a viewer draws on the source frame, the fitted
-  head ellipse (SCOORD ELLIPSE: the major axis ends, then the minor axis ends) where the head circumference is
-  measured, else the largest diameter (SCOORD POLYLINE, its two end points); a frame with neither references its
-  SEG frame instead (Referenced Segmentation Frame). OHIF (``cornerstone-dicom-sr``) reads a group's SCOORD as the
-  drawing and every NUM in it as a label ("Head Circumference: 176.20 mm").
+  head ellipse where the head circumference is measured, else the largest diameter (SCOORD POLYLINE, its two end
+  points); a frame with neither references its SEG frame instead (Referenced Segmentation Frame). OHIF
+  (``cornerstone-dicom-sr``) reads a group's SCOORD as the drawing and every NUM in it as a label ("Head
+  Circumference: 176.20 mm").
+* The head ellipse is a closed SCOORD POLYLINE of ``ELLIPSE_VERTICES`` points on the fitted ellipse, not a SCOORD
+  ELLIPSE: OHIF 3.13 draws an ELLIPSE only when its axes are parallel to the image's rows or columns ("OBLIQUE
+  ELLIPSE NOT YET SUPPORTED", nothing drawn, no label), and a fitted head is oblique. Nothing is lost: vertices 0,
+  N/4, N/2 and 3N/4 (N = ``ELLIPSE_VERTICES``) are exactly the ends of the major axis, of the minor axis, of the
+  major and of the minor axis again, so a reader recovers the ellipse; the polygon's own perimeter and area are
+  within 0.1 % and 0.2 % of the ellipse's (the HC is the NUM, computed on the ellipse).
 * TID 1411 (volumetric ROI) for a volume: the SEG segment itself (Referenced Segment) with its source series.
 
 Every measurement (TID 300 NUM) names its concept and UCUM unit from the bundle's ``measurement_codes``, its value as
@@ -34,9 +40,10 @@ from lightweight_nets.measure import MEASUREMENT_REPORT_KEYS
 from lightweight_seg.dicom_io import Stack
 from lightweight_seg.seg_writer import SEG_MANUFACTURER
 
-__all__ = ["SR_SERIES_OFFSET", "sr_series_identity", "build_sr"]
+__all__ = ["SR_SERIES_OFFSET", "ELLIPSE_VERTICES", "ellipse_polygon", "sr_series_identity", "build_sr"]
 
 SR_SERIES_OFFSET = 50  # an SR's SeriesNumber is its SEG's + 50 (a SEG series numbers its stacks 0-49 at most)
+ELLIPSE_VERTICES = 64  # points of the head ellipse's polygon, a multiple of 4 (the axis ends are vertices)
 
 
 def _code(code: Code) -> hd.sr.CodedConcept:
@@ -126,13 +133,24 @@ def _finding(segment: Segment, spec: BundleSpec, label: str) -> dict:
     }
 
 
+def ellipse_polygon(axis_points: np.ndarray) -> np.ndarray:
+    """The closed polygon of ``ELLIPSE_VERTICES`` points on an ellipse given as SCOORD ELLIPSE gives it (the major
+    axis ends, then the minor axis ends), starting at the first major axis end and passing the first minor axis end
+    a quarter of the way round; its last point is its first."""
+    major_end, minor_end = axis_points[0], axis_points[2]
+    centre = axis_points.mean(axis=0)
+    angles = np.linspace(0, 2 * np.pi, ELLIPSE_VERTICES + 1)[:, None]
+    polygon = centre + np.cos(angles) * (major_end - centre) + np.sin(angles) * (minor_end - centre)
+    polygon[ELLIPSE_VERTICES // 4::ELLIPSE_VERTICES // 4] = axis_points[[2, 1, 3, 0]]  # exact, not rounded by cos
+    return polygon
+
+
 def _image_region(values: dict, index: int, source: hd.sr.SourceImageForRegion) -> hd.sr.ImageRegion | None:
-    """The geometry a viewer draws for frame ``index``: the head ellipse, else the largest diameter."""
-    for key, graphic in (("head_ellipse_points", hd.sr.GraphicTypeValues.ELLIPSE),
-                         ("largest_diameter_points", hd.sr.GraphicTypeValues.POLYLINE)):
+    """The geometry a viewer draws for frame ``index``: the head ellipse (as a polygon), else the largest diameter."""
+    for key, shape in (("head_ellipse_points", ellipse_polygon), ("largest_diameter_points", np.asarray)):
         points = values[key][index] if key in values else None
         if points is not None:
-            return hd.sr.ImageRegion(graphic, np.array(points, dtype=float), source)
+            return hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, shape(np.array(points, dtype=float)), source)
     return None
 
 

@@ -124,14 +124,15 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
-def view_study(url: str, out_dir: Path, timeout_s: float = 60) -> dict:
-    """Open ``url`` in headless Chromium, screenshot the study (``before.png``), load its SEG the way a user does
-    (double-click its thumbnail, accept the hydration prompt) and screenshot again (``after.png``), both in
-    ``out_dir``. Returns what view_study.mjs reports: the viewport's box in each screenshot, the page's console
-    messages and errors, and the step it failed at, if any."""
+def view_study(url: str, out_dir: Path, modality: str = "SEG", timeout_s: float = 60) -> dict:
+    """Open ``url`` in headless Chromium, screenshot the study (``before.png``), load its SEG or SR (``modality``) the
+    way a user does (double-click its thumbnail; for a SEG, accept the hydration prompt) and screenshot again
+    (``after.png``), both in ``out_dir``. Returns what view_study.mjs reports: the viewport's box in each screenshot,
+    the text drawn on the viewport after loading (``viewportText``), the page's console messages and errors, and the
+    step it failed at, if any."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run = subprocess.run(
-        ["node", str(DRIVER), url, str(out_dir), CHROMIUM, str(int(timeout_s * 1000))],
+        ["node", str(DRIVER), url, str(out_dir), CHROMIUM, str(int(timeout_s * 1000)), modality],
         capture_output=True, text=True, timeout=timeout_s + 60, cwd=HERE,
     )
     if run.returncode != 0 or not run.stdout.strip():
@@ -139,15 +140,38 @@ def view_study(url: str, out_dir: Path, timeout_s: float = 60) -> dict:
     return json.loads(run.stdout)
 
 
+def _image_crop(box: dict, rows: int, columns: int) -> tuple[tuple[int, int, int, int], float]:
+    """Where the image lies in a screenshot (fitted into the viewport ``box``, centred, as OHIF shows it at first):
+    its crop box and the screen pixels per image pixel."""
+    scale = min(box["width"] / columns, box["height"] / rows)
+    left = box["x"] + (box["width"] - columns * scale) / 2
+    top = box["y"] + (box["height"] - rows * scale) / 2
+    return (round(left), round(top), round(left + columns * scale), round(top + rows * scale)), scale
+
+
+def outline_drawn(before: Path, after: Path, box: dict, rows: int, columns: int, outline: np.ndarray,
+                  reach_px: int = 2, min_change: float = 40) -> float:
+    """How much of a shape the viewer drew: the fraction of points along ``outline`` (image (column, row)
+    coordinates, a polyline) where the ``after`` screenshot differs from ``before`` by at least ``min_change`` (of
+    255, in any channel) within ``reach_px`` screen pixels."""
+    (left, top, _, _), scale = _image_crop(box, rows, columns)
+    with Image.open(before) as b, Image.open(after) as a:
+        change = np.abs(np.asarray(a.convert("RGB"), dtype=np.float32) - np.asarray(b.convert("RGB"), dtype=np.float32))
+    changed = change.max(axis=2) >= min_change
+    steps = [np.linspace(start, end, max(2, int(np.linalg.norm(end - start) * scale)), endpoint=False)
+             for start, end in zip(outline[:-1], outline[1:])]
+    screen = np.rint(np.concatenate(steps) * scale + [left, top]).astype(int)
+    hits = [changed[max(y - reach_px, 0):y + reach_px + 1, max(x - reach_px, 0):x + reach_px + 1].any()
+            for x, y in screen]
+    return float(np.mean(hits))
+
+
 def overlay_mask(before: Path, after: Path, box: dict, rows: int, columns: int, color_rgb: tuple[int, int, int],
                  min_alpha: float = 0.2) -> np.ndarray:
     """Where the viewer drew the overlay, on the image's own ``rows`` x ``columns`` grid: the pixels of the image
     (fitted into the viewport ``box``, centred, as OHIF shows it at first) that moved from the ``before``
     screenshot towards the segment's display colour, by at least ``min_alpha`` of the way."""
-    scale = min(box["width"] / columns, box["height"] / rows)
-    left = box["x"] + (box["width"] - columns * scale) / 2
-    top = box["y"] + (box["height"] - rows * scale) / 2
-    crop = (round(left), round(top), round(left + columns * scale), round(top + rows * scale))
+    crop, _ = _image_crop(box, rows, columns)
     with Image.open(before) as b, Image.open(after) as a:
         base = np.asarray(b.convert("RGB").crop(crop), dtype=np.float32)
         shown = np.asarray(a.convert("RGB").crop(crop), dtype=np.float32)

@@ -1,16 +1,17 @@
-// Opens one study in OHIF in headless Chromium, screenshots it, loads its SEG the way a user does (double-click the
-// SEG thumbnail, say yes to the hydration prompt) and screenshots again. Prints one JSON object on stdout: the
-// viewport's box in each screenshot, the page's console messages and errors, and the step that failed, if any.
-// Usage: node view_study.mjs URL OUT_DIR CHROMIUM TIMEOUT_MS
+// Opens one study in OHIF in headless Chromium, screenshots it, loads its SEG or SR the way a user does (double-click
+// the thumbnail; for a SEG, say yes to the hydration prompt) and screenshots again. Prints one JSON object on stdout:
+// the viewport's box in each screenshot, the text OHIF drew on the viewport after loading (an SR's measurement
+// labels), the page's console messages and errors, and the step that failed, if any.
+// Usage: node view_study.mjs URL OUT_DIR CHROMIUM TIMEOUT_MS SEG|SR
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const [url, outDir, executablePath, timeoutArg] = process.argv.slice(2);
+const [url, outDir, executablePath, timeoutArg, modality] = process.argv.slice(2);
 const timeout = Number(timeoutArg);
 const SETTLE_MS = 1500; // the viewport draws a frame or two after the network is idle
-const report = { console: [], pageErrors: [], failedStep: null, error: null, boxes: {} };
+const report = { console: [], pageErrors: [], failedStep: null, error: null, boxes: {}, viewportText: [] };
 const userDataDir = mkdtempSync(join(tmpdir(), 'ohif-chromium-'));
 
 // A closed network, no GPU, root: no sandbox, nothing fetched in the background, WebGL in software.
@@ -63,19 +64,25 @@ try {
     await settle();
     await shoot('before');
   });
-  const thumbnail = page.locator('[data-cy="study-browser-thumbnail-no-image"]').filter({ hasText: 'SEG' }).first();
-  await run('find the SEG thumbnail', () => thumbnail.waitFor({ state: 'visible' }));
-  await run('load the SEG (double-click its thumbnail)', async () => {
+  const thumbnail = page.locator('[data-cy="study-browser-thumbnail-no-image"]').filter({ hasText: modality }).first();
+  await run(`find the ${modality} thumbnail`, () => thumbnail.waitFor({ state: 'visible' }));
+  await run(`load the ${modality} (double-click its thumbnail)`, async () => {
     await thumbnail.dblclick();
     await settle();
   });
-  await run('hydrate the SEG (yes to the prompt)', async () => {
-    const yes = page.locator('[data-cy="yes-hydrate-btn"]');
-    await yes.waitFor({ state: 'visible' });
-    await yes.click();
-    await page.getByText('Loading SEG').waitFor({ state: 'hidden' });
-    await settle();
+  if (modality === 'SEG') {
+    await run('hydrate the SEG (yes to the prompt)', async () => {
+      const yes = page.locator('[data-cy="yes-hydrate-btn"]');
+      await yes.waitFor({ state: 'visible' });
+      await yes.click();
+      await page.getByText('Loading SEG').waitFor({ state: 'hidden' });
+      await settle();
+    });
+  }
+  await run(`screenshot the loaded ${modality}`, async () => {
     await shoot('after');
+    // the SR display tool draws each measurement's labels on the viewport, one SVG tspan a line
+    report.viewportText = await viewport.locator('svg text tspan').allTextContents();
   });
 } catch (error) {
   report.failedStep = step;
