@@ -20,7 +20,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from benchmarks import end_to_end
+from benchmarks import NotACheckoutError, checkout, end_to_end
 from benchmarks.cpu import Case, NetResult, Timing, benchmark_net
 from benchmarks.report import BASELINE, STUDENT, write_report
 from lightweight_nets import list_nets
@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{raw}: no saved results to rewrite the report from")
         results, end_to_end_rows, environment, command = _load(raw)
     else:
+        try:  # measured: the checkout's HC18 samples and bundles (an installed copy has neither)
+            checkout("samples")
+            checkout("bundle")
+        except NotACheckoutError as error:
+            sys.exit(f"error: {error}")
         # the student and the baseline first: an interrupted run still has the ratio the targets are about
         headline = [n for n in (STUDENT, BASELINE) if n in list_nets()]
         names = args.nets or (headline if args.quick else headline + [n for n in list_nets() if n not in headline])

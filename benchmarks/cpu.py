@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import checkout
 from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.errors import first_line
 from lightweight_nets.export import export_onnx, export_torchscript, quantize_int8
@@ -22,8 +23,6 @@ from lightweight_nets.transforms import resize_mask
 
 __all__ = ["MEASURED_BACKENDS", "Case", "Timing", "NetResult", "trained_weights", "hc18_images", "benchmark_net"]
 
-REPO = Path(__file__).resolve().parents[1]
-HC18_BUNDLE = REPO / "bundle" / "fetal_head_us"  # its weights, grid and samples are what the 2D rows measure
 # every served backend from eager up (the tables' column order), then int8, which is measured but never served
 MEASURED_BACKENDS = (*reversed(BACKENDS), "onnx-int8")
 CALIBRATION_IMAGES = 4  # the first HC18 samples calibrate int8; the rest measure its accuracy
@@ -82,23 +81,29 @@ class NetResult:
         return next(t for t in self.timings if (t.case, t.threads, t.backend) == (case, threads, backend))
 
 
+def _hc18_bundle() -> Path:
+    """The checkout's fetal-head bundle: its weights, grid and samples are what the 2D rows measure."""
+    return checkout("bundle", "fetal_head_us")
+
+
 def trained_weights(name: str) -> Path | None:
     """The HC18 state dict the fetal-head bundle ships for net ``name``, if any: its served model, its teacher
     (``models/teacher.pt``) or an ablation (``experiments/<name>.pt``)."""
-    spec = BundleSpec.load(HC18_BUNDLE)
-    served = {spec.network_config.get("name"): HC18_BUNDLE / "models" / "model.pt",
-              spec.teacher_config.get("name"): HC18_BUNDLE / "models" / "teacher.pt"}
-    candidate = served.get(name, HC18_BUNDLE / "experiments" / f"{name}.pt")
+    bundle = _hc18_bundle()
+    spec = BundleSpec.load(bundle)
+    served = {spec.network_config.get("name"): bundle / "models" / "model.pt",
+              spec.teacher_config.get("name"): bundle / "models" / "teacher.pt"}
+    candidate = served.get(name, bundle / "experiments" / f"{name}.pt")
     return candidate if candidate.is_file() else None
 
 
 def hc18_images() -> tuple[torch.Tensor, torch.Tensor]:
     """The HC18 samples as the fetal-head bundle's network inputs (N, 1, 256, 256) and their reference masks on
     the same grid."""
-    preprocessing = BundleSpec.load(HC18_BUNDLE).preprocessing
-    images = sorted((REPO / "samples" / "hc18" / "images").glob("*.png"))
+    preprocessing = BundleSpec.load(_hc18_bundle()).preprocessing
+    images = sorted(checkout("samples", "hc18", "images").glob("*.png"))
     inputs = torch.cat([preprocessing(read_image(path).pixels) for path in images])
-    masks = torch.stack([resize_mask(read_image(REPO / "samples" / "hc18" / "masks" / path.name).pixels,
+    masks = torch.stack([resize_mask(read_image(checkout("samples", "hc18", "masks", path.name)).pixels,
                                      preprocessing.spatial_size) for path in images])
     return inputs, masks
 

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from pydicom.data import get_testdata_file
 
+from benchmarks import checkout
 from lightweight_nets.inference.segment import segment_frames
 
 __all__ = ["CASES", "write_ct_volume", "measure", "markdown_section"]
 
-ROOT = Path(__file__).resolve().parents[1]
 US_FRAME, US_CINE = "US frame (HC18 sample as DICOM US)", "US cine, 120 frames (color3d_jpeg_baseline)"
 CT_VOLUME = "CT series 512 x 512 x 100 (a sarcoma CT crop resampled)"
 TARGET_FRAME_S, TARGET_CINE_FPS = 0.3, 30.0
@@ -42,7 +42,7 @@ def write_ct_volume(folder: Path, shape: tuple[int, int, int] = (512, 512, 100))
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
     from scipy import ndimage
 
-    crop = np.asarray(nib.load(str(ROOT / "samples" / "sarcoma_ct" / "images" / "STS_025.nii.gz")).dataobj)
+    crop = np.asarray(nib.load(str(checkout("samples", "sarcoma_ct", "images", "STS_025.nii.gz"))).dataobj)
     volume = ndimage.zoom(crop.astype(np.float32), [t / s for t, s in zip(shape, crop.shape)], order=1)
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
@@ -66,9 +66,9 @@ def write_ct_volume(folder: Path, shape: tuple[int, int, int] = (512, 512, 100))
 
 # case -> where its DICOM is (given a scratch folder)
 CASES = {
-    US_FRAME: lambda scratch: ROOT / "samples" / "dicom" / "us_hc18_006.dcm",
+    US_FRAME: lambda scratch: checkout("samples", "dicom", "us_hc18_006.dcm"),
     US_CINE: lambda scratch: Path(get_testdata_file("color3d_jpeg_baseline.dcm")),
-    "limb CT series, 136 x 134 x 47 (IBSI STS_019)": lambda scratch: ROOT / "samples" / "dicom" / "sts_019_ct",
+    "limb CT series, 136 x 134 x 47 (IBSI STS_019)": lambda scratch: checkout("samples", "dicom", "sts_019_ct"),
     CT_VOLUME: lambda scratch: write_ct_volume(scratch / "ct_volume"),
 }
 _COLD_RUN = """
@@ -111,7 +111,7 @@ def _split_inference(frames, spec, predictor) -> dict[str, float]:
 def _cold_run(path: Path, output: Path, threads: int) -> dict:
     """The pipeline on ``path`` in a fresh process: wall seconds including imports and model loading, peak RSS."""
     run = subprocess.run([sys.executable, "-c", _COLD_RUN, str(path), str(output), str(threads)], capture_output=True,
-                         text=True, check=True, cwd=ROOT / "apps")
+                         text=True, check=True, cwd=checkout("apps"))
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 

@@ -12,26 +12,28 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from benchmarks import NotACheckoutError, checkout
 from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.evaluate import evaluate_volumes
 from lightweight_nets.export import export_onnx
 from lightweight_nets.inference.predictors import load_predictor, load_weights
 from lightweight_nets.profile import count_flops, count_parameters
 
-__all__ = ["BUNDLE", "trained_networks", "compare", "markdown"]
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle" / "hippocampus_mr"
+__all__ = ["trained_networks", "compare", "markdown"]
 
 
-def trained_networks(bundle: Path = BUNDLE) -> dict[str, tuple[str, dict, Path]]:
-    """``{name: (what it is, network_def config, weights)}`` for every weight file the bundle holds."""
+def trained_networks(bundle: Path | None = None) -> dict[str, tuple[str, dict, Path]]:
+    """``{name: (what it is, network_def config, weights)}`` for every weight file the bundle holds (default: the
+    checkout's hippocampus bundle)."""
     from monai.bundle import ConfigParser
 
+    bundle = bundle or checkout("bundle", "hippocampus_mr")
     spec = BundleSpec.load(bundle)
     models = bundle / "models"
     found = {"served model": ("configs/train.json", spec.network_config, models / "model.pt"),
@@ -63,10 +65,12 @@ def _build(network_def: dict) -> torch.nn.Module:
     return ConfigParser({"net": network_def}).get_parsed_content("net")
 
 
-def compare(limit: int | None = None, threads: int = 2, bundle: Path = BUNDLE) -> list[dict]:
-    """One row per trained network (see the module docstring), evaluated on the bundle's validation split."""
+def compare(limit: int | None = None, threads: int = 2, bundle: Path | None = None) -> list[dict]:
+    """One row per trained network (see the module docstring), evaluated on the bundle's validation split (default:
+    the checkout's hippocampus bundle)."""
     from monai.bundle import ConfigParser
 
+    bundle = bundle or checkout("bundle", "hippocampus_mr")
     spec = BundleSpec.load(bundle)
     evaluation = ConfigParser()
     evaluation.read_config([str(bundle / "configs" / f) for f in ("inference.json", "evaluate.json")])
@@ -120,7 +124,10 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = compare(args.limit, args.threads)
+    try:
+        rows = compare(args.limit, args.threads)
+    except NotACheckoutError as error:
+        sys.exit(f"error: {error}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     print(markdown(rows))

@@ -3,7 +3,7 @@
 
 The SDK's own flags (-i, -o, -m, -l, -w) and variables (HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH,
 HOLOSCAN_MODEL_PATH) work as in any MONAI Deploy app; ``-m`` takes one model bundle or a folder of bundles and
-defaults to every bundle the repository ships. Each series goes to the bundle whose series rules claim it;
+defaults to every bundle the package ships. Each series goes to the bundle whose series rules claim it;
 ``--model NAME`` sends every series to the bundle of that folder name instead. Prints one line per SEG, per
 skipped series and per problem; exits 1 when nothing could be segmented.
 """
@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as `python apps/lightweight_seg`: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import lightweight_seg  # noqa: E402,F401  (preloads the CUDA runtime before monai pulls in Holoscan)
-from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, one_line  # noqa: E402
-from lightweight_seg.pipeline import SeriesResult  # noqa: E402
-from lightweight_seg.routing import DEFAULT_BUNDLES  # noqa: E402
+import lightweight_seg  # noqa: F401  (preloads the CUDA runtime before monai pulls in Holoscan)
+from lightweight_seg.dicom_io import DEFAULT_RULES, InputError, one_line
+from lightweight_seg.pipeline import SeriesResult
+from lightweight_seg.routing import DEFAULT_BUNDLES
 
 
 def _summary(output: SeriesResult) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from importlib import resources
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -22,7 +23,9 @@ from lightweight_seg.dicom_io import InputError, selection_score
 
 __all__ = ["DEFAULT_BUNDLES", "ModelRouter"]
 
-DEFAULT_BUNDLES = Path(__file__).resolve().parents[2] / "bundle"
+# The bundles the app serves without -m: package data of lightweight_seg. In the repository, bundles/ is a link to
+# bundle/, so a checkout or an editable install serves bundle/ itself; a wheel holds a copy (see pyproject.toml).
+DEFAULT_BUNDLES = Path(str(resources.files("lightweight_seg") / "bundles")).resolve()
 
 
 class ModelRouter:
@@ -59,8 +62,8 @@ class ModelRouter:
 
     @classmethod
     def from_path(cls, path: str | Path | None = None, **kwargs) -> ModelRouter:
-        """The bundle at ``path``, or every bundle in that folder (default: the bundles this repository ships);
-        a bad bundle is an :class:`~lightweight_seg.dicom_io.InputError` naming its file."""
+        """The bundle at ``path``, or every bundle in that folder (default: :data:`DEFAULT_BUNDLES`, the bundles
+        this package ships); a bad bundle is an :class:`~lightweight_seg.dicom_io.InputError` naming its file."""
         try:
             return cls(find_bundles(path or DEFAULT_BUNDLES), **kwargs)
         except BundleError as error:

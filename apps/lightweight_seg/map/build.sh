@@ -69,7 +69,7 @@ mv "$WORK/context/ca-certificates.crt.debian" "$ROOT/etc/ssl/certs/ca-certificat
 mkdir -p "$ROOT/opt/holoscan/lib" "$ROOT/opt/holoscan/models" "$ROOT/etc/holoscan" \
     "$ROOT/var/holoscan/input" "$ROOT/var/holoscan/output" "$ROOT/var/holoscan/logs" "$ROOT/opt/holoscan/docs"
 cp -r "$REPO/apps/lightweight_seg" "$ROOT/opt/holoscan/app"
-rm -rf "$ROOT/opt/holoscan/app/map"
+rm -rf "$ROOT/opt/holoscan/app/map" "$ROOT/opt/holoscan/app/bundles"  # the link to bundle/: models/ serves them
 cp -r "$REPO/lightweight_nets" "$ROOT/opt/holoscan/lib/lightweight_nets"
 ln -s /opt/holoscan/app "$ROOT/opt/holoscan/lib/lightweight_seg"
 for bundle in "$BUNDLES"/*/; do
