@@ -20,6 +20,8 @@ def checkout(*parts: str) -> Path:
     :class:`NotACheckoutError` naming it."""
     path = _REPOSITORY.joinpath(*parts)
     if not path.exists():
-        raise NotACheckoutError(f"{path}: not found; the benchmarks run from a checkout of lightweight-seg "
-                                "(git clone, then make venv), not from an installed copy")
+        raise NotACheckoutError(
+            f"{path}: not found; the benchmarks run from a checkout of lightweight-seg "
+            "(git clone, then make venv), not from an installed copy"
+        )
     return path

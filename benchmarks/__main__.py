@@ -37,14 +37,22 @@ QUICK_CASES = (
 
 
 def _environment(started: datetime) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     minutes = (datetime.now(UTC) - started).total_seconds() / 60
-    return (f"{started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min), {cpu}, {os.cpu_count()} cores, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; load average at the end {load} "
-            "(a virtual machine: other work on the same host slows every backend alike and adds noise, so compare "
-            "ratios within this run).")
+    return (
+        f"{started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min), {cpu}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; load average at the end {load} "
+        "(a virtual machine: other work on the same host slows every backend alike and adds noise, so compare "
+        "ratios within this run)."
+    )
 
 
 def _load(path: Path) -> tuple[list[NetResult], list[dict] | None, str, str]:
@@ -57,8 +65,9 @@ def _load(path: Path) -> tuple[list[NetResult], list[dict] | None, str, str]:
     return results, saved.get("end_to_end"), saved["environment"], saved["command"]
 
 
-def _save(results: list[NetResult], end_to_end_rows: list[dict] | None, environment: str, command: str,
-          path: Path) -> None:
+def _save(
+    results: list[NetResult], end_to_end_rows: list[dict] | None, environment: str, command: str, path: Path
+) -> None:
     saved = {"command": command, "environment": environment, "results": [asdict(r) for r in results]}
     if end_to_end_rows is not None:
         saved["end_to_end"] = end_to_end_rows
@@ -68,14 +77,22 @@ def _save(results: list[NetResult], end_to_end_rows: list[dict] | None, environm
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"only {STUDENT} and {BASELINE}, fewer runs, 2 threads only, no peak RSS")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"only {STUDENT} and {BASELINE}, fewer runs, 2 threads only, no peak RSS"
+    )
     parser.add_argument("--nets", nargs="+", default=None, help="registered net names (default: all)")
-    parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks.md"),
-                        help="report to write; charts go beside it (default: docs/benchmarks.md)")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=Path("docs/benchmarks.md"),
+        help="report to write; charts go beside it (default: docs/benchmarks.md)",
+    )
     parser.add_argument("--from-json", action="store_true", help="rewrite the report from the saved raw results")
-    parser.add_argument("--update", action="store_true",
-                        help="re-measure only --nets and put their results in the saved run in place of the old ones")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="re-measure only --nets and put their results in the saved run in place of the old ones",
+    )
     args = parser.parse_args(argv)
     raw = args.markdown.with_suffix(".json")
     command = " ".join(["python -m benchmarks", shlex.join(argv if argv is not None else sys.argv[1:])]).strip()

@@ -74,8 +74,14 @@ class NetResult:
 
     def best(self, case: str, threads: int, fp32_only: bool = False) -> Timing:
         """The fastest backend's timing; ``fp32_only`` leaves out int8 (whose outputs differ)."""
-        return min((t for t in self.timings if t.case == case and t.threads == threads
-                    and not (fp32_only and t.backend == "onnx-int8")), key=lambda t: t.median_ms)
+        return min(
+            (
+                t
+                for t in self.timings
+                if t.case == case and t.threads == threads and not (fp32_only and t.backend == "onnx-int8")
+            ),
+            key=lambda t: t.median_ms,
+        )
 
     def timing(self, case: str, threads: int, backend: str) -> Timing:
         return next(t for t in self.timings if (t.case, t.threads, t.backend) == (case, threads, backend))
@@ -91,8 +97,10 @@ def trained_weights(name: str) -> Path | None:
     (``models/teacher.pt``) or an ablation (``experiments/<name>.pt``)."""
     bundle = _hc18_bundle()
     spec = BundleSpec.load(bundle)
-    served = {spec.network_config.get("name"): bundle / "models" / "model.pt",
-              spec.teacher_config.get("name"): bundle / "models" / "teacher.pt"}
+    served = {
+        spec.network_config.get("name"): bundle / "models" / "model.pt",
+        spec.teacher_config.get("name"): bundle / "models" / "teacher.pt",
+    }
     candidate = served.get(name, bundle / "experiments" / f"{name}.pt")
     return candidate if candidate.is_file() else None
 
@@ -103,8 +111,12 @@ def hc18_images() -> tuple[torch.Tensor, torch.Tensor]:
     preprocessing = BundleSpec.load(_hc18_bundle()).preprocessing
     images = sorted(checkout("samples", "hc18", "images").glob("*.png"))
     inputs = torch.cat([preprocessing(read_image(path).pixels) for path in images])
-    masks = torch.stack([resize_mask(read_image(checkout("samples", "hc18", "masks", path.name)).pixels,
-                                     preprocessing.spatial_size) for path in images])
+    masks = torch.stack(
+        [
+            resize_mask(read_image(checkout("samples", "hc18", "masks", path.name)).pixels, preprocessing.spatial_size)
+            for path in images
+        ]
+    )
     return inputs, masks
 
 
@@ -114,8 +126,9 @@ def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
-def _timed_rounds(predictors: dict[str, Predictor], batch: torch.Tensor, case: Case,
-                  rounds: int = 3) -> dict[str, list[float]]:
+def _timed_rounds(
+    predictors: dict[str, Predictor], batch: torch.Tensor, case: Case, rounds: int = 3
+) -> dict[str, list[float]]:
     """``case.runs`` latencies (ms) of each predictor after ``case.warmup`` runs, measured in interleaved rounds so
     that load from other processes on the machine falls on every backend alike."""
     for predictor in predictors.values():
@@ -131,11 +144,16 @@ def _timed_rounds(predictors: dict[str, Predictor], batch: torch.Tensor, case: C
     return latencies
 
 
-def _export_all(net: torch.nn.Module, folder: Path, example: torch.Tensor,
-                calibration: Sequence[torch.Tensor]) -> dict[str, Path]:
+def _export_all(
+    net: torch.nn.Module, folder: Path, example: torch.Tensor, calibration: Sequence[torch.Tensor]
+) -> dict[str, Path]:
     """The net as model.pt / model.ts / model.onnx / model_int8.onnx in ``folder``."""
-    files = {"torch": folder / "model.pt", "torchscript": folder / "model.ts", "onnx": folder / "model.onnx",
-             "onnx-int8": folder / "model_int8.onnx"}
+    files = {
+        "torch": folder / "model.pt",
+        "torchscript": folder / "model.ts",
+        "onnx": folder / "model.onnx",
+        "onnx-int8": folder / "model_int8.onnx",
+    }
     torch.save(net.state_dict(), files["torch"])
     export_torchscript(net, files["torchscript"], example)
     export_onnx(net, files["onnx"], example)
@@ -143,15 +161,21 @@ def _export_all(net: torch.nn.Module, folder: Path, example: torch.Tensor,
     return files
 
 
-def benchmark_net(name: str, cases: Sequence[Case],
-                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> NetResult:
+def benchmark_net(
+    name: str, cases: Sequence[Case], log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+) -> NetResult:
     """Measure net ``name`` on every case, thread count and backend; int8 accuracy on the HC18 samples (2D).
     A case the net cannot run (size rule, export or quantisation failure) is logged in ``errors``."""
     weights_file = trained_weights(name)
     inputs, masks = hc18_images()
     first = build_net(name, cases[0].shape)
-    result = NetResult(name=name, parameters=count_parameters(first), weight_mib=weight_bytes(first) / MIB,
-                       gflops={}, weights=f"trained: {weights_file.name}" if weights_file else "untrained (random)")
+    result = NetResult(
+        name=name,
+        parameters=count_parameters(first),
+        weight_mib=weight_bytes(first) / MIB,
+        gflops={},
+        weights=f"trained: {weights_file.name}" if weights_file else "untrained (random)",
+    )
     for case in cases:
         net = build_net(name, case.shape)
         if weights_file and len(case.shape) == 4:
@@ -186,8 +210,12 @@ def benchmark_net(name: str, cases: Sequence[Case],
                         peak, _ = peak_rss_mib(name, case.shape, count, model_path)
                         result.timing(case.name, count, backend).peak_rss_mib = peak
             if is_2d:
-                result.accuracy = _int8_accuracy(TorchPredictor(net, "torch"), load_predictor(files["onnx-int8"]),
-                                                 inputs[CALIBRATION_IMAGES:], masks[CALIBRATION_IMAGES:])
+                result.accuracy = _int8_accuracy(
+                    TorchPredictor(net, "torch"),
+                    load_predictor(files["onnx-int8"]),
+                    inputs[CALIBRATION_IMAGES:],
+                    masks[CALIBRATION_IMAGES:],
+                )
     return result
 
 
@@ -197,6 +225,10 @@ def _int8_accuracy(fp32: Predictor, int8: Predictor, inputs: torch.Tensor, masks
     fp32_masks = fp32.predict(inputs) > 0
     int8_masks = int8.predict(inputs) > 0
     reference = masks > 0.5
-    return {"images": len(inputs), "int8_vs_fp32_dice": _dice(int8_masks, fp32_masks),
-            "int8_vs_fp32_pixel_agreement": float((int8_masks == fp32_masks).float().mean()),
-            "fp32_dice": _dice(fp32_masks, reference), "int8_dice": _dice(int8_masks, reference)}
+    return {
+        "images": len(inputs),
+        "int8_vs_fp32_dice": _dice(int8_masks, fp32_masks),
+        "int8_vs_fp32_pixel_agreement": float((int8_masks == fp32_masks).float().mean()),
+        "fp32_dice": _dice(fp32_masks, reference),
+        "int8_dice": _dice(int8_masks, reference),
+    }

@@ -103,15 +103,24 @@ def _split_inference(frames, spec, predictor) -> dict[str, float]:
     predict and its postprocessing for ``frames`` of a 2D model."""
     seconds = {"preprocess": 0.0, "predict": 0.0, "postprocess": 0.0}
     timed_predictor = SimpleNamespace(predict=_Timed(predictor.predict, seconds, "predict"))
-    segment_frames(frames, timed_predictor, _Timed(spec.preprocessing, seconds, "preprocess"),
-                   _Timed(spec.postprocessing, seconds, "postprocess"))
+    segment_frames(
+        frames,
+        timed_predictor,
+        _Timed(spec.preprocessing, seconds, "preprocess"),
+        _Timed(spec.postprocessing, seconds, "postprocess"),
+    )
     return seconds
 
 
 def _cold_run(path: Path, output: Path, threads: int) -> dict:
     """The pipeline on ``path`` in a fresh process: wall seconds including imports and model loading, peak RSS."""
-    run = subprocess.run([sys.executable, "-c", _COLD_RUN, str(path), str(output), str(threads)], capture_output=True,
-                         text=True, check=True, cwd=checkout("apps"))
+    run = subprocess.run(
+        [sys.executable, "-c", _COLD_RUN, str(path), str(output), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=checkout("apps"),
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -140,11 +149,17 @@ def measure(threads: int = 2) -> list[dict]:
             output = result.outputs[0]
             report = json.loads(output.report_path.read_text())
             spec = models.bundles[output.model]
-            row = {"case": name, "model": output.model, "frames": report["frames"], "total_s": total,
-                   **report["timing_s"], "backend": models.predictor(spec).backend}
+            row = {
+                "case": name,
+                "model": output.model,
+                "frames": report["frames"],
+                "total_s": total,
+                **report["timing_s"],
+                "backend": models.predictor(spec).backend,
+            }
             if spec.spatial_dims == 2:
                 headers, _ = read_headers(find_files(path)[0])
-                (uid, series), = group_series(headers).items()
+                ((uid, series),) = group_series(headers).items()
                 stacks, _ = build_stacks(uid, series)
                 row.update(_split_inference(stacks[0].frames, spec, models.predictor(spec)))
             if name == CT_VOLUME:
@@ -159,36 +174,46 @@ def _seconds(row: dict, key: str) -> str:
 
 def markdown_section(rows: list[dict], threads: int = 2) -> str:
     """Markdown for the "End to end" section of docs/benchmarks.md from the rows :func:`measure` gave."""
-    lines = [f"Warm runs of `lightweight_seg.pipeline.segment_paths` ({threads} threads, bundle default backend), "
-             "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (for a 2D "
-             "model split in the next columns, timed again on the same frames; a 3D model resamples, runs a "
-             "sliding window and resamples back); measure = the report's areas, head circumferences and volumes; "
-             "write = SEG + overlay + report.\n",
-             "| case | model | frames | total | read | inference | preprocess | predict | postprocess | measure "
-             "| write | frames/s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Warm runs of `lightweight_seg.pipeline.segment_paths` ({threads} threads, bundle default backend), "
+        "seconds. read = DICOM decode and stacking; inference = preprocess + predict + postprocess (for a 2D "
+        "model split in the next columns, timed again on the same frames; a 3D model resamples, runs a "
+        "sliding window and resamples back); measure = the report's areas, head circumferences and volumes; "
+        "write = SEG + overlay + report.\n",
+        "| case | model | frames | total | read | inference | preprocess | predict | postprocess | measure "
+        "| write | frames/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['case']} | failed: {row['error']} |||||||||||")
             continue
-        lines.append(f"| {row['case']} | {row['model']} | {row['frames']} | {row['total_s']:.2f} | {row['read']:.2f} | "
-                     f"{row['inference']:.2f} | {_seconds(row, 'preprocess')} | {_seconds(row, 'predict')} | "
-                     f"{_seconds(row, 'postprocess')} | {row['measure']:.2f} | {row['write']:.2f} | "
-                     f"{row['frames'] / row['total_s']:.1f} |")
+        lines.append(
+            f"| {row['case']} | {row['model']} | {row['frames']} | {row['total_s']:.2f} | {row['read']:.2f} | "
+            f"{row['inference']:.2f} | {_seconds(row, 'preprocess')} | {_seconds(row, 'predict')} | "
+            f"{_seconds(row, 'postprocess')} | {row['measure']:.2f} | {row['write']:.2f} | "
+            f"{row['frames'] / row['total_s']:.1f} |"
+        )
     by_case = {row["case"]: row for row in rows if "error" not in row}
     lines.append("")
     if US_FRAME in by_case:
         seconds = by_case[US_FRAME]["total_s"]
-        lines.append(f"- Target: US frame DICOM -> SEG, warm, <= {TARGET_FRAME_S} s: {seconds:.2f} s, "
-                     f"**{'met' if seconds <= TARGET_FRAME_S else 'not met'}**")
+        lines.append(
+            f"- Target: US frame DICOM -> SEG, warm, <= {TARGET_FRAME_S} s: {seconds:.2f} s, "
+            f"**{'met' if seconds <= TARGET_FRAME_S else 'not met'}**"
+        )
     if US_CINE in by_case:
         fps = by_case[US_CINE]["frames"] / by_case[US_CINE]["total_s"]
-        lines.append(f"- Target: 120-frame US cine >= {TARGET_CINE_FPS:.0f} frames/s end to end: {fps:.1f} frames/s, "
-                     f"**{'met' if fps >= TARGET_CINE_FPS else 'not met'}**")
+        lines.append(
+            f"- Target: 120-frame US cine >= {TARGET_CINE_FPS:.0f} frames/s end to end: {fps:.1f} frames/s, "
+            f"**{'met' if fps >= TARGET_CINE_FPS else 'not met'}**"
+        )
     if CT_VOLUME in by_case:
         cold = by_case[CT_VOLUME]["cold"]
         met = cold["seconds"] <= TARGET_VOLUME_S and cold["peak_rss_mib"] <= TARGET_VOLUME_MIB
-        lines.append(f"- Target: a 512 x 512 x 100 CT series end to end in a fresh process (imports and model "
-                     f"loading included) < {TARGET_VOLUME_S:.0f} s and < {TARGET_VOLUME_MIB / 1024:.0f} GB peak RSS: "
-                     f"{cold['seconds']:.1f} s, {cold['peak_rss_mib']:.0f} MiB, **{'met' if met else 'not met'}**")
+        lines.append(
+            f"- Target: a 512 x 512 x 100 CT series end to end in a fresh process (imports and model "
+            f"loading included) < {TARGET_VOLUME_S:.0f} s and < {TARGET_VOLUME_MIB / 1024:.0f} GB peak RSS: "
+            f"{cold['seconds']:.1f} s, {cold['peak_rss_mib']:.0f} MiB, **{'met' if met else 'not met'}**"
+        )
     return "\n".join(lines) + "\n\n"

@@ -21,8 +21,12 @@ STUDENT, BASELINE = "thin_separable_student", "unet"
 TARGET_FPS, TARGET_SPEEDUP = 150.0, 40.0  # 2D 256x256, 2 cores, best backend
 KEPT_HEADING = "## Measurements behind design choices"  # hand-written: why the code does what it does, in numbers
 END_TO_END_HEADING = "## End to end"
-BACKEND_TITLES = {"torch": "PyTorch eager", "torchscript": "TorchScript", "onnx": "ONNX Runtime",
-                  "onnx-int8": "ORT int8"}
+BACKEND_TITLES = {
+    "torch": "PyTorch eager",
+    "torchscript": "TorchScript",
+    "onnx": "ONNX Runtime",
+    "onnx-int8": "ORT int8",
+}
 
 
 def fastest_backends(results: list[NetResult], case: str, threads: int) -> Counter:
@@ -40,24 +44,51 @@ def _cases(results: list[NetResult]) -> list[tuple[str, int]]:
 
 
 def _summary_table(results: list[NetResult], case: str, threads: int) -> str:
-    header = ["net", "parameters", "GFLOPs", "weights (MiB)", *[f"{BACKEND_TITLES[b]} fps" for b in MEASURED_BACKENDS],
-              "best", "best / eager"]
+    header = [
+        "net",
+        "parameters",
+        "GFLOPs",
+        "weights (MiB)",
+        *[f"{BACKEND_TITLES[b]} fps" for b in MEASURED_BACKENDS],
+        "best",
+        "best / eager",
+    ]
     rows = []
     for r in results:
         if not any(t.case == case and t.threads == threads for t in r.timings):
             continue
         best, eager = r.best(case, threads), r.timing(case, threads, "torch")
-        rows.append([r.name, f"{r.parameters:,}", f"{r.gflops[case]:.2f}", f"{r.weight_mib:.2f}",
-                     *[f"{r.timing(case, threads, b).fps:.1f}" for b in MEASURED_BACKENDS],
-                     BACKEND_TITLES[best.backend], f"{best.fps / eager.fps:.1f}x"])
+        rows.append(
+            [
+                r.name,
+                f"{r.parameters:,}",
+                f"{r.gflops[case]:.2f}",
+                f"{r.weight_mib:.2f}",
+                *[f"{r.timing(case, threads, b).fps:.1f}" for b in MEASURED_BACKENDS],
+                BACKEND_TITLES[best.backend],
+                f"{best.fps / eager.fps:.1f}x",
+            ]
+        )
     return markdown_table(header, rows)
 
 
 def _detail_table(results: list[NetResult], case: str) -> str:
     header = ["net", "threads", "backend", "median (ms)", "p95 (ms)", "fps", "runs", "peak RSS (MiB)"]
-    rows = [[r.name, str(t.threads), BACKEND_TITLES[t.backend], f"{t.median_ms:.1f}", f"{t.p95_ms:.1f}",
-             f"{t.fps:.1f}", str(len(t.latencies_ms)), f"{t.peak_rss_mib:.0f}" if t.peak_rss_mib else "-"]
-            for r in results for t in r.timings if t.case == case]
+    rows = [
+        [
+            r.name,
+            str(t.threads),
+            BACKEND_TITLES[t.backend],
+            f"{t.median_ms:.1f}",
+            f"{t.p95_ms:.1f}",
+            f"{t.fps:.1f}",
+            str(len(t.latencies_ms)),
+            f"{t.peak_rss_mib:.0f}" if t.peak_rss_mib else "-",
+        ]
+        for r in results
+        for t in r.timings
+        if t.case == case
+    ]
     return markdown_table(header, rows)
 
 
@@ -67,8 +98,17 @@ def _ratios(results: list[NetResult]) -> str:
     if STUDENT not in by_name or BASELINE not in by_name:
         return f"Needs both `{STUDENT}` and `{BASELINE}` in the run.\n"
     student, baseline = by_name[STUDENT], by_name[BASELINE]
-    header = ["case", "threads", "backends", f"{STUDENT} best", "fps", f"{BASELINE} best", "fps", "speed-up",
-              f"{STUDENT} best / eager"]
+    header = [
+        "case",
+        "threads",
+        "backends",
+        f"{STUDENT} best",
+        "fps",
+        f"{BASELINE} best",
+        "fps",
+        "speed-up",
+        f"{STUDENT} best / eager",
+    ]
     rows, verdicts = [], []
     for case, threads in _cases([student]):
         if not any(t.case == case and t.threads == threads for t in baseline.timings):
@@ -77,23 +117,52 @@ def _ratios(results: list[NetResult]) -> str:
         for fp32_only in (True, False):
             fast, slow = student.best(case, threads, fp32_only), baseline.best(case, threads, fp32_only)
             speedup = fast.fps / slow.fps
-            rows.append([case, str(threads), "fp32" if fp32_only else "fp32 or int8", BACKEND_TITLES[fast.backend],
-                         f"{fast.fps:.1f}", BACKEND_TITLES[slow.backend], f"{slow.fps:.1f}", f"{speedup:.1f}x",
-                         f"{fast.fps / eager.fps:.1f}x"])
+            rows.append(
+                [
+                    case,
+                    str(threads),
+                    "fp32" if fp32_only else "fp32 or int8",
+                    BACKEND_TITLES[fast.backend],
+                    f"{fast.fps:.1f}",
+                    BACKEND_TITLES[slow.backend],
+                    f"{slow.fps:.1f}",
+                    f"{speedup:.1f}x",
+                    f"{fast.fps / eager.fps:.1f}x",
+                ]
+            )
             if case == "2D" and not fp32_only:
-                verdicts += [f"- {threads} thread(s): target >= {TARGET_FPS:.0f} fps on the best backend: "
-                             f"{fast.fps:.1f} fps, **{'met' if fast.fps >= TARGET_FPS else 'not met'}**; "
-                             f"target >= {TARGET_SPEEDUP:.0f}x the Li et al. U-net (each on its best backend): "
-                             f"{speedup:.1f}x, **{'met' if speedup >= TARGET_SPEEDUP else 'not met'}**"]
+                verdicts += [
+                    f"- {threads} thread(s): target >= {TARGET_FPS:.0f} fps on the best backend: "
+                    f"{fast.fps:.1f} fps, **{'met' if fast.fps >= TARGET_FPS else 'not met'}**; "
+                    f"target >= {TARGET_SPEEDUP:.0f}x the Li et al. U-net (each on its best backend): "
+                    f"{speedup:.1f}x, **{'met' if speedup >= TARGET_SPEEDUP else 'not met'}**"
+                ]
     return markdown_table(header, rows) + "\n" + "\n".join(verdicts) + "\n"
 
 
 def _accuracy_table(results: list[NetResult]) -> str:
-    header = ["net", "weights", "images", "int8 vs fp32 Dice", "int8 vs fp32 pixels equal", "fp32 Dice (ref.)",
-              "int8 Dice (ref.)"]
-    rows = [[r.name, r.weights, str(r.accuracy["images"]), f"{r.accuracy['int8_vs_fp32_dice']:.4f}",
-             f"{100 * r.accuracy['int8_vs_fp32_pixel_agreement']:.2f}%", f"{r.accuracy['fp32_dice']:.4f}",
-             f"{r.accuracy['int8_dice']:.4f}"] for r in results if r.accuracy]
+    header = [
+        "net",
+        "weights",
+        "images",
+        "int8 vs fp32 Dice",
+        "int8 vs fp32 pixels equal",
+        "fp32 Dice (ref.)",
+        "int8 Dice (ref.)",
+    ]
+    rows = [
+        [
+            r.name,
+            r.weights,
+            str(r.accuracy["images"]),
+            f"{r.accuracy['int8_vs_fp32_dice']:.4f}",
+            f"{100 * r.accuracy['int8_vs_fp32_pixel_agreement']:.2f}%",
+            f"{r.accuracy['fp32_dice']:.4f}",
+            f"{r.accuracy['int8_dice']:.4f}",
+        ]
+        for r in results
+        if r.accuracy
+    ]
     return markdown_table(header, rows)
 
 
@@ -101,23 +170,36 @@ def _fps_chart(results: list[NetResult], path: Path) -> None:
     """fps against parameters (log-log), 2D 2 threads: eager and the best backend of each net."""
     measured = [r for r in results if any(t.case == "2D" and t.threads == 2 for t in r.timings)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([r.parameters for r in measured], [r.timing("2D", 2, "torch").fps for r in measured],
-               marker="o", label="PyTorch eager")
-    ax.scatter([r.parameters for r in measured], [r.best("2D", 2).fps for r in measured], marker="^",
-               label="best backend")
+    ax.scatter(
+        [r.parameters for r in measured],
+        [r.timing("2D", 2, "torch").fps for r in measured],
+        marker="o",
+        label="PyTorch eager",
+    )
+    ax.scatter(
+        [r.parameters for r in measured], [r.best("2D", 2).fps for r in measured], marker="^", label="best backend"
+    )
     for r in measured:
         ax.annotate(r.name, (r.parameters, r.best("2D", 2).fps), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(TARGET_FPS, color="grey", linestyle="--", linewidth=0.8, label=f"{TARGET_FPS:.0f} fps target")
-    ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="frames per second (1x1x256x256, 2 threads)",
-           title="CPU throughput vs size")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="parameters",
+        ylabel="frames per second (1x1x256x256, 2 threads)",
+        title="CPU throughput vs size",
+    )
     ax.legend(fontsize=8)
     _save(fig, path)
 
 
 def _accuracy_chart(results: list[NetResult], path: Path) -> bool:
     """Dice on the held-out HC18 samples against best-backend fps, for nets with trained weights; False if none."""
-    trained = [r for r in results if r.accuracy and r.weights.startswith("trained")
-               and any(t.case == "2D" and t.threads == 2 for t in r.timings)]
+    trained = [
+        r
+        for r in results
+        if r.accuracy and r.weights.startswith("trained") and any(t.case == "2D" and t.threads == 2 for t in r.timings)
+    ]
     if not trained:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -128,8 +210,11 @@ def _accuracy_chart(results: list[NetResult], path: Path) -> bool:
         ax.annotate(r.name, (fp32.fps, r.accuracy["fp32_dice"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.scatter([], [], marker="o", color="C0", label="fp32, fastest fp32 backend")
     ax.scatter([], [], marker="x", color="C1", label="ONNX Runtime int8")
-    ax.set(xlabel="frames per second (1x1x256x256, 2 threads)", ylabel="Dice (held-out HC18 samples)",
-           title="Accuracy vs speed (trained weights)")
+    ax.set(
+        xlabel="frames per second (1x1x256x256, 2 threads)",
+        ylabel="Dice (held-out HC18 samples)",
+        title="Accuracy vs speed (trained weights)",
+    )
     ax.legend(fontsize=8)
     _save(fig, path)
     return True
@@ -150,11 +235,12 @@ def _existing_section(markdown: Path, heading: str) -> list[str]:
     if start < 0:
         return []
     end = text.find("\n## ", start + len(heading))
-    return [text[start:end if end >= 0 else len(text)].rstrip("\n") + "\n"]
+    return [text[start : end if end >= 0 else len(text)].rstrip("\n") + "\n"]
 
 
-def write_report(results: list[NetResult], end_to_end_rows: list[dict] | None, markdown: Path, environment: str,
-                 command: str) -> list[Path]:
+def write_report(
+    results: list[NetResult], end_to_end_rows: list[dict] | None, markdown: Path, environment: str, command: str
+) -> list[Path]:
     """Write the Markdown report and its charts beside it from measured results (``end_to_end_rows``:
     :func:`benchmarks.end_to_end.measure`'s; None where they were not saved, and the existing report's section is
     kept); returns the files written. The hand-written section :data:`KEPT_HEADING` of an existing report is
@@ -178,19 +264,24 @@ def write_report(results: list[NetResult], end_to_end_rows: list[dict] | None, m
         _ratios(results),
         "## Default backend\n",
         "Nets for which each fp32 backend was the fastest, 2D: "
-        + "; ".join(f"{threads} thread(s): " + ", ".join(f"{BACKEND_TITLES[b]} {n}" for b, n in
-                                                        fastest_backends(results, case, threads).most_common())
-                    for case, threads in _cases(results) if case == "2D")
-        + ". A bundle's \"auto\" backend (`BundleSpec.load_predictor`) is the first of "
+        + "; ".join(
+            f"{threads} thread(s): "
+            + ", ".join(f"{BACKEND_TITLES[b]} {n}" for b, n in fastest_backends(results, case, threads).most_common())
+            for case, threads in _cases(results)
+            if case == "2D"
+        )
+        + '. A bundle\'s "auto" backend (`BundleSpec.load_predictor`) is the first of '
         "`lightweight_nets.inference.predictors.BACKENDS` that it ships; int8 is never automatic because it changes "
         "the outputs (see below).\n",
     ]
     for case, threads in _cases(results):
         sections += [f"## {case}, {threads} thread(s)\n", _summary_table(results, case, threads)]
-    sections += ["## int8 accuracy\n",
-                 "Masks at threshold 0.5 on the HC18 samples not used for calibration. Dice (ref.) compares with "
-                 "the reference masks and means something only for trained weights.\n",
-                 _accuracy_table(results)]
+    sections += [
+        "## int8 accuracy\n",
+        "Masks at threshold 0.5 on the HC18 samples not used for calibration. Dice (ref.) compares with "
+        "the reference masks and means something only for trained weights.\n",
+        _accuracy_table(results),
+    ]
     if len(written) > 1:
         sections.append(f"![accuracy vs speed]({accuracy_png.name})\n")
     failed = [f"- {r.name} {case}: {error}" for r in results for case, error in r.errors.items()]
@@ -200,7 +291,9 @@ def write_report(results: list[NetResult], end_to_end_rows: list[dict] | None, m
         sections += [f"{END_TO_END_HEADING}\n", end_to_end.markdown_section(end_to_end_rows)]
     else:
         sections += _existing_section(markdown, END_TO_END_HEADING) or [
-            f"{END_TO_END_HEADING}\n", "Not in the saved results: `python -m benchmarks` without `--from-json`.\n"]
+            f"{END_TO_END_HEADING}\n",
+            "Not in the saved results: `python -m benchmarks` without `--from-json`.\n",
+        ]
     sections += _existing_section(markdown, KEPT_HEADING)
     for case in sorted({t.case for r in results for t in r.timings}):
         sections += [f"## All timings, {case}\n", _detail_table(results, case)]

@@ -58,9 +58,13 @@ class _InMemoryData(pl.LightningDataModule):
     def __init__(self, items: int, batch_size: int, size: int):
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        self.train_set = [{"image": torch.rand(1, size, size, generator=generator),
-                           "label": (torch.rand(1, size, size, generator=generator) > 0.5).float()}
-                          for _ in range(items)]
+        self.train_set = [
+            {
+                "image": torch.rand(1, size, size, generator=generator),
+                "label": (torch.rand(1, size, size, generator=generator) > 0.5).float(),
+            }
+            for _ in range(items)
+        ]
         self.batch_size = batch_size
 
     def train_dataloader(self) -> DataLoader:
@@ -70,18 +74,37 @@ class _InMemoryData(pl.LightningDataModule):
         return DataLoader(self.train_set[: self.batch_size], batch_size=self.batch_size)
 
 
-def seconds_per_step(distill: bool, channels_last: bool, precision: str, steps: int = 6, warmup: int = 2,
-                     batch_size: int = 8, size: int = 256) -> float:
+def seconds_per_step(
+    distill: bool,
+    channels_last: bool,
+    precision: str,
+    steps: int = 6,
+    warmup: int = 2,
+    batch_size: int = 8,
+    size: int = 256,
+) -> float:
     """Median seconds per training step after ``warmup`` steps, through the bundles' Lightning module."""
     torch.manual_seed(0)
     net = create_net(STUDENT, spatial_dims=2, in_channels=1, out_channels=1)
     common = {"postprocessing": Postprocessing(activation="sigmoid"), "channels_last": channels_last}
-    module = (DistillationModule(net, create_net(TEACHER, spatial_dims=2, in_channels=1, out_channels=1), **common)
-              if distill else SegmentationModule(net, **common))
+    module = (
+        DistillationModule(net, create_net(TEACHER, spatial_dims=2, in_channels=1, out_channels=1), **common)
+        if distill
+        else SegmentationModule(net, **common)
+    )
     timer = StepTimer()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=steps + warmup,
-                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[timer])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_steps=steps + warmup,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(module, datamodule=_InMemoryData((steps + warmup) * batch_size, batch_size, size))
     return statistics.median(timer.seconds[warmup:])
 
@@ -118,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for run, distill in ((f"{STUDENT}", False), (f"{STUDENT} distilled from {TEACHER}", True)):
         for title, channels_last, precision in SETTINGS:
-            rows.append((run, title, seconds_per_step(distill, channels_last, precision, steps=args.steps,
-                                                      size=args.size)))
+            rows.append(
+                (run, title, seconds_per_step(distill, channels_last, precision, steps=args.steps, size=args.size))
+            )
             print(f"{run}, {title}: {rows[-1][2]:.2f} s/step", flush=True)
     table = []
     for run, title, seconds in rows:
@@ -128,13 +152,15 @@ def main(argv: list[str] | None = None) -> None:
     png = args.markdown.with_suffix(".png")
     _chart(rows, png, args.size)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    text = (f"# Training speed on the CPU\n\n`python -m benchmarks.training --steps {args.steps} --size {args.size}`, "
-            f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"load average at the end {load}. "
-            f"Median of the timed steps; random {args.size} x {args.size} batches of 8 in memory (data loading not "
-            "included).\n\n"
-            + markdown_table(["run", "setting", "s / step", "steps / s", "vs fp32 default layout"], table)
-            + f"\n\n![seconds per step]({png.name})\n")
+    text = (
+        f"# Training speed on the CPU\n\n`python -m benchmarks.training --steps {args.steps} --size {args.size}`, "
+        f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"load average at the end {load}. "
+        f"Median of the timed steps; random {args.size} x {args.size} batches of 8 in memory (data loading not "
+        "included).\n\n"
+        + markdown_table(["run", "setting", "s / step", "steps / s", "vs fp32 default layout"], table)
+        + f"\n\n![seconds per step]({png.name})\n"
+    )
     with atomic_path(args.markdown) as tmp:
         tmp.write_text(text)
     print(f"wrote {args.markdown} and {png}")

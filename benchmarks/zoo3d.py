@@ -36,8 +36,10 @@ def trained_networks(bundle: Path | None = None) -> dict[str, tuple[str, dict, P
     bundle = bundle or checkout("bundle", "hippocampus_mr")
     spec = BundleSpec.load(bundle)
     models = bundle / "models"
-    found = {"served model": ("configs/train.json", spec.network_config, models / "model.pt"),
-             "teacher": ("configs/train.json", spec.teacher_config, models / "teacher.pt")}
+    found = {
+        "served model": ("configs/train.json", spec.network_config, models / "model.pt"),
+        "teacher": ("configs/train.json", spec.teacher_config, models / "teacher.pt"),
+    }
     listed = ConfigParser.load_config_file(str(bundle / "experiments" / "experiments.json"))["experiments"]
     for name, entry in listed.items():
         found[name] = (entry["recipe"], entry["network_def"], bundle / "experiments" / f"{name}.pt")
@@ -82,11 +84,28 @@ def compare(limit: int | None = None, threads: int = 2, bundle: Path | None = No
         for name, (recipe, network_def, weights) in trained_networks(bundle).items():
             net = load_weights(_build(network_def), weights).eval()
             onnx = export_onnx(net, Path(tmp) / f"{name}.onnx", patch)
-            summary = evaluate_volumes(load_predictor(onnx, threads=threads), spec.preprocessing, spec.postprocessing,
-                                       spec.segments, dataset_dir, split, Path(tmp) / name, limit=limit)
-            rows.append({"name": name, "recipe": recipe, "weights": str(weights.relative_to(bundle)),
-                         "epochs": epochs_trained(weights), "validation_log": validation_log(weights),
-                         "parameters": count_parameters(net), "gflops": count_flops(net, patch) / 1e9, **summary})
+            summary = evaluate_volumes(
+                load_predictor(onnx, threads=threads),
+                spec.preprocessing,
+                spec.postprocessing,
+                spec.segments,
+                dataset_dir,
+                split,
+                Path(tmp) / name,
+                limit=limit,
+            )
+            rows.append(
+                {
+                    "name": name,
+                    "recipe": recipe,
+                    "weights": str(weights.relative_to(bundle)),
+                    "epochs": epochs_trained(weights),
+                    "validation_log": validation_log(weights),
+                    "parameters": count_parameters(net),
+                    "gflops": count_flops(net, patch) / 1e9,
+                    **summary,
+                }
+            )
     return rows
 
 
@@ -99,13 +118,23 @@ def markdown(rows: list[dict]) -> str:
     all logged ones reached (their validation Dice in the training log then, the same validation volumes)."""
     labels = list(rows[0]["dice"]) if rows else []
     common = min((max(row["validation_log"]) for row in rows if row["validation_log"]), default=None)
-    header = (["network", "epochs", "parameters", "GFLOPs / patch"] + [f"Dice {label}" for label in labels]
-              + ["mean Dice"] + [f"HD95 mm {label}" for label in labels] + ["CPU ms / volume (ONNX)"]
-              + ([f"val mean Dice after {common + 1} epochs (log)"] if common is not None else []) + ["weights"])
+    header = (
+        ["network", "epochs", "parameters", "GFLOPs / patch"]
+        + [f"Dice {label}" for label in labels]
+        + ["mean Dice"]
+        + [f"HD95 mm {label}" for label in labels]
+        + ["CPU ms / volume (ONNX)"]
+        + ([f"val mean Dice after {common + 1} epochs (log)"] if common is not None else [])
+        + ["weights"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["name"], "-" if row["epochs"] is None else str(row["epochs"]), f"{row['parameters']:,}",
-                 f"{row['gflops']:.2f}"]
+        cells = [
+            row["name"],
+            "-" if row["epochs"] is None else str(row["epochs"]),
+            f"{row['parameters']:,}",
+            f"{row['gflops']:.2f}",
+        ]
         cells += [_mean_std(row["dice"][label]) for label in labels] + [_mean_std(row["mean_dice"])]
         cells += [_mean_std(row["hd95_mm"][label], digits=2) for label in labels]
         cells += [f"{row['seconds_per_volume']['mean'] * 1000:.0f}"]

@@ -20,8 +20,17 @@ from lightweight_nets.inference.predictors import BACKENDS, MODEL_SUFFIXES, Pred
 from lightweight_nets.measure import MEASUREMENTS
 from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
-__all__ = ["BundleError", "Code", "MeasurementCoding", "Segment", "BundleSpec", "served_backend",
-           "load_bundle_predictor", "is_bundle", "find_bundles"]
+__all__ = [
+    "BundleError",
+    "Code",
+    "MeasurementCoding",
+    "Segment",
+    "BundleSpec",
+    "served_backend",
+    "load_bundle_predictor",
+    "is_bundle",
+    "find_bundles",
+]
 
 INFERENCE_CONFIG = Path("configs") / "inference.json"
 METADATA = Path("configs") / "metadata.json"
@@ -69,8 +78,12 @@ class MeasurementCoding:
     def of(cls, config: dict, what: str) -> MeasurementCoding:
         if not isinstance(config, dict) or not {"concept", "unit"} <= set(config) <= {"concept", "unit", "equation"}:
             raise ValueError(f"{what} must be {{'concept', 'unit'[, 'equation']}}, got {config!r}")
-        return cls(*(None if config.get(key) is None else Code.of(config[key], f"{what} {key}")
-                     for key in ("concept", "unit", "equation")))
+        return cls(
+            *(
+                None if config.get(key) is None else Code.of(config[key], f"{what} {key}")
+                for key in ("concept", "unit", "equation")
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -114,8 +127,9 @@ class Segment:
         object.__setattr__(self, "color_rgb", rgb)
         unknown = [m for m in self.measurements if m not in MEASUREMENTS]
         if unknown:
-            raise ValueError(f"segment {self.number}: unknown measurement {unknown[0]!r}; known: "
-                             f"{', '.join(MEASUREMENTS)}")
+            raise ValueError(
+                f"segment {self.number}: unknown measurement {unknown[0]!r}; known: {', '.join(MEASUREMENTS)}"
+            )
         object.__setattr__(self, "measurements", tuple(self.measurements))
 
 
@@ -139,8 +153,9 @@ def served_backend(bundle_root: str | Path, backend: str = "auto") -> str:
     return shipped[0]
 
 
-def load_bundle_predictor(bundle_root: str | Path, network: nn.Module | None, backend: str = "auto",
-                          threads: int | None = None) -> Predictor:
+def load_bundle_predictor(
+    bundle_root: str | Path, network: nn.Module | None, backend: str = "auto", threads: int | None = None
+) -> Predictor:
     """Predictor for a bundle's served model, ``models/model.onnx``, ``.ts`` or ``.pt`` (the MONAI bundle
     specification's names), backend as :func:`served_backend` picks it; the ``.pt`` state dict loads into
     ``network`` (only needed for that backend). :meth:`BundleSpec.load_predictor` builds the network itself."""
@@ -178,15 +193,17 @@ class BundleSpec:
         config, metadata_path = root / INFERENCE_CONFIG, root / METADATA
         for path in (config, metadata_path):
             if not path.is_file():
-                raise BundleError(f"{path}: missing (a model bundle needs configs/inference.json and "
-                                  "configs/metadata.json)")
+                raise BundleError(
+                    f"{path}: missing (a model bundle needs configs/inference.json and configs/metadata.json)"
+                )
         parser = ConfigParser()
         try:
             parser.read_meta(str(metadata_path))
             parser.read_config(str(config))
         except Exception as error:  # JSON syntax errors and unreadable files
-            raise BundleError(f"{config.parent}: unreadable bundle config "
-                              f"({first_line(error, innermost=True)})") from None
+            raise BundleError(
+                f"{config.parent}: unreadable bundle config ({first_line(error, innermost=True)})"
+            ) from None
         parser["bundle_root"] = str(root)
 
         def item(key: str, kind: type | tuple[type, ...]):
@@ -217,17 +234,29 @@ class BundleSpec:
             raise BundleError(f"{config}: {error}") from None
         uncoded = [m for s in segments for m in s.measurements if m not in codes]
         if uncoded:
-            raise BundleError(f"{config}: measurement_codes: no codes for {uncoded[0]!r} (concept and unit, for the "
-                              "structured report)")
+            raise BundleError(
+                f"{config}: measurement_codes: no codes for {uncoded[0]!r} (concept and unit, for the "
+                "structured report)"
+            )
         for rule in rules:
             if not isinstance(rule, dict) or not isinstance(rule.get("conditions"), dict) or not rule["conditions"]:
-                raise BundleError(f"{config}: series_rules: every rule needs a name and non-empty conditions, "
-                                  f"got {rule!r}")
+                raise BundleError(
+                    f"{config}: series_rules: every rule needs a name and non-empty conditions, got {rule!r}"
+                )
         metadata = parser.get("_meta_", {})
-        spec = cls(root=root, id=root.name, name=str(metadata.get("name", root.name)),
-                   version=str(metadata.get("version", "unknown")), task=str(metadata.get("task", "")),
-                   preprocessing=preprocessing, postprocessing=postprocessing, segments=segments,
-                   series_rules=rules, _parser=parser, measurement_codes=codes)
+        spec = cls(
+            root=root,
+            id=root.name,
+            name=str(metadata.get("name", root.name)),
+            version=str(metadata.get("version", "unknown")),
+            task=str(metadata.get("task", "")),
+            preprocessing=preprocessing,
+            postprocessing=postprocessing,
+            segments=segments,
+            series_rules=rules,
+            _parser=parser,
+            measurement_codes=codes,
+        )
         spec._check_network_data_format(metadata.get("network_data_format", {}), metadata_path)
         return spec
 
@@ -237,23 +266,29 @@ class BundleSpec:
             inputs = data_format["inputs"]["image"]["spatial_shape"]
             outputs = data_format["outputs"]["pred"]["num_channels"]
         except (KeyError, TypeError):
-            raise BundleError(f"{path}: network_data_format needs inputs.image.spatial_shape and "
-                              "outputs.pred.num_channels") from None
+            raise BundleError(
+                f"{path}: network_data_format needs inputs.image.spatial_shape and outputs.pred.num_channels"
+            ) from None
         if tuple(inputs) != self.preprocessing.spatial_size:
-            raise BundleError(f"{path}: network_data_format input {list(inputs)} differs from inference.json "
-                              f"preprocessing {list(self.preprocessing.spatial_size)}")
+            raise BundleError(
+                f"{path}: network_data_format input {list(inputs)} differs from inference.json "
+                f"preprocessing {list(self.preprocessing.spatial_size)}"
+            )
         expected = self.postprocessing.output_channels(len(self.segments))
         if outputs != expected:
-            raise BundleError(f"{path}: network_data_format output has {outputs} channels; {len(self.segments)} "
-                              f"segment(s) with {self.postprocessing.activation} need {expected}")
+            raise BundleError(
+                f"{path}: network_data_format output has {outputs} channels; {len(self.segments)} "
+                f"segment(s) with {self.postprocessing.activation} need {expected}"
+            )
 
     def network(self) -> nn.Module:
         """The network that ``network_def`` builds (untrained; the weights are loaded by :meth:`load_predictor`)."""
         try:
             return self._parser.get_parsed_content("network_def")
         except Exception as error:
-            raise BundleError(f"{self.root / INFERENCE_CONFIG}: network_def: "
-                              f"{first_line(error, innermost=True)}") from None
+            raise BundleError(
+                f"{self.root / INFERENCE_CONFIG}: network_def: {first_line(error, innermost=True)}"
+            ) from None
 
     @property
     def network_config(self) -> dict:

@@ -32,10 +32,19 @@ def summarise(values: list[float]) -> dict:
     return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "n": len(finite)}
 
 
-def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postprocessing, dataset_dir: str | Path,
-             split_file: str | Path, output_dir: str | Path, part: str = "validation",
-             pixel_size_csv: str | Path | None = None, reference_hc_column: str | None = None,
-             class_csv: str | Path | None = None, limit: int | None = None) -> dict:
+def evaluate(
+    predictor,
+    preprocessing: Preprocessing,
+    postprocessing: Postprocessing,
+    dataset_dir: str | Path,
+    split_file: str | Path,
+    output_dir: str | Path,
+    part: str = "validation",
+    pixel_size_csv: str | Path | None = None,
+    reference_hc_column: str | None = None,
+    class_csv: str | Path | None = None,
+    limit: int | None = None,
+) -> dict:
     """Segment every image of the split part with the bundle's pre/post-processing, compare the foreground with
     ``dataset_dir/masks``, write ``metrics.json`` (summary) and ``per_image.json`` to ``output_dir`` and return the
     summary. Images with an empty reference mask (BUSI 'normal') count towards ``false_positive_rate_on_empty``
@@ -53,8 +62,12 @@ def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postproces
         truth = read_image(dataset_dir / "masks" / name).pixels > 0
         mask = segment_frames(image.pixels, predictor, preprocessing, postprocessing)[0] > 0
         spacing = image_spacing_mm(image, pixel_sizes)
-        row = {"image": name, "empty_reference": not truth.any(), "predicted_any": bool(mask.any()),
-               "spacing_known": spacing is not None}
+        row = {
+            "image": name,
+            "empty_reference": not truth.any(),
+            "predicted_any": bool(mask.any()),
+            "spacing_known": spacing is not None,
+        }
         if name in classes:
             row["class"] = classes[name]
         spacing = spacing or (1.0, 1.0)
@@ -62,9 +75,15 @@ def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postproces
             pred_t = torch.as_tensor(mask[None, None], dtype=torch.float32)
             true_t = torch.as_tensor(truth[None, None], dtype=torch.float32)
             row["dice"] = float(compute_dice(pred_t, true_t, include_background=True))
-            row["hd95"] = (float(compute_hausdorff_distance(pred_t, true_t, include_background=True, percentile=95,
-                                                            spacing=list(spacing)))
-                           if mask.any() else None)
+            row["hd95"] = (
+                float(
+                    compute_hausdorff_distance(
+                        pred_t, true_t, include_background=True, percentile=95, spacing=list(spacing)
+                    )
+                )
+                if mask.any()
+                else None
+            )
         if name in reference_hc:
             hc = head_circumference_mm(mask, spacing)
             row["hc_mm"] = hc
@@ -78,8 +97,10 @@ def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postproces
         "backend": getattr(predictor, "backend", type(predictor).__name__),
     }
     if classes:
-        summary["dice_by_class"] = {label: summarise([r["dice"] for r in per_image if r.get("class") == label])
-                                    for label in sorted({r["class"] for r in per_image if "dice" in r})}
+        summary["dice_by_class"] = {
+            label: summarise([r["dice"] for r in per_image if r.get("class") == label])
+            for label in sorted({r["class"] for r in per_image if "dice" in r})
+        }
     if reference_hc:
         summary["hc_abs_diff_mm"] = summarise([r.get("hc_abs_diff_mm") for r in per_image])
     empty = [r for r in per_image if r["empty_reference"]]
@@ -88,9 +109,17 @@ def evaluate(predictor, preprocessing: Preprocessing, postprocessing: Postproces
     return _write_json(output_dir, summary, {"metrics.json": summary, "per_image.json": per_image})
 
 
-def evaluate_volumes(predictor, preprocessing: VolumePreprocessing, postprocessing: Postprocessing,
-                     segments: Sequence, dataset_dir: str | Path, split_file: str | Path, output_dir: str | Path,
-                     part: str = "validation", limit: int | None = None) -> dict:
+def evaluate_volumes(
+    predictor,
+    preprocessing: VolumePreprocessing,
+    postprocessing: Postprocessing,
+    segments: Sequence,
+    dataset_dir: str | Path,
+    split_file: str | Path,
+    output_dir: str | Path,
+    part: str = "validation",
+    limit: int | None = None,
+) -> dict:
     """Segment every volume of the split part (``dataset_dir/images``, NIfTI) as inference does (orientation,
     spacing, sliding window, back to the volume's grid), compare each label with ``dataset_dir/labels``, write
     ``metrics.json`` (summary) and ``per_volume.json`` to ``output_dir`` and return the summary: Dice and HD95 (mm)
@@ -106,27 +135,38 @@ def evaluate_volumes(predictor, preprocessing: VolumePreprocessing, postprocessi
         image = nib.load(str(dataset_dir / "images" / name))
         truth = np.rint(np.asarray(nib.load(str(dataset_dir / "labels" / name)).dataobj)).astype(np.uint8)
         started = time.perf_counter()
-        labels = segment_volume(np.asarray(image.dataobj, dtype=np.float32), image.affine, predictor, preprocessing,
-                                postprocessing)
+        labels = segment_volume(
+            np.asarray(image.dataobj, dtype=np.float32), image.affine, predictor, preprocessing, postprocessing
+        )
         row = {"volume": name, "seconds": time.perf_counter() - started}
         spacing = [float(s) for s in image.header.get_zooms()[:3]]
         voxel_mm3 = float(np.prod(spacing))
         for segment in segments:
             pred_t = torch.as_tensor(labels == segment.number, dtype=torch.float32)[None, None]
             true_t = torch.as_tensor(truth == segment.number, dtype=torch.float32)[None, None]
-            hd95 = (float(compute_hausdorff_distance(pred_t, true_t, include_background=True, percentile=95,
-                                                     spacing=spacing)) if pred_t.any() and true_t.any() else None)
-            row[segment.label] = {"dice": float(compute_dice(pred_t, true_t, include_background=True)),
-                                  "hd95_mm": hd95, "volume_mm3": float(pred_t.sum()) * voxel_mm3,
-                                  "reference_volume_mm3": float(true_t.sum()) * voxel_mm3}
+            hd95 = (
+                float(
+                    compute_hausdorff_distance(pred_t, true_t, include_background=True, percentile=95, spacing=spacing)
+                )
+                if pred_t.any() and true_t.any()
+                else None
+            )
+            row[segment.label] = {
+                "dice": float(compute_dice(pred_t, true_t, include_background=True)),
+                "hd95_mm": hd95,
+                "volume_mm3": float(pred_t.sum()) * voxel_mm3,
+                "reference_volume_mm3": float(true_t.sum()) * voxel_mm3,
+            }
         row["mean_dice"] = float(np.mean([row[s.label]["dice"] for s in segments]))
         per_volume.append(row)
     summary = {
         "volumes": len(per_volume),
         "dice": {s.label: summarise([r[s.label]["dice"] for r in per_volume]) for s in segments},
         "hd95_mm": {s.label: summarise([r[s.label]["hd95_mm"] for r in per_volume]) for s in segments},
-        "volume_error_percent": {s.label: summarise([_percent_error(r[s.label]) for r in per_volume
-                                                     if r[s.label]["reference_volume_mm3"]]) for s in segments},
+        "volume_error_percent": {
+            s.label: summarise([_percent_error(r[s.label]) for r in per_volume if r[s.label]["reference_volume_mm3"]])
+            for s in segments
+        },
         "mean_dice": summarise([r["mean_dice"] for r in per_volume]),
         "seconds_per_volume": summarise([r["seconds"] for r in per_volume]),
         "backend": getattr(predictor, "backend", type(predictor).__name__),

@@ -64,9 +64,18 @@ def export_onnx(net: nn.Module, path: str | Path, example_input: torch.Tensor) -
     dynamic = {axis: torch.export.Dim.DYNAMIC for axis in [0, *range(2, example_input.dim())]}
     trace_input = torch.zeros(*example_input.shape[:2], *[2 * size for size in example_input.shape[2:]])
     with atomic_path(path) as tmp:
-        torch.onnx.export(_inference_copy(net), (trace_input,), str(tmp), dynamo=True, external_data=False,
-                          opset_version=ONNX_OPSET, verbose=False, input_names=["image"], output_names=["logits"],
-                          dynamic_shapes=(dynamic,))
+        torch.onnx.export(
+            _inference_copy(net),
+            (trace_input,),
+            str(tmp),
+            dynamo=True,
+            external_data=False,
+            opset_version=ONNX_OPSET,
+            verbose=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=(dynamic,),
+        )
     return path
 
 
@@ -80,8 +89,9 @@ class _BatchReader:
         return next(self._feeds, None)
 
 
-def quantize_int8(onnx_path: str | Path, out_path: str | Path,
-                  calibration_batches: Iterable[torch.Tensor | np.ndarray] | None = None) -> Path:
+def quantize_int8(
+    onnx_path: str | Path, out_path: str | Path, calibration_batches: Iterable[torch.Tensor | np.ndarray] | None = None
+) -> Path:
     """Quantise an ONNX model to int8 with ONNX Runtime, written atomically to ``out_path``.
 
     With ``calibration_batches`` (representative inputs): static QDQ quantisation, int8 per-channel weights and
@@ -102,7 +112,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path,
             quantize_dynamic(str(tmp), str(tmp), weight_type=QuantType.QUInt8)
         else:
             input_name = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-            quantize_static(str(tmp), str(tmp), _BatchReader(input_name, calibration_batches),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            quantize_static(
+                str(tmp),
+                str(tmp),
+                _BatchReader(input_name, calibration_batches),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
     return out_path

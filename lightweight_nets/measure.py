@@ -15,9 +15,18 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import EllipseModel, find_contours
 
-__all__ = ["ellipse_perimeter", "FittedEllipse", "fit_head_ellipse", "head_circumference_mm", "largest_diameter",
-           "GestationalAgeFormula", "GESTATIONAL_AGE_FORMULAS", "MEASUREMENTS", "MEASUREMENT_REPORT_KEYS",
-           "measure_segment"]
+__all__ = [
+    "ellipse_perimeter",
+    "FittedEllipse",
+    "fit_head_ellipse",
+    "head_circumference_mm",
+    "largest_diameter",
+    "GestationalAgeFormula",
+    "GESTATIONAL_AGE_FORMULAS",
+    "MEASUREMENTS",
+    "MEASUREMENT_REPORT_KEYS",
+    "measure_segment",
+]
 
 
 def ellipse_perimeter(a: float, b: float) -> float:
@@ -37,7 +46,7 @@ def _contours_px(mask: np.ndarray) -> list[np.ndarray]:
     """The mask's outlines as (row, column) pixel-index points on the 0.5 level (half way between a pixel in and a
     pixel out), traced on the mask's bounding box only."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # the same contour, traced on far fewer pixels
+    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # the same contour, traced on far fewer pixels
     offset = np.array([rows[0] - 1.0, cols[0] - 1.0])  # undo the padding and the crop
     return [contour + offset for contour in find_contours(np.pad(box.astype(np.float32), 1), 0.5)]
 
@@ -72,7 +81,8 @@ def fit_head_ellipse(mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | f
     a, b = (abs(float(v)) for v in model.axis_lengths)
     theta = float(model.theta)
     semi_axes_mm = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) @ np.diag(
-        [a, b])  # columns: the two semi-axes, (row, column) in mm
+        [a, b]
+    )  # columns: the two semi-axes, (row, column) in mm
     directions, lengths, _ = np.linalg.svd(semi_axes_mm / spacing[:, None])
     centre = np.asarray(model.center, dtype=float) / spacing
     ends = [centre + sign * lengths[i] * directions[:, i] for i in (0, 1) for sign in (-1, 1)]
@@ -86,8 +96,9 @@ def head_circumference_mm(mask: np.ndarray, pixel_spacing_mm: tuple[float, float
     return None if fitted is None else fitted.perimeter_mm
 
 
-def largest_diameter(mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | float
-                     ) -> tuple[float, list[list[float]]] | None:
+def largest_diameter(
+    mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | float
+) -> tuple[float, list[list[float]]] | None:
     """The longest chord of a mask's outline (all its parts), in mm, and its two end points in image pixel
     coordinates (``[[column, row], [column, row]]``). The farthest pair of outline points is among the vertices of
     their convex hull, searched in mm so that anisotropic pixels are handled. ``None`` for an empty mask."""
@@ -123,11 +134,13 @@ class GestationalAgeFormula:
     def weeks(self, hc_mm: float) -> tuple[float | None, str | None]:
         """The estimated gestational age in weeks, or None and why not (outside the range of validity)."""
         hc_cm = hc_mm / 10
-        weeks = sum(c * hc_cm ** k for k, c in enumerate(self.coefficients))
+        weeks = sum(c * hc_cm**k for k, c in enumerate(self.coefficients))
         low, high = self.valid_weeks
         if not low <= weeks <= high:
-            return None, (f"HC {hc_mm:g} mm gives {weeks:.1f} weeks, outside the {low:g}-{high:g} weeks the formula "
-                          f"is valid for ({self.citation.split(';')[0]})")
+            return None, (
+                f"HC {hc_mm:g} mm gives {weeks:.1f} weeks, outside the {low:g}-{high:g} weeks the formula "
+                f"is valid for ({self.citation.split(';')[0]})"
+            )
         return weeks, None
 
 
@@ -137,7 +150,9 @@ GESTATIONAL_AGE_FORMULAS = {
     # alone, MA = 8.96 + 0.540 HC + 0.0003 HC^3 (HC in cm), from 361 fetuses of 14 to 42 menstrual weeks.
     "hadlock_1984": GestationalAgeFormula(
         "Hadlock et al., Radiology 1984;152:497-501; MA = 8.96 + 0.540 HC + 0.0003 HC^3, HC in cm",
-        (8.96, 0.540, 0.0, 0.0003), (14.0, 42.0)),
+        (8.96, 0.540, 0.0, 0.0003),
+        (14.0, 42.0),
+    ),
 }
 
 
@@ -153,8 +168,9 @@ def _spacing_problem(pixel_spacing_mm, slice_spacing_mm=None, needs_slices: bool
         return f"pixel spacing {pixel_spacing_mm!r} mm is not two positive numbers"
     if needs_slices and slice_spacing_mm is None:
         return "no slice spacing"
-    if needs_slices and not (isinstance(slice_spacing_mm, (int, float)) and math.isfinite(slice_spacing_mm)
-                             and slice_spacing_mm > 0):
+    if needs_slices and not (
+        isinstance(slice_spacing_mm, (int, float)) and math.isfinite(slice_spacing_mm) and slice_spacing_mm > 0
+    ):
         return f"slice spacing {slice_spacing_mm!r} mm is not a positive number"
     return None
 
@@ -166,14 +182,18 @@ def _per_frame_area_mm2(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -
 
 def _per_frame_head_circumference_mm(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -> dict:
     fits = [fit_head_ellipse(mask, pixel_spacing_mm) for mask in masks]
-    return {"head_circumference_mm_per_frame": [None if f is None else round(f.perimeter_mm, 2) for f in fits],
-            "head_ellipse_points": [None if f is None else f.axis_points for f in fits]}
+    return {
+        "head_circumference_mm_per_frame": [None if f is None else round(f.perimeter_mm, 2) for f in fits],
+        "head_ellipse_points": [None if f is None else f.axis_points for f in fits],
+    }
 
 
 def _per_frame_largest_diameter_mm(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -> dict:
     chords = [largest_diameter(mask, pixel_spacing_mm) for mask in masks]
-    return {"largest_diameter_mm_per_frame": [None if c is None else round(c[0], 2) for c in chords],
-            "largest_diameter_points": [None if c is None else c[1] for c in chords]}
+    return {
+        "largest_diameter_mm_per_frame": [None if c is None else round(c[0], 2) for c in chords],
+        "largest_diameter_points": [None if c is None else c[1] for c in chords],
+    }
 
 
 def _gestational_age(formula: GestationalAgeFormula):
@@ -220,8 +240,12 @@ MEASUREMENT_REPORT_KEYS = {
 }
 
 
-def measure_segment(masks: np.ndarray, measurements, pixel_spacing_mm: tuple[float, float] | None = None,
-                    slice_spacing_mm: float | None = None) -> dict:
+def measure_segment(
+    masks: np.ndarray,
+    measurements,
+    pixel_spacing_mm: tuple[float, float] | None = None,
+    slice_spacing_mm: float | None = None,
+) -> dict:
     """One segment's boolean masks ``(N, H, W)`` -> its pixel count per frame, the number of frames it is on, and
     each named measurement of :data:`MEASUREMENTS` that the known spacing allows (per frame: area in mm^2, head
     circumference in mm with its ellipse, largest diameter in mm with its end points, gestational age in weeks;

@@ -29,8 +29,9 @@ def _overlay_frame(frame: np.ndarray, labels: np.ndarray, colors: Sequence[Seque
     return Image.fromarray(rgb.astype(np.uint8))
 
 
-def write_overlay(frames: np.ndarray, labels: np.ndarray, path: str | Path,
-                  colors: Sequence[Sequence[int]] = ((255, 40, 40),)) -> Path:
+def write_overlay(
+    frames: np.ndarray, labels: np.ndarray, path: str | Path, colors: Sequence[Sequence[int]] = ((255, 40, 40),)
+) -> Path:
     """PNG for a person to check at a glance: one frame at full size, or a contact sheet of up to
     :data:`MAX_OVERLAY_FRAMES` evenly spaced frames (slices or cine frames) in 256-pixel tiles, segment k in
     ``colors[k - 1]`` (the bundle's display colours). Atomic."""

@@ -66,8 +66,9 @@ class NetProfile:
 
 def build_net(name: str, input_shape: Sequence[int], out_channels: int = 1) -> nn.Module:
     """The registered net ``name`` for inputs of ``input_shape`` (N, C, *spatial), in eval mode."""
-    return create_net(name, spatial_dims=len(input_shape) - 2, in_channels=input_shape[1],
-                      out_channels=out_channels).eval()
+    return create_net(
+        name, spatial_dims=len(input_shape) - 2, in_channels=input_shape[1], out_channels=out_channels
+    ).eval()
 
 
 def count_parameters(net: nn.Module) -> int:
@@ -101,8 +102,9 @@ def latencies_ms(run: Callable[[], object], runs: int, warmup: int) -> np.ndarra
     return 1000.0 * np.array(times)
 
 
-def peak_rss_mib(name: str, input_shape: Sequence[int], threads: int, model_path: str | Path | None = None,
-                 out_channels: int = 1) -> tuple[float, float]:
+def peak_rss_mib(
+    name: str, input_shape: Sequence[int], threads: int, model_path: str | Path | None = None, out_channels: int = 1
+) -> tuple[float, float]:
     """(peak RSS, peak RSS minus the RSS before loading) in MiB of a fresh process that, after its imports, builds
     net ``name``, loads ``model_path`` through :func:`~lightweight_nets.inference.predictors.load_predictor` when
     given (eager otherwise) and predicts one ``input_shape`` batch on ``threads`` threads. Linux only: the child
@@ -125,8 +127,9 @@ def _memory_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status: no {field} field")
 
 
-def _report_peak_rss(name: str, input_shape: list[int], threads: int, model_path: str | None,
-                     out_channels: int) -> None:
+def _report_peak_rss(
+    name: str, input_shape: list[int], threads: int, model_path: str | None, out_channels: int
+) -> None:
     """Child side of :func:`peak_rss_mib`: prints ``[peak, before]`` in MiB."""
     from lightweight_nets.inference.predictors import TorchPredictor, load_predictor
 
@@ -140,8 +143,14 @@ def _report_peak_rss(name: str, input_shape: list[int], threads: int, model_path
     print(json.dumps([_memory_kib("VmHWM") / 1024, before / 1024]))
 
 
-def profile_net(name: str, input_shape: Sequence[int] = (1, 1, 256, 256), threads: int = 2, runs: int = 20,
-                warmup: int = 5, out_channels: int = 1) -> NetProfile:
+def profile_net(
+    name: str,
+    input_shape: Sequence[int] = (1, 1, 256, 256),
+    threads: int = 2,
+    runs: int = 20,
+    warmup: int = 5,
+    out_channels: int = 1,
+) -> NetProfile:
     """Profile one registered net (eager PyTorch, random weights) on ``input_shape``."""
     torch.set_num_threads(threads)
     net = build_net(name, input_shape, out_channels)
@@ -149,18 +158,42 @@ def profile_net(name: str, input_shape: Sequence[int] = (1, 1, 256, 256), thread
     with torch.no_grad():
         latency = float(np.median(latencies_ms(lambda: net(batch), runs, warmup)))
     peak, inference = peak_rss_mib(name, input_shape, threads, out_channels=out_channels)
-    return NetProfile(name=name, input_shape=tuple(input_shape), threads=threads, parameters=count_parameters(net),
-                      gflops=count_flops(net, batch) / 1e9, weight_mib=weight_bytes(net) / MIB, latency_ms=latency,
-                      peak_rss_mib=peak, inference_rss_mib=inference)
+    return NetProfile(
+        name=name,
+        input_shape=tuple(input_shape),
+        threads=threads,
+        parameters=count_parameters(net),
+        gflops=count_flops(net, batch) / 1e9,
+        weight_mib=weight_bytes(net) / MIB,
+        latency_ms=latency,
+        peak_rss_mib=peak,
+        inference_rss_mib=inference,
+    )
 
 
-_COLUMNS = ["net", "parameters", "GFLOPs", "weights (MiB)", "latency (ms)", "fps", "peak RSS (MiB)",
-            "inference RSS (MiB)"]
+_COLUMNS = [
+    "net",
+    "parameters",
+    "GFLOPs",
+    "weights (MiB)",
+    "latency (ms)",
+    "fps",
+    "peak RSS (MiB)",
+    "inference RSS (MiB)",
+]
 
 
 def _row(p: NetProfile) -> list[str]:
-    return [p.name, f"{p.parameters:,}", f"{p.gflops:.3f}", f"{p.weight_mib:.2f}", f"{p.latency_ms:.1f}",
-            f"{p.fps:.1f}", f"{p.peak_rss_mib:.0f}", f"{p.inference_rss_mib:.0f}"]
+    return [
+        p.name,
+        f"{p.parameters:,}",
+        f"{p.gflops:.3f}",
+        f"{p.weight_mib:.2f}",
+        f"{p.latency_ms:.1f}",
+        f"{p.fps:.1f}",
+        f"{p.peak_rss_mib:.0f}",
+        f"{p.inference_rss_mib:.0f}",
+    ]
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -196,8 +229,13 @@ def _zoo_markdown(profiles: list[NetProfile], args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lightweight-nets-profile", description=__doc__.splitlines()[0])
     parser.add_argument("--nets", nargs="+", default=None, help="registered net names (default: all)")
-    parser.add_argument("--size", nargs="+", type=int, default=[256, 256],
-                        help="spatial size, 2 (H W) or 3 (D H W) numbers (default: 256 256)")
+    parser.add_argument(
+        "--size",
+        nargs="+",
+        type=int,
+        default=[256, 256],
+        help="spatial size, 2 (H W) or 3 (D H W) numbers (default: 256 256)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--out-channels", type=int, default=1)

@@ -25,8 +25,15 @@ from monai.transforms import (
 from monai.utils import convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["INTENSITY_SCHEMES", "ACTIVATIONS", "to_grey", "Preprocessing", "VolumePreprocessing", "Postprocessing",
-           "resize_mask"]
+__all__ = [
+    "INTENSITY_SCHEMES",
+    "ACTIVATIONS",
+    "to_grey",
+    "Preprocessing",
+    "VolumePreprocessing",
+    "Postprocessing",
+    "resize_mask",
+]
 
 INTENSITY_SCHEMES = ("minmax", "window", "zscore")
 ACTIVATIONS = ("sigmoid", "softmax")
@@ -125,9 +132,16 @@ class VolumePreprocessing:
         windows_per_batch: sliding-window patches per forward pass.
     """
 
-    def __init__(self, patch_size: Sequence[int], spacing_mm: Sequence[float] | None = None,
-                 intensity: str = "zscore", window: Sequence[float] | None = None, axcodes: str = "RAS",
-                 overlap: float = 0.5, windows_per_batch: int = 4):
+    def __init__(
+        self,
+        patch_size: Sequence[int],
+        spacing_mm: Sequence[float] | None = None,
+        intensity: str = "zscore",
+        window: Sequence[float] | None = None,
+        axcodes: str = "RAS",
+        overlap: float = 0.5,
+        windows_per_batch: int = 4,
+    ):
         patch_size = tuple(int(s) for s in patch_size)
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ValueError(f"patch_size must be three positive sizes, got {patch_size}")
@@ -138,15 +152,22 @@ class VolumePreprocessing:
         self.window = _check_intensity(intensity, window)
         self.spatial_size, self.intensity, self.axcodes = patch_size, intensity, axcodes
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
-        self.inferer = SlidingWindowInferer(roi_size=patch_size, sw_batch_size=windows_per_batch, overlap=overlap,
-                                            mode="gaussian", padding_mode="constant")
+        self.inferer = SlidingWindowInferer(
+            roi_size=patch_size,
+            sw_batch_size=windows_per_batch,
+            overlap=overlap,
+            mode="gaussian",
+            padding_mode="constant",
+        )
         self._inference = Compose(self.transforms(("image",)))
 
     def __repr__(self) -> str:
         window = f", window={list(self.window)}" if self.window else ""
         spacing = None if self.spacing_mm is None else list(self.spacing_mm)
-        return (f"VolumePreprocessing(patch_size={list(self.spatial_size)}, spacing_mm={spacing}, "
-                f"intensity={self.intensity!r}{window}, axcodes={self.axcodes!r})")
+        return (
+            f"VolumePreprocessing(patch_size={list(self.spatial_size)}, spacing_mm={spacing}, "
+            f"intensity={self.intensity!r}{window}, axcodes={self.axcodes!r})"
+        )
 
     def transforms(self, keys: Sequence[str] = ("image", "label")) -> list:
         """The dictionary transforms, for ``image`` and (optionally) ``label`` in ``keys``."""
@@ -158,8 +179,11 @@ class VolumePreprocessing:
         if self.intensity == "zscore":
             steps.append(NormalizeIntensityd(keys="image"))
         elif self.intensity == "window":
-            steps.append(ScaleIntensityRanged(keys="image", a_min=self.window[0], a_max=self.window[1], b_min=0.0,
-                                              b_max=1.0, clip=True))
+            steps.append(
+                ScaleIntensityRanged(
+                    keys="image", a_min=self.window[0], a_max=self.window[1], b_min=0.0, b_max=1.0, clip=True
+                )
+            )
         else:
             steps.append(ScaleIntensityd(keys="image", minv=0.0, maxv=1.0))
         return steps
@@ -182,16 +206,20 @@ class VolumePreprocessing:
         sizes = torch.tensor(values.shape[2:], dtype=torch.float64)
         shape = image.shape[1:]
         result = torch.empty((values.shape[1], *shape), dtype=torch.float32)
-        x, y = torch.meshgrid(torch.arange(shape[0], dtype=torch.float64), torch.arange(shape[1], dtype=torch.float64),
-                              indexing="ij")
+        x, y = torch.meshgrid(
+            torch.arange(shape[0], dtype=torch.float64), torch.arange(shape[1], dtype=torch.float64), indexing="ij"
+        )
         for start in range(0, shape[2], _SLAB):
             z = torch.arange(start, min(start + _SLAB, shape[2]), dtype=torch.float64)
-            index = torch.stack([x[..., None].expand(-1, -1, len(z)), y[..., None].expand(-1, -1, len(z)),
-                                 z.expand(*shape[:2], -1)], dim=-1)
+            index = torch.stack(
+                [x[..., None].expand(-1, -1, len(z)), y[..., None].expand(-1, -1, len(z)), z.expand(*shape[:2], -1)],
+                dim=-1,
+            )
             model = index @ to_model[:3, :3].T + to_model[:3, 3]
             grid = (2 * model / (sizes - 1).clamp(min=1) - 1).flip(-1).to(torch.float32)  # grid_sample wants (z, y, x)
-            result[..., start:start + len(z)] = torch.nn.functional.grid_sample(
-                values, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+            result[..., start : start + len(z)] = torch.nn.functional.grid_sample(
+                values, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
+            )[0]
         return result
 
 
@@ -225,8 +253,10 @@ class Postprocessing:
         self.activation, self.threshold, self.keep_largest = activation, float(threshold), bool(keep_largest)
 
     def __repr__(self) -> str:
-        return (f"Postprocessing(activation={self.activation!r}, threshold={self.threshold}, "
-                f"keep_largest={self.keep_largest})")
+        return (
+            f"Postprocessing(activation={self.activation!r}, threshold={self.threshold}, "
+            f"keep_largest={self.keep_largest})"
+        )
 
     def output_channels(self, segments: int) -> int:
         """How many output channels a network needs for ``segments`` segments under this activation."""
@@ -237,8 +267,10 @@ class Postprocessing:
         logits = torch.as_tensor(logits, dtype=torch.float32)
         sigmoid = self.activation == "sigmoid"
         if logits.dim() < 4 or not (logits.shape[1] == 1 if sigmoid else logits.shape[1] >= 2):
-            raise ValueError(f"{self.activation} post-processing expects (N, {'1' if sigmoid else 'C >= 2'}, "
-                             f"*spatial) logits, got {tuple(logits.shape)}")
+            raise ValueError(
+                f"{self.activation} post-processing expects (N, {'1' if sigmoid else 'C >= 2'}, "
+                f"*spatial) logits, got {tuple(logits.shape)}"
+            )
         return torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=1)
 
     def labels(self, probabilities: torch.Tensor) -> np.ndarray:
@@ -255,8 +287,9 @@ class Postprocessing:
         probabilities = self.probabilities(logits)
         if probabilities.dim() != 4:
             raise ValueError(f"frame post-processing expects (N, C, h, w) logits, got {tuple(probabilities.shape)}")
-        resized = torch.nn.functional.interpolate(probabilities, size=tuple(original_size), mode="bilinear",
-                                                  align_corners=False)
+        resized = torch.nn.functional.interpolate(
+            probabilities, size=tuple(original_size), mode="bilinear", align_corners=False
+        )
         return self.labels(resized)
 
 

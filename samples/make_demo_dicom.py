@@ -29,9 +29,15 @@ IMAGE = "006_HC.png"
 CM_UNITS = 3  # PhysicalUnitsX/YDirection: centimetres
 
 
-def ultrasound_dataset(pixels: np.ndarray, pixel_size_mm: float | None, comments: str, patient_id: str,
-                       body_part: str | None, study_description: str,
-                       image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY")) -> Dataset:
+def ultrasound_dataset(
+    pixels: np.ndarray,
+    pixel_size_mm: float | None,
+    comments: str,
+    patient_id: str,
+    body_part: str | None,
+    study_description: str,
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY"),
+) -> Dataset:
     """A grey 8-bit image as a single-frame DICOM Ultrasound Image, with one calibrated region covering it where
     ``pixel_size_mm`` is known, and the attributes the bundles' series rules read (BodyPartExamined, left out
     where ``body_part`` is None, StudyDescription, ImageType)."""
@@ -72,8 +78,15 @@ def main() -> None:
     with Image.open(SAMPLES / "hc18" / "images" / IMAGE) as image:
         pixels = np.asarray(image.convert("L"))
     comments = f"HC18 Grand Challenge image {IMAGE} (CC BY 4.0, doi:10.5281/zenodo.1322001)"
-    ultrasound = ultrasound_dataset(pixels, pixel_size[IMAGE], comments, "HC18-006", "ABDOMEN", "OB ultrasound",
-                                    ("ORIGINAL", "PRIMARY", "OBSTETRICAL"))
+    ultrasound = ultrasound_dataset(
+        pixels,
+        pixel_size[IMAGE],
+        comments,
+        "HC18-006",
+        "ABDOMEN",
+        "OB ultrasound",
+        ("ORIGINAL", "PRIMARY", "OBSTETRICAL"),
+    )
     ultrasound.save_as(out / "us_hc18_006.dcm", enforce_file_format=True)
     shutil.rmtree(out / "ct5n", ignore_errors=True)  # the earlier demo's CT, of a region no shipped model is for
     shutil.copytree(STS_CT, out / "sts_019_ct", dirs_exist_ok=True)

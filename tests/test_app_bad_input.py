@@ -51,6 +51,7 @@ def _delete(*keywords):
     def edit(ds):
         for keyword in keywords:
             delattr(ds, keyword)
+
     return edit
 
 
@@ -58,6 +59,7 @@ def _set(**values):
     def edit(ds):
         for keyword, value in values.items():
             setattr(ds, keyword, value)
+
     return edit
 
 
@@ -68,6 +70,7 @@ def _region(**values):
                 delattr(ds.SequenceOfUltrasoundRegions[0], keyword)
             else:
                 setattr(ds.SequenceOfUltrasoundRegions[0], keyword, value)
+
     return edit
 
 
@@ -116,28 +119,37 @@ def _deflate_not_deflated(folder):
 
 # 2: what the SDK loader drops without a word, or pydicom reads as an empty data set with only a warning
 def _no_study_uid(folder):
-    return (_edited(folder, "no_study.dcm", input_path("CT_small.dcm"), _delete("StudyInstanceUID")),
-            "incomplete header: no StudyInstanceUID")
+    return (
+        _edited(folder, "no_study.dcm", input_path("CT_small.dcm"), _delete("StudyInstanceUID")),
+        "incomplete header: no StudyInstanceUID",
+    )
 
 
 def _empty_series_uid(folder):
-    return (_edited(folder, "empty_series.dcm", input_path("CT_small.dcm"), _set(SeriesInstanceUID="")),
-            "SeriesInstanceUID is empty")
+    return (
+        _edited(folder, "empty_series.dcm", input_path("CT_small.dcm"), _set(SeriesInstanceUID="")),
+        "SeriesInstanceUID is empty",
+    )
 
 
 def _no_sop_class(folder):
-    return (_edited(folder, "no_sop_class.dcm", input_path("CT_small.dcm"), _delete("SOPClassUID")),
-            "no SOPClassUID in the data set (the file meta information says 'CT Image Storage')")
+    return (
+        _edited(folder, "no_sop_class.dcm", input_path("CT_small.dcm"), _delete("SOPClassUID")),
+        "no SOPClassUID in the data set (the file meta information says 'CT Image Storage')",
+    )
 
 
 def _no_modality(folder):
-    return _edited(folder, "no_modality.dcm", input_path("MR_small.dcm"), _delete("Modality")), \
-        "incomplete header: no Modality"
+    return _edited(
+        folder, "no_modality.dcm", input_path("MR_small.dcm"), _delete("Modality")
+    ), "incomplete header: no Modality"
 
 
 def _one_value_pixel_spacing(folder):
-    return (_edited(folder, "one_spacing.dcm", input_path("CT_small.dcm"), _set(PixelSpacing="0.5")),
-            "PixelSpacing '0.5' has 1 value, not 2")
+    return (
+        _edited(folder, "one_spacing.dcm", input_path("CT_small.dcm"), _set(PixelSpacing="0.5")),
+        "PixelSpacing '0.5' has 1 value, not 2",
+    )
 
 
 def _truncated_jpeg(folder):
@@ -149,14 +161,16 @@ def _truncated_jpeg(folder):
 def _truncated_jpeg2000(folder):
     path = folder / "truncated_j2k.dcm"
     data = SAMPLE_US.read_bytes()
-    path.write_bytes(data[:len(data) * 3 // 4])
+    path.write_bytes(data[: len(data) * 3 // 4])
     return path, "no data set after the file meta information (truncated"
 
 
 # 3: what stack building met unguarded
 def _no_position(folder):
-    return (_edited(folder, "no_position.dcm", input_path("CT_small.dcm"), _delete("ImagePositionPatient")),
-            "no ImagePositionPatient")
+    return (
+        _edited(folder, "no_position.dcm", input_path("CT_small.dcm"), _delete("ImagePositionPatient")),
+        "no ImagePositionPatient",
+    )
 
 
 def _pixel_spacing_abc(folder):
@@ -165,106 +179,165 @@ def _pixel_spacing_abc(folder):
 
 
 def _region_without_delta_y(folder):
-    return (_edited(folder, "no_delta_y.dcm", SAMPLE_US, _region(PhysicalDeltaY=None)),
-            "ultrasound region 1 (SequenceOfUltrasoundRegions): no PhysicalDeltaY")
+    return (
+        _edited(folder, "no_delta_y.dcm", SAMPLE_US, _region(PhysicalDeltaY=None)),
+        "ultrasound region 1 (SequenceOfUltrasoundRegions): no PhysicalDeltaY",
+    )
 
 
 # 4: what highdicom met first, deep inside the SEG writer
 def _nan_pixel_spacing(folder):
-    return (_edited(folder, "nan_spacing.dcm", input_path("CT_small.dcm"), _set(PixelSpacing=["nan", "0.6"])),
-            "PixelSpacing 'nan\\0.6' is not a finite number")
+    return (
+        _edited(folder, "nan_spacing.dcm", input_path("CT_small.dcm"), _set(PixelSpacing=["nan", "0.6"])),
+        "PixelSpacing 'nan\\0.6' is not a finite number",
+    )
 
 
 def _nan_slice_thickness(folder):
-    return (_edited(folder, "nan_thickness.dcm", input_path("MR_small.dcm"), _set(SliceThickness="nan")),
-            "SliceThickness 'nan' is not a finite number")
+    return (
+        _edited(folder, "nan_thickness.dcm", input_path("MR_small.dcm"), _set(SliceThickness="nan")),
+        "SliceThickness 'nan' is not a finite number",
+    )
 
 
 def _no_orientation(folder):
-    return (_edited(folder, "no_orientation.dcm", input_path("CT_small.dcm"), _delete("ImageOrientationPatient")),
-            "no ImageOrientationPatient")
+    return (
+        _edited(folder, "no_orientation.dcm", input_path("CT_small.dcm"), _delete("ImageOrientationPatient")),
+        "no ImageOrientationPatient",
+    )
 
 
 def _degenerate_orientation(folder):
     flat = _set(ImageOrientationPatient=["1", "0", "0", "1", "0", "0"])
-    return (_edited(folder, "flat.dcm", input_path("CT_small.dcm"), flat),
-            "ImageOrientationPatient '1\\0\\0\\1\\0\\0' is not two perpendicular unit vectors")
+    return (
+        _edited(folder, "flat.dcm", input_path("CT_small.dcm"), flat),
+        "ImageOrientationPatient '1\\0\\0\\1\\0\\0' is not two perpendicular unit vectors",
+    )
 
 
 def _five_value_orientation(folder):
     five = _set(ImageOrientationPatient=["1", "0", "0", "0", "1"])
-    return (_edited(folder, "five.dcm", input_path("MR_small.dcm"), five),
-            "ImageOrientationPatient '1\\0\\0\\0\\1' has 5 values, not 6")
+    return (
+        _edited(folder, "five.dcm", input_path("MR_small.dcm"), five),
+        "ImageOrientationPatient '1\\0\\0\\0\\1' has 5 values, not 6",
+    )
 
 
 def _ct_without_frame_of_reference(folder):
-    return (_edited(folder, "no_for.dcm", input_path("CT_small.dcm"), _delete("FrameOfReferenceUID")),
-            "no FrameOfReferenceUID (a CT or MR image needs one)")
+    return (
+        _edited(folder, "no_for.dcm", input_path("CT_small.dcm"), _delete("FrameOfReferenceUID")),
+        "no FrameOfReferenceUID (a CT or MR image needs one)",
+    )
 
 
 def _nan_region_delta(folder):
-    return (_edited(folder, "nan_delta.dcm", SAMPLE_US, _region(PhysicalDeltaX=float("nan"))),
-            "ultrasound region 1 (SequenceOfUltrasoundRegions): PhysicalDeltaX 'nan' is not a finite number")
+    return (
+        _edited(folder, "nan_delta.dcm", SAMPLE_US, _region(PhysicalDeltaX=float("nan"))),
+        "ultrasound region 1 (SequenceOfUltrasoundRegions): PhysicalDeltaX 'nan' is not a finite number",
+    )
 
 
 def _bogus_character_set(folder):
-    return (_edited(folder, "charset.dcm", SAMPLE_US, _set(SpecificCharacterSet="ISO_IR 999")),
-            "SpecificCharacterSet 'ISO_IR 999' is not a character set the DICOM standard defines")
+    return (
+        _edited(folder, "charset.dcm", SAMPLE_US, _set(SpecificCharacterSet="ISO_IR 999")),
+        "SpecificCharacterSet 'ISO_IR 999' is not a character set the DICOM standard defines",
+    )
 
 
 # 6: spacing that would give a wrong number as if measured
 def _negative_thickness(folder):
-    return (_edited(folder, "negative_thickness.dcm", input_path("MR_small.dcm"), _set(SliceThickness="-5")),
-            "SliceThickness '-5' is not positive")
+    return (
+        _edited(folder, "negative_thickness.dcm", input_path("MR_small.dcm"), _set(SliceThickness="-5")),
+        "SliceThickness '-5' is not positive",
+    )
 
 
 def _zero_pixel_spacing(folder):
-    return (_edited(folder, "zero_spacing.dcm", input_path("CT_small.dcm"), _set(PixelSpacing=["0", "0.5"])),
-            "PixelSpacing '0\\0.5' is not positive")
+    return (
+        _edited(folder, "zero_spacing.dcm", input_path("CT_small.dcm"), _set(PixelSpacing=["0", "0.5"])),
+        "PixelSpacing '0\\0.5' is not positive",
+    )
 
 
 def _zero_region_delta(folder):
-    return (_edited(folder, "zero_delta.dcm", SAMPLE_US, _region(PhysicalDeltaY=0)),
-            "ultrasound region 1 (SequenceOfUltrasoundRegions): PhysicalDeltaY '0.0' is not positive")
+    return (
+        _edited(folder, "zero_delta.dcm", SAMPLE_US, _region(PhysicalDeltaY=0)),
+        "ultrasound region 1 (SequenceOfUltrasoundRegions): PhysicalDeltaY '0.0' is not positive",
+    )
 
 
 def _negative_region_delta(folder):
-    return (_edited(folder, "negative_delta.dcm", SAMPLE_US, _region(PhysicalDeltaX=-0.0066, PhysicalDeltaY=-0.0066)),
-            "ultrasound region 1 (SequenceOfUltrasoundRegions): PhysicalDeltaY '-0.0066' is not positive")
+    return (
+        _edited(folder, "negative_delta.dcm", SAMPLE_US, _region(PhysicalDeltaX=-0.0066, PhysicalDeltaY=-0.0066)),
+        "ultrasound region 1 (SequenceOfUltrasoundRegions): PhysicalDeltaY '-0.0066' is not positive",
+    )
 
 
 # a UID that is not one would name an output file outside the output folder ("../x") or split a line
 def _path_in_series_uid(folder):
-    return (_edited(folder, "evil_uid.dcm", input_path("CT_small.dcm"), _set(SeriesInstanceUID="../../evil")),
-            "SeriesInstanceUID '../../evil' is not a UID (digits and dots, at most 64 characters)")
+    return (
+        _edited(folder, "evil_uid.dcm", input_path("CT_small.dcm"), _set(SeriesInstanceUID="../../evil")),
+        "SeriesInstanceUID '../../evil' is not a UID (digits and dots, at most 64 characters)",
+    )
 
 
 # what the model would see as NaN
 def _nan_rescale_slope(folder):
-    return (_edited(folder, "nan_slope.dcm", input_path("CT_small.dcm"), _set(RescaleSlope="nan")),
-            "RescaleSlope 'nan' is not a finite number")
+    return (
+        _edited(folder, "nan_slope.dcm", input_path("CT_small.dcm"), _set(RescaleSlope="nan")),
+        "RescaleSlope 'nan' is not a finite number",
+    )
 
 
 # patient and study values the SEG copies, which highdicom refuses deep inside
 def _bad_patient_sex(folder):
-    return (_edited(folder, "sex.dcm", input_path("CT_small.dcm"), _set(PatientSex="Q")),
-            "PatientSex 'Q' is not M, F or O")
+    return (
+        _edited(folder, "sex.dcm", input_path("CT_small.dcm"), _set(PatientSex="Q")),
+        "PatientSex 'Q' is not M, F or O",
+    )
 
 
 def _bad_study_date(folder):
-    return (_edited(folder, "date.dcm", input_path("MR_small.dcm"), _set(StudyDate="2020-13-45")),
-            "StudyDate '2020-13-45' is not a date (YYYYMMDD)")
+    return (
+        _edited(folder, "date.dcm", input_path("MR_small.dcm"), _set(StudyDate="2020-13-45")),
+        "StudyDate '2020-13-45' is not a date (YYYYMMDD)",
+    )
 
 
-BAD_FILES = [_not_dicom, _truncated_pixels, _truncated_header, _no_pixel_data, _unsupported_sop_class,
-             _deflate_not_deflated,
-             _no_study_uid, _empty_series_uid, _no_sop_class, _no_modality, _one_value_pixel_spacing, _truncated_jpeg,
-             _truncated_jpeg2000,
-             _no_position, _pixel_spacing_abc, _region_without_delta_y,
-             _nan_pixel_spacing, _nan_slice_thickness, _no_orientation, _degenerate_orientation,
-             _five_value_orientation, _ct_without_frame_of_reference, _nan_region_delta, _bogus_character_set,
-             _negative_thickness, _zero_pixel_spacing, _zero_region_delta, _negative_region_delta,
-             _path_in_series_uid, _nan_rescale_slope, _bad_patient_sex, _bad_study_date]
+BAD_FILES = [
+    _not_dicom,
+    _truncated_pixels,
+    _truncated_header,
+    _no_pixel_data,
+    _unsupported_sop_class,
+    _deflate_not_deflated,
+    _no_study_uid,
+    _empty_series_uid,
+    _no_sop_class,
+    _no_modality,
+    _one_value_pixel_spacing,
+    _truncated_jpeg,
+    _truncated_jpeg2000,
+    _no_position,
+    _pixel_spacing_abc,
+    _region_without_delta_y,
+    _nan_pixel_spacing,
+    _nan_slice_thickness,
+    _no_orientation,
+    _degenerate_orientation,
+    _five_value_orientation,
+    _ct_without_frame_of_reference,
+    _nan_region_delta,
+    _bogus_character_set,
+    _negative_thickness,
+    _zero_pixel_spacing,
+    _zero_region_delta,
+    _negative_region_delta,
+    _path_in_series_uid,
+    _nan_rescale_slope,
+    _bad_patient_sex,
+    _bad_study_date,
+]
 
 
 @pytest.mark.parametrize("make_bad_file", BAD_FILES, ids=lambda f: f.__name__.strip("_"))
@@ -318,25 +391,35 @@ def test_rules_without_conditions_are_refused(fetal_only, tmp_path):
 def test_image_type_and_body_part_rules(fetal_only, tmp_path):
     """AND within a selection, OR across selections, lists name required ("!": excluded) ImageType values."""
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps({"selections": [
-        {"name": "primary US", "conditions": {"Modality": "US", "ImageType": ["PRIMARY", "!DERIVED"]}},
-        {"name": "chest CT", "conditions": {"Modality": "CT", "BodyPartExamined": "chest"}},
-    ]}))
+    rules.write_text(
+        json.dumps(
+            {
+                "selections": [
+                    {"name": "primary US", "conditions": {"Modality": "US", "ImageType": ["PRIMARY", "!DERIVED"]}},
+                    {"name": "chest CT", "conditions": {"Modality": "CT", "BodyPartExamined": "chest"}},
+                ]
+            }
+        )
+    )
     paths = [input_path("OBXXXX1A.dcm"), input_path("examples_ybr_color.dcm"), input_path("CT5N")]
     result = segment_paths(paths, tmp_path / "out", models=fetal_only, rules=rules)
     # examples_ybr_color is DERIVED and CT5N names no body part: only OBXXXX1A's series is segmented, the others
     # are named
     assert [json.loads(o.report_path.read_text())["source_instances"] for o in result.outputs] == [
-        [pydicom.dcmread(input_path("OBXXXX1A.dcm"), stop_before_pixels=True).SOPInstanceUID]]
-    unselected = [pydicom.dcmread(next(iter(find_files(p)[0])), stop_before_pixels=True).SeriesInstanceUID
-                  for p in paths[1:]]
-    assert result.skipped == [(uid, f"series {uid}: not selected by the selection rules (rules.json)")
-                              for uid in unselected]
+        [pydicom.dcmread(input_path("OBXXXX1A.dcm"), stop_before_pixels=True).SOPInstanceUID]
+    ]
+    unselected = [
+        pydicom.dcmread(next(iter(find_files(p)[0])), stop_before_pixels=True).SeriesInstanceUID for p in paths[1:]
+    ]
+    assert result.skipped == [
+        (uid, f"series {uid}: not selected by the selection rules (rules.json)") for uid in unselected
+    ]
 
 
 def test_failed_seg_leaves_nothing_behind(fetal_only, tmp_path, monkeypatch):
     """A series that fails while its outputs are written (here the report, after the SEG and the overlay) is one
     line naming the series, and no SEG, overlay, report or temporary file is left."""
+
     def fail(report, path):
         raise OSError("disk full")
 
@@ -377,14 +460,18 @@ def test_hostile_entries_are_named_never_followed_and_each_file_read_once(fetal_
     files, problems = _run_with_deadline(find_files, folder)
     assert len(files) == 5 and len({f.resolve() for f in files}) == 5
     assert problems == [
-        (str(folder / "ct" / "parent"),
-         f"{folder / 'ct' / 'parent'}: symbolic link to a folder already read (a loop?): not followed"),
+        (
+            str(folder / "ct" / "parent"),
+            f"{folder / 'ct' / 'parent'}: symbolic link to a folder already read (a loop?): not followed",
+        ),
         (str(folder / "dangling"), f"{folder / 'dangling'}: dangling symbolic link (to {tmp_path / 'gone.dcm'})"),
         (str(folder / "empty.dcm"), f"{folder / 'empty.dcm'}: empty file"),
         (str(folder / "fifo"), f"{folder / 'fifo'}: not a regular file (FIFO): not read"),
         (str(folder / "itself"), f"{folder / 'itself'}: symbolic link loop: not followed"),
-        (str(folder / "root"), f"{folder / 'root'}: symbolic link to a folder that holds the input (a loop): "
-                               "not followed"),
+        (
+            str(folder / "root"),
+            f"{folder / 'root'}: symbolic link to a folder that holds the input (a loop): not followed",
+        ),
     ]
     result = _run_with_deadline(segment_paths, folder, tmp_path / "out", fetal_only)
     (output,) = result.outputs
@@ -424,8 +511,11 @@ def test_build_stacks_never_raises(tmp_path):
     shutil.copytree(input_path("CT5N"), folder)
     good = sorted(folder.iterdir())
     no_position = _edited(folder, "no_position.dcm", good[0], _delete("ImagePositionPatient"), new_series=False)
-    abc = _patched(_edited(folder, "abc.dcm", good[1], _set(PixelSpacing=[9.87, 9.8]), new_series=False),
-                   b"9.87\\9.8", b"abc\\1.00")
+    abc = _patched(
+        _edited(folder, "abc.dcm", good[1], _set(PixelSpacing=[9.87, 9.8]), new_series=False),
+        b"9.87\\9.8",
+        b"abc\\1.00",
+    )
     gone = _edited(folder, "gone.dcm", good[2], lambda ds: None, new_series=False)
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in [*good, no_position, abc, gone]]
     gone.unlink()
@@ -456,12 +546,15 @@ def test_japanese_character_set_gives_a_seg(fetal_only, tmp_path):
     assert dciodvfy_errors(result.outputs[0].seg_path) == []
 
 
-@pytest.mark.parametrize(("pixel_spacing", "slice_spacing", "reason"), [
-    ((0.0, 0.5), 1.0, "pixel spacing (0.0, 0.5) mm is not two positive numbers"),
-    ((-0.5, -0.5), 1.0, "pixel spacing (-0.5, -0.5) mm is not two positive numbers"),
-    ((float("nan"), 0.5), 1.0, "pixel spacing (nan, 0.5) mm is not two positive numbers"),
-    (None, 1.0, "no pixel spacing"),
-])
+@pytest.mark.parametrize(
+    ("pixel_spacing", "slice_spacing", "reason"),
+    [
+        ((0.0, 0.5), 1.0, "pixel spacing (0.0, 0.5) mm is not two positive numbers"),
+        ((-0.5, -0.5), 1.0, "pixel spacing (-0.5, -0.5) mm is not two positive numbers"),
+        ((float("nan"), 0.5), 1.0, "pixel spacing (nan, 0.5) mm is not two positive numbers"),
+        (None, 1.0, "no pixel spacing"),
+    ],
+)
 def test_a_measurement_the_spacing_does_not_allow_is_not_measured(pixel_spacing, slice_spacing, reason):
     """6: zero, negative or NaN spacing never gives a number (0 mm2 for a non-empty mask, a positive but wrong head
     circumference, a negative volume): the measurement is named as not measured, with the reason."""
@@ -478,8 +571,10 @@ def test_a_volume_without_a_positive_slice_spacing_is_not_measured(slice_spacing
     masks = np.ones((2, 4, 4), bool)
     measured = measure_segment(masks, ["area", "volume"], (0.5, 0.5), slice_spacing)
     assert measured["area_mm2_per_frame"] == [4.0, 4.0] and "volume_mm3" not in measured
-    assert measured["not_measured"]["volume"] in ("no slice spacing", f"slice spacing {slice_spacing!r} mm is not "
-                                                                      "a positive number")
+    assert measured["not_measured"]["volume"] in (
+        "no slice spacing",
+        f"slice spacing {slice_spacing!r} mm is not a positive number",
+    )
 
 
 def test_dicom_spacing_is_checked_where_it_is_read():
@@ -488,8 +583,11 @@ def test_dicom_spacing_is_checked_where_it_is_read():
     ds = pydicom.dcmread(SAMPLE_US, stop_before_pixels=True)
     assert dicom_pixel_spacing_mm(ds) == pytest.approx((0.065605648, 0.065605648))
     ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX = -0.0065
-    with pytest.raises(ValueError, match=r"^ultrasound region 1 \(SequenceOfUltrasoundRegions\): PhysicalDeltaX "
-                                         "'-0.0065' is not positive$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^ultrasound region 1 \(SequenceOfUltrasoundRegions\): PhysicalDeltaX "
+        "'-0.0065' is not positive$",
+    ):
         dicom_pixel_spacing_mm(ds)
     ds.PixelSpacing = ["0.5", "0"]
     with pytest.raises(ValueError, match=r"^PixelSpacing '0.5\\0' is not positive$"):
@@ -506,15 +604,18 @@ def test_file_names_print_on_one_line(fetal_only, tmp_path):
     result = segment_paths(folder, tmp_path / "out", models=fetal_only)
     assert len(result.outputs) == 1
     assert sorted(message for _, message in result.errors) == [
-        f"{folder}/caf\\xe9.dcm: not a DICOM file", f"{folder}/two\\nlines\\t\\x1b[31m.dcm: not a DICOM file"]
+        f"{folder}/caf\\xe9.dcm: not a DICOM file",
+        f"{folder}/two\\nlines\\t\\x1b[31m.dcm: not a DICOM file",
+    ]
     assert all(message.isprintable() and message.encode("utf-8") for _, message in result.errors)
     assert one_line("\\ISO 2022 IR 87 山田") == "\\ISO 2022 IR 87 山田"  # nothing else changes
 
 
 def _same_position(good, folder):
     """A second slice at the position of the first (a new instance, the same AcquisitionNumber)."""
-    return _edited(folder, "zz_same_position.dcm", good[0], lambda ds: None, new_series=False), \
-        f"same ImagePositionPatient as {good[0]} in its series and not a later acquisition: left out"
+    return _edited(
+        folder, "zz_same_position.dcm", good[0], lambda ds: None, new_series=False
+    ), f"same ImagePositionPatient as {good[0]} in its series and not a later acquisition: left out"
 
 
 def _other_study(good, folder):
@@ -543,9 +644,19 @@ def test_a_slice_that_does_not_fit_its_series_is_named_and_the_rest_segmented(ma
 def test_anonymised_file_and_odd_series_number_still_give_a_conformant_seg(fetal_only, tmp_path):
     """Type 2 patient and study attributes left out (as anonymisers do) are empty in the SEG, and a source
     SeriesNumber that is not a number, or so large that 9000 + 100 x it is out of range, gives the SEG its own."""
+
     def anonymise(ds):
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-                        "StudyDate", "StudyTime", "ReferringPhysicianName"):
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "PatientSex",
+            "AccessionNumber",
+            "StudyID",
+            "StudyDate",
+            "StudyTime",
+            "ReferringPhysicianName",
+        ):
             if keyword in ds:
                 delattr(ds, keyword)
         ds.SeriesNumber = 99999999
@@ -567,5 +678,6 @@ def test_a_copy_of_an_instance_is_named_not_doubled(fetal_only, tmp_path):
     shutil.copy(first, folder / "zz_copy.dcm")
     result = segment_paths(folder, tmp_path / "out", models=fetal_only)
     assert json.loads(result.outputs[0].report_path.read_text())["frames"] == 5
-    assert result.errors == [(str(folder / "zz_copy.dcm"),
-                              f"{folder / 'zz_copy.dcm'}: same SOPInstanceUID as {first}: left out")]
+    assert result.errors == [
+        (str(folder / "zz_copy.dcm"), f"{folder / 'zz_copy.dcm'}: same SOPInstanceUID as {first}: left out")
+    ]

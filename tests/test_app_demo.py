@@ -30,7 +30,9 @@ def test_demo_folder_segments_both_series_each_with_its_model(models, tmp_path):
     result = segment_paths(SAMPLES / "dicom", tmp_path, models=models)
     assert result.errors == [] and result.skipped == []
     reports = {output.model: json.loads(output.report_path.read_text()) for output in result.outputs}
-    assert {model: report["modality"] for model, report in reports.items()} == {"fetal_head_us": "US",
-                                                                                 "sarcoma_ct": "CT"}
+    assert {model: report["modality"] for model, report in reports.items()} == {
+        "fetal_head_us": "US",
+        "sarcoma_ct": "CT",
+    }
     assert reports["fetal_head_us"]["segments"][0]["head_circumference_mm_per_frame"][0] > 0
     assert "volume_mm3" in reports["sarcoma_ct"]["segments"][0]

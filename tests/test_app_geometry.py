@@ -26,9 +26,19 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (shared reference data) is absent")
 # The reference labels as a bundle's contract would describe them (only the segment and the algorithm matter here).
 REFERENCE_LABELS = dataclasses.replace(
-    BundleSpec.load(DEFAULT_BUNDLES / "fetal_head_us"), name="reference labels", version="1",
-    segments=(Segment(1, "reference label", {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"},
-                      {"value": "10200004", "scheme": "SCT", "meaning": "Liver"}, (200, 120, 40)),))
+    BundleSpec.load(DEFAULT_BUNDLES / "fetal_head_us"),
+    name="reference labels",
+    version="1",
+    segments=(
+        Segment(
+            1,
+            "reference label",
+            {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"},
+            {"value": "10200004", "scheme": "SCT", "meaning": "Liver"},
+            (200, 120, 40),
+        ),
+    ),
+)
 
 
 def _stack(paths: list[Path] | Path) -> Stack:
@@ -54,8 +64,11 @@ def _on_source_grid(stack: Stack, image: sitk.Image) -> np.ndarray:
     for ds, _ in stack.frame_sources:
         row_dir, col_dir = np.array(ds.ImageOrientationPatient[:3]), np.array(ds.ImageOrientationPatient[3:])
         rows, cols = np.indices((ds.Rows, ds.Columns)).reshape(2, -1)
-        points = (np.array(ds.ImagePositionPatient, float)[:, None] + np.outer(row_dir, cols * ds.PixelSpacing[1])
-                  + np.outer(col_dir, rows * ds.PixelSpacing[0]))
+        points = (
+            np.array(ds.ImagePositionPatient, float)[:, None]
+            + np.outer(row_dir, cols * ds.PixelSpacing[1])
+            + np.outer(col_dir, rows * ds.PixelSpacing[0])
+        )
         slices.append(_sample(image, points).reshape(ds.Rows, ds.Columns))
     return np.array(slices)
 
@@ -81,8 +94,9 @@ def test_ct_seg_covers_the_reference_seg_pixels_slice_by_slice(tmp_path):
     assert {uid for *_, uid in ours.get_source_image_uids()} == {uid for *_, uid in reference.get_source_image_uids()}
     for ds in stack.sources:
         mine = ours.get_pixels_by_source_instance([ds.SOPInstanceUID], segment_numbers=[1])
-        theirs = reference.get_pixels_by_source_instance([ds.SOPInstanceUID], segment_numbers=[1],
-                                                         ignore_spatial_locations=True)  # not recorded there
+        theirs = reference.get_pixels_by_source_instance(
+            [ds.SOPInstanceUID], segment_numbers=[1], ignore_spatial_locations=True
+        )  # not recorded there
         assert theirs.sum() > 0
         np.testing.assert_array_equal(mine > 0, theirs > 0)
     _assert_volume_matches(ours, sitk.ReadImage(str(folder / "liver_seg.nrrd")))
@@ -124,7 +138,8 @@ def test_volume_affine_and_seg_of_a_native_series_match_its_label_volume(series,
     mapped = np.rint(indices[:3, :3]).astype(int)
     assert np.abs(mapped).sum() == 3 and volume.sum() == truth.sum() > 0
     build_seg(stack, np.transpose(volume, (2, 1, 0)).astype(np.uint8), REFERENCE_LABELS, 9100, "label").save_as(
-        tmp_path / "label.seg")
+        tmp_path / "label.seg"
+    )
     # the only errors are the source's own (a StudyID longer than SH allows), which a SEG of the study copies
     assert set(dciodvfy_errors(tmp_path / "label.seg")) <= set(dciodvfy_errors(stack.sources[0].filename))
     _assert_volume_matches(hd.seg.segread(tmp_path / "label.seg"), sitk.ReadImage(str(label_path)))

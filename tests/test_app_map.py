@@ -63,8 +63,13 @@ def map_image(tmp_path_factory):
     for tool in ("podman", "debootstrap", "dciodvfy"):
         assert shutil.which(tool), f"{tool} missing: make system-packages"
     tag = "lightweight-seg-map:test"
-    subprocess.run([str(MAP_DIR / "build.sh"), tag], check=True,
-                   env={**os.environ, "MAP_BUNDLES": str(DEFAULT_BUNDLES)}, capture_output=True, timeout=1800)
+    subprocess.run(
+        [str(MAP_DIR / "build.sh"), tag],
+        check=True,
+        env={**os.environ, "MAP_BUNDLES": str(DEFAULT_BUNDLES)},
+        capture_output=True,
+        timeout=1800,
+    )
     yield tag
     subprocess.run([*PODMAN, "rmi", "-f", tag], capture_output=True)
 
@@ -80,8 +85,11 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
     assert config["Entrypoint"] == ["/var/holoscan/tools"]
     env = dict(item.split("=", 1) for item in config["Env"])
     assert {key: env[key] for key in APP_JSON["environment"]} == APP_JSON["environment"]
-    root = Path(subprocess.run([*PODMAN, "image", "mount", map_image], check=True, capture_output=True,
-                               text=True).stdout.strip())
+    root = Path(
+        subprocess.run(
+            [*PODMAN, "image", "mount", map_image], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     mounts = []
     try:
         shutil.copytree(input_path("CT5N"), tmp_path / "input" / "ct")
@@ -89,17 +97,28 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
         write_ultrasound(tmp_path / "input" / "breast.dcm", SHARED_DATA / "busi" / "images" / "benign_2.png", "BREAST")
         shutil.copytree(REPO / "samples" / "dicom" / "sts_019_ct", tmp_path / "input" / "limb_ct")
         (tmp_path / "output").mkdir()
-        binds = [(tmp_path / "input", env["HOLOSCAN_INPUT_PATH"]), (tmp_path / "output", env["HOLOSCAN_OUTPUT_PATH"]),
-                 ("/proc", "/proc"), ("/dev", "/dev")]
+        binds = [
+            (tmp_path / "input", env["HOLOSCAN_INPUT_PATH"]),
+            (tmp_path / "output", env["HOLOSCAN_OUTPUT_PATH"]),
+            ("/proc", "/proc"),
+            ("/dev", "/dev"),
+        ]
         for source, target in binds:
             subprocess.run(["mount", "--bind", str(source), f"{root}{target}"], check=True)
             mounts.append(f"{root}{target}")
-        shown = subprocess.run(["chroot", str(root), "/var/holoscan/tools", "show"], env=env, capture_output=True,
-                               text=True, check=True)
+        shown = subprocess.run(
+            ["chroot", str(root), "/var/holoscan/tools", "show"], env=env, capture_output=True, text=True, check=True
+        )
         assert '"applicationRoot": "/opt/holoscan/app"' in shown.stdout
         assert '"fetal_head_us": "/opt/holoscan/models/fetal_head_us"' in shown.stdout
-        run = subprocess.run(["chroot", str(root), *config["Entrypoint"], "-l", "WARN"], env=env, cwd="/",
-                             capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            ["chroot", str(root), *config["Entrypoint"], "-l", "WARN"],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
     finally:
         for mount in reversed(mounts):
@@ -109,10 +128,14 @@ def test_map_image_runs_the_app_on_dicom(map_image, tmp_path):
     # every shipped bundle served from the image: the cine to the fetal head, the breast US to the lesion model,
     # the limb CT to the sarcoma model; CT5N (no body part) skipped
     assert sorted((seg.SegmentSequence[0].SegmentLabel, seg.NumberOfFrames) for seg in segs) == [
-        ("breast lesion", 1), ("fetal head", 2), ("soft-tissue sarcoma", 47)]
+        ("breast lesion", 1),
+        ("fetal head", 2),
+        ("soft-tissue sarcoma", 47),
+    ]
     assert "no model for CT/no body part" in run.stderr
     # the IBSI CT's own errors (a Study ID longer than SH allows, no Laterality) are all a SEG of its study may
     # inherit; the cine's SEG references its frames by number (test_app_support)
     allowed = set(dciodvfy_errors(next((tmp_path / "input" / "limb_ct").iterdir()))) | {
-        REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS}
+        REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS
+    }
     assert all(set(dciodvfy_errors(seg)) <= allowed for seg in sorted((tmp_path / "output").glob("*.seg.dcm")))

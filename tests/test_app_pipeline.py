@@ -93,15 +93,16 @@ def test_cine_frames_keep_their_order_and_references(fetal, segments, tmp_path):
     spec = fetal if segments == 1 else two_segments(fetal)
     labels = np.zeros(stack.frames.shape, dtype=np.uint8)
     for index in range(len(labels)):
-        labels[index, 5 * index: 5 * index + 4, 10: 10 + index + 1] = 1
-        labels[index, 5 * index: 5 * index + 4, 60: 62 + index] = segments
+        labels[index, 5 * index : 5 * index + 4, 10 : 10 + index + 1] = 1
+        labels[index, 5 * index : 5 * index + 4, 60 : 62 + index] = segments
     build_seg(stack, labels, spec, 9100, "test").save_as(tmp_path / "cine.seg.dcm")
     assert dciodvfy_errors(tmp_path / "cine.seg.dcm") == []
     seg = hd.seg.segread(tmp_path / "cine.seg.dcm")
     assert seg.NumberOfFrames == segments * len(labels)
     source_uid = stack.sources[0].SOPInstanceUID
-    read_back = seg.get_pixels_by_source_frame(source_uid, source_frame_numbers=list(range(1, len(labels) + 1)),
-                                               segment_numbers=list(range(1, segments + 1)))
+    read_back = seg.get_pixels_by_source_frame(
+        source_uid, source_frame_numbers=list(range(1, len(labels) + 1)), segment_numbers=list(range(1, segments + 1))
+    )
     for number in range(1, segments + 1):
         np.testing.assert_array_equal(read_back[..., number - 1].astype(bool), labels == number)
 
@@ -134,10 +135,14 @@ def test_report_and_overlay_beside_the_seg(models, fetal, tmp_path):
     assert "head_circumference_mm_per_frame" in segment
     with Image.open(output.overlay_path) as overlay:
         assert overlay.format == "PNG" and overlay.size == (800, 600)
-    assert report["outputs"] == {"seg": output.seg_path.name, "sr": output.sr_path.name,
-                                 "overlay": output.overlay_path.name}
+    assert report["outputs"] == {
+        "seg": output.seg_path.name,
+        "sr": output.sr_path.name,
+        "overlay": output.overlay_path.name,
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in (output.seg_path, output.sr_path, output.overlay_path, output.report_path))
+        p.name for p in (output.seg_path, output.sr_path, output.overlay_path, output.report_path)
+    )
 
 
 def test_a_failed_write_leaves_none_of_the_outputs(models, tmp_path):

@@ -72,8 +72,13 @@ def test_each_series_goes_to_its_model_with_that_models_contract(mixed_study, tm
     reports = _reports(result)
     assert set(reports) == {"fetal_head_us", "breast_lesion_us"}
     ct_uid = pydicom.dcmread(next((mixed_study / "ct").iterdir()), stop_before_pixels=True).SeriesInstanceUID
-    assert result.skipped == [(ct_uid, f"series {ct_uid}: no model for CT/CHEST "
-                                       "(serving breast_lesion_us, fetal_head_us, hippocampus_mr, sarcoma_ct)")]
+    assert result.skipped == [
+        (
+            ct_uid,
+            f"series {ct_uid}: no model for CT/CHEST "
+            "(serving breast_lesion_us, fetal_head_us, hippocampus_mr, sarcoma_ct)",
+        )
+    ]
     # each model received its own grid
     assert {shape[2:] for shape in models.batches["breast_lesion_us"]} == {(128, 128)}
     assert {shape[2:] for shape in models.batches["fetal_head_us"]} == {(256, 256)}
@@ -91,8 +96,9 @@ def test_each_series_goes_to_its_model_with_that_models_contract(mixed_study, tm
         assert description.SegmentLabel == expected.label
         assert description.SegmentedPropertyCategoryCodeSequence[0].CodeValue == expected.category.value
         assert description.SegmentedPropertyTypeCodeSequence[0].CodeValue == expected.type.value
-        assert hd.color.CIELabColor.from_dicom_value(description.RecommendedDisplayCIELabValue).to_rgb() == \
-            pytest.approx(expected.color_rgb, abs=1)
+        assert hd.color.CIELabColor.from_dicom_value(
+            description.RecommendedDisplayCIELabValue
+        ).to_rgb() == pytest.approx(expected.color_rgb, abs=1)
         algorithm = description.SegmentationAlgorithmIdentificationSequence[0]
         assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (spec.name, spec.version)
         assert expected.label in seg.SeriesDescription and bundle_id in seg.SeriesDescription
@@ -103,8 +109,11 @@ def test_each_series_goes_to_its_model_with_that_models_contract(mixed_study, tm
 def test_two_segs_of_one_study_differ_in_series_number_and_description(models, tmp_path):
     first = pydicom.dcmread(input_path("OBXXXX1A.dcm"))
     second = pydicom.dcmread(input_path("OBXXXX1A.dcm"))
-    second.SeriesInstanceUID, second.SOPInstanceUID, second.SeriesNumber = pydicom.uid.generate_uid(), \
-        pydicom.uid.generate_uid(), 2
+    second.SeriesInstanceUID, second.SOPInstanceUID, second.SeriesNumber = (
+        pydicom.uid.generate_uid(),
+        pydicom.uid.generate_uid(),
+        2,
+    )
     (tmp_path / "in").mkdir()
     first.save_as(tmp_path / "in" / "1.dcm")
     second.save_as(tmp_path / "in" / "2.dcm")
@@ -128,7 +137,9 @@ def test_a_single_bundle_serves_only_what_its_rules_claim(mixed_study, tmp_path)
     result = segment_paths(mixed_study, tmp_path / "out", models=models)
     assert [output.model for output in result.outputs] == ["fetal_head_us"]
     assert sorted(reason.split(": ", 1)[1] for _, reason in result.skipped) == [
-        "no model for CT/CHEST (serving fetal_head_us)", "no model for US/BREAST (serving fetal_head_us)"]
+        "no model for CT/CHEST (serving fetal_head_us)",
+        "no model for US/BREAST (serving fetal_head_us)",
+    ]
 
 
 def test_a_folder_of_bundles_with_a_copied_bundle(tmp_path, mixed_study):
@@ -148,24 +159,28 @@ def _header(**attributes) -> Dataset:
     return ds
 
 
-@pytest.mark.parametrize("attributes, expected", [
-    ({"BodyPartExamined": "BREAST"}, "breast_lesion_us"),
-    ({"BodyPartExamined": "PELVIS"}, "fetal_head_us"),
-    ({"BodyPartExamined": "ABDOMEN"}, "fetal_head_us"),
-    ({"StudyDescription": "US OB 2nd trimester"}, "fetal_head_us"),
-    ({}, "fetal_head_us"),  # no body part at all
-    ({"BodyPartExamined": ""}, "fetal_head_us"),  # present but empty
-    ({"StudyDescription": "Breast ultrasound"}, "breast_lesion_us"),  # beats "no body part"
-    ({"BodyPartExamined": "THYROID"}, None),
-    ({"ImageType": ["ORIGINAL", "PRIMARY", "OBSTETRICAL"], "BodyPartExamined": "HEAD"}, "fetal_head_us"),
-    ({"Modality": "CT", "BodyPartExamined": "EXTREMITY"}, "sarcoma_ct"),
-    ({"Modality": "CT"}, None),  # a sarcoma model on a CT of unknown region would invent a tumour
-    ({"Modality": "CT", "BodyPartExamined": "CHEST"}, None),
-    ({"Modality": "MR"}, None),
-    ({"Modality": "MR", "BodyPartExamined": "BRAIN"}, "hippocampus_mr"),
-    ({"Modality": "MR", "StudyDescription": "MRI brain"}, "hippocampus_mr"),
-    ({"Modality": "MR", "BodyPartExamined": "EXTREMITY"}, None),
-], ids=lambda value: str(value))
+@pytest.mark.parametrize(
+    "attributes, expected",
+    [
+        ({"BodyPartExamined": "BREAST"}, "breast_lesion_us"),
+        ({"BodyPartExamined": "PELVIS"}, "fetal_head_us"),
+        ({"BodyPartExamined": "ABDOMEN"}, "fetal_head_us"),
+        ({"StudyDescription": "US OB 2nd trimester"}, "fetal_head_us"),
+        ({}, "fetal_head_us"),  # no body part at all
+        ({"BodyPartExamined": ""}, "fetal_head_us"),  # present but empty
+        ({"StudyDescription": "Breast ultrasound"}, "breast_lesion_us"),  # beats "no body part"
+        ({"BodyPartExamined": "THYROID"}, None),
+        ({"ImageType": ["ORIGINAL", "PRIMARY", "OBSTETRICAL"], "BodyPartExamined": "HEAD"}, "fetal_head_us"),
+        ({"Modality": "CT", "BodyPartExamined": "EXTREMITY"}, "sarcoma_ct"),
+        ({"Modality": "CT"}, None),  # a sarcoma model on a CT of unknown region would invent a tumour
+        ({"Modality": "CT", "BodyPartExamined": "CHEST"}, None),
+        ({"Modality": "MR"}, None),
+        ({"Modality": "MR", "BodyPartExamined": "BRAIN"}, "hippocampus_mr"),
+        ({"Modality": "MR", "StudyDescription": "MRI brain"}, "hippocampus_mr"),
+        ({"Modality": "MR", "BodyPartExamined": "EXTREMITY"}, None),
+    ],
+    ids=lambda value: str(value),
+)
 def test_routing_rules_of_the_shipped_bundles(models, attributes, expected):
     spec, reason = models.route("1.2.3", _header(**attributes))
     assert (spec.id if spec else None) == expected, reason
@@ -182,13 +197,17 @@ def test_equal_matches_are_reported_not_guessed(models):
     """A breast body part with an obstetric study description: both bundles' rules match two attributes."""
     spec, reason = models.route("1.2.3", _header(BodyPartExamined="BREAST", StudyDescription="OB follow-up"))
     assert spec is None
-    assert reason == ("series 1.2.3: US/BREAST matches the rules of breast_lesion_us and fetal_head_us equally; "
-                      "choose one with --model")
+    assert reason == (
+        "series 1.2.3: US/BREAST matches the rules of breast_lesion_us and fetal_head_us equally; "
+        "choose one with --model"
+    )
 
 
 def test_selection_score_counts_present_conditions_only():
-    rules = [{"name": "a", "conditions": {"Modality": "US", "BodyPartExamined": None}},
-             {"name": "b", "conditions": {"Modality": "US", "StudyDescription": "breast"}}]
+    rules = [
+        {"name": "a", "conditions": {"Modality": "US", "BodyPartExamined": None}},
+        {"name": "b", "conditions": {"Modality": "US", "StudyDescription": "breast"}},
+    ]
     assert selection_score(_header(), rules) == 1
     assert selection_score(_header(StudyDescription="Breast"), rules) == 2
     assert selection_score(_header(BodyPartExamined="X", StudyDescription="knee"), rules) is None
@@ -202,8 +221,9 @@ def test_the_listener_keeps_each_loaded_model(models):
 
 
 def test_a_bundle_without_its_model_fails_at_start_up(tmp_path):
-    shutil.copytree(DEFAULT_BUNDLES / "fetal_head_us", tmp_path / "fetal_head_us",
-                    ignore=shutil.ignore_patterns("model.*"))
+    shutil.copytree(
+        DEFAULT_BUNDLES / "fetal_head_us", tmp_path / "fetal_head_us", ignore=shutil.ignore_patterns("model.*")
+    )
     with pytest.raises(InputError, match="no model file"):
         ModelRouter.from_path(tmp_path)
 

@@ -28,8 +28,13 @@ APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "lightweight_seg"
 
 
 def _run_app(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(APP_DIR), *args, "-l", "WARN"], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(APP_DIR), *args, "-l", "WARN"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def test_cli_segments_a_mixed_folder_and_names_the_bad_file(tmp_path):
@@ -84,8 +89,11 @@ def test_forced_model_and_a_single_bundle(tmp_path):
 
 def test_holoscan_variables_and_nothing_to_segment(tmp_path):
     (tmp_path / "in").mkdir()
-    env = {"HOLOSCAN_INPUT_PATH": str(tmp_path / "in"), "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
-           "HOLOSCAN_MODEL_PATH": str(DEFAULT_BUNDLES)}
+    env = {
+        "HOLOSCAN_INPUT_PATH": str(tmp_path / "in"),
+        "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
+        "HOLOSCAN_MODEL_PATH": str(DEFAULT_BUNDLES),
+    }
     run = _run_app(env=env)
     assert run.returncode == 1
     assert f"error: {tmp_path / 'in'}: no files" in run.stderr
@@ -130,8 +138,10 @@ def test_cli_hostile_folder_never_hangs_and_the_good_series_is_segmented(tmp_pat
     newline.write_text("not an image\n")
     shutil.copy(input_path("MR_small.dcm"), folder / "mr.dcm")
     rules = tmp_path / "rules.json"  # two selections that both match the ultrasound: it is still segmented once
-    rules.write_text('{"selections": [{"name": "US", "conditions": {"Modality": "^US$"}}, '
-                     '{"name": "primary", "conditions": {"Modality": "US", "ImageType": ["PRIMARY"]}}]}')
+    rules.write_text(
+        '{"selections": [{"name": "US", "conditions": {"Modality": "^US$"}}, '
+        '{"name": "primary", "conditions": {"Modality": "US", "ImageType": ["PRIMARY"]}}]}'
+    )
     run = _run_app("-i", str(folder), "-o", str(tmp_path / "out"), "--rules", str(rules), timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr

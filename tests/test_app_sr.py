@@ -39,14 +39,21 @@ INPUTS = {  # file -> (image, body part, study description, pixel size)
 def outputs(models, tmp_path_factory) -> dict[str, tuple]:
     """Input file name -> (its source dataset, its pipeline output, its report)."""
     folder, out = tmp_path_factory.mktemp("in"), tmp_path_factory.mktemp("out")
-    sources = {name: pydicom.dcmread(write_ultrasound(folder / name, image, part, study, pixel_size_mm=size))
-               for name, (image, part, study, size) in INPUTS.items()}
+    sources = {
+        name: pydicom.dcmread(write_ultrasound(folder / name, image, part, study, pixel_size_mm=size))
+        for name, (image, part, study, size) in INPUTS.items()
+    }
     result = segment_paths(folder, out, models=models)
     assert result.errors == [] and len(result.outputs) == 3
     by_series = {output.series_uid: output for output in result.outputs}
-    return {name: (source, by_series[source.SeriesInstanceUID],
-                   json.loads(by_series[source.SeriesInstanceUID].report_path.read_text()))
-            for name, source in sources.items()}
+    return {
+        name: (
+            source,
+            by_series[source.SeriesInstanceUID],
+            json.loads(by_series[source.SeriesInstanceUID].report_path.read_text()),
+        )
+        for name, source in sources.items()
+    }
 
 
 def _group(sr: hd.sr.Comprehensive3DSR) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
@@ -68,8 +75,12 @@ def test_the_sr_is_conformant_named_in_the_report_and_references_source_and_seg(
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     assert (sr.StudyInstanceUID, sr.PatientID) == (source.StudyInstanceUID, source.PatientID)
     assert sr.SeriesNumber == seg.SeriesNumber + 50 and sr.SeriesInstanceUID != seg.SeriesInstanceUID
-    evidence = {ref.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
-                for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+    evidence = {
+        ref.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
     assert evidence == {source.SOPInstanceUID, seg.SOPInstanceUID}
     group = _group(sr)
     assert group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
@@ -100,8 +111,9 @@ def test_head_circumference_sr_is_the_fitted_ellipse_the_report_and_its_gestatio
     np.testing.assert_allclose(points[:2].mean(axis=0), points[2:].mean(axis=0), atol=0.01)
     assert abs(np.dot(major, minor)) / (np.linalg.norm(major) * np.linalg.norm(minor)) < 1e-3
     size = PIXEL_SIZES["199_HC.png"]
-    assert ellipse_perimeter(np.linalg.norm(major) / 2 * size, np.linalg.norm(minor) / 2 * size) == \
-        pytest.approx(hc, abs=0.02)
+    assert ellipse_perimeter(np.linalg.norm(major) / 2 * size, np.linalg.norm(minor) / 2 * size) == pytest.approx(
+        hc, abs=0.02
+    )
     # every vertex is on that ellipse, and the polygon's perimeter is the HC within 0.1 %
     centre, (a, b) = points[:2].mean(axis=0), (np.linalg.norm(major) / 2, np.linalg.norm(minor) / 2)
     along = (polygon - centre) @ np.stack([major / (2 * a), minor / (2 * b)]).T
@@ -113,8 +125,11 @@ def test_head_circumference_sr_is_the_fitted_ellipse_the_report_and_its_gestatio
     assert (values["Gestational Age"].value, values["Gestational Age"].unit.value) == (weeks, "wk")
     assert (values["Area"].value, values["Area"].unit.value) == (segment["area_mm2_per_frame"][0], "mm2")
     assert values["Head Circumference"].name.value == "11984-2"
-    equation = [item.ConceptCodeSequence[0] for item in values["Gestational Age"][0].ContentSequence
-                if item.ConceptNameCodeSequence[0].CodeValue == "121420"]
+    equation = [
+        item.ConceptCodeSequence[0]
+        for item in values["Gestational Age"][0].ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == "121420"
+    ]
     assert [(code.CodeValue, code.CodingSchemeDesignator) for code in equation] == [("11932-1", "LN")]
 
 

@@ -22,8 +22,16 @@ sys.path.insert(0, str(REPO / "samples"))
 from make_demo_dicom import ultrasound_dataset  # noqa: E402
 
 TEST_FILES = Path(get_testdata_file("MR_small.dcm", download=False)).parent
-SINGLE_FILE_INPUTS = ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "OBXXXX1A_2frame.dcm", "examples_ybr_color.dcm",
-                      "color3d_jpeg_baseline.dcm", "MR_small.dcm", "CT_small.dcm"]
+SINGLE_FILE_INPUTS = [
+    "US1_UNCR.dcm",
+    "US1_J2KR.dcm",
+    "OBXXXX1A.dcm",
+    "OBXXXX1A_2frame.dcm",
+    "examples_ybr_color.dcm",
+    "color3d_jpeg_baseline.dcm",
+    "MR_small.dcm",
+    "CT_small.dcm",
+]
 FOLDER_INPUTS = {"CT5N": "dicomdirtests/98892001/CT5N", "MR700": "dicomdirtests/98892003/MR700"}
 
 
@@ -32,7 +40,9 @@ FOLDER_INPUTS = {"CT5N": "dicomdirtests/98892001/CT5N", "MR700": "dicomdirtests/
 # dciodvfy forbids it by the SOP class. The SEG follows the standard's condition, without which every reader puts both
 # masks on frame 1 (seg_writer's docstring).
 REFERENCED_FRAME_OF_SINGLE_FRAME_CLASS = (
-    "Error - Shall not be present for Referenced SOP Class that is not multi-frame - attribute <ReferencedFrameNumber>")
+    "Error - Shall not be present for Referenced SOP Class that is not multi-frame - attribute <ReferencedFrameNumber>"
+)
+
 
 def input_path(name: str) -> Path:
     """A real input: a pydicom / pydicom-data file (no download: both ship their files) or a series folder."""
@@ -51,13 +61,20 @@ def dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
-def write_ultrasound(path: Path, image: Path, body_part: str | None, study_description: str = "",
-                     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY"), pixel_size_mm: float | None = None) -> Path:
+def write_ultrasound(
+    path: Path,
+    image: Path,
+    body_part: str | None,
+    study_description: str = "",
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY"),
+    pixel_size_mm: float | None = None,
+) -> Path:
     """A real image (PNG) as a single-frame DICOM ultrasound with the attributes the bundles route on."""
     with Image.open(image) as picture:
         pixels = np.asarray(picture.convert("L"))
-    ds = ultrasound_dataset(pixels, pixel_size_mm, f"test image {image.name}", image.stem, body_part,
-                            study_description, image_type)
+    ds = ultrasound_dataset(
+        pixels, pixel_size_mm, f"test image {image.name}", image.stem, body_part, study_description, image_type
+    )
     ds.save_as(path, enforce_file_format=True)
     return path
 

@@ -43,8 +43,10 @@ def test_hippocampus_volume_as_a_dicom_mr_series_through_the_app(models, tmp_pat
     assert output.model == "hippocampus_mr"
     seg = hd.seg.segread(output.seg_path)
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["anterior hippocampus", "posterior hippocampus"]
-    assert [s.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning
-            for s in seg.SegmentSequence] == ["Anterior", "Posterior"]
+    assert [
+        s.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning
+        for s in seg.SegmentSequence
+    ] == ["Anterior", "Posterior"]
     assert seg.NumberOfFrames == 2 * image.GetSize()[2]  # every slice, both segments
     assert dciodvfy_errors(output.seg_path) == []
     # the same volume through the bundle's NIfTI path
@@ -112,14 +114,18 @@ def test_limb_ct_series_goes_to_the_sarcoma_model_and_its_mr_is_skipped(models, 
         k = round(reference.TransformPhysicalPointToContinuousIndex([float(v) for v in ds.ImagePositionPatient])[2])
         predicted[k] = seg.get_pixels_by_source_instance([ds.SOPInstanceUID], segment_numbers=[1])[0, ..., 0] > 0
     recall, dice = (predicted & truth).sum() / truth.sum(), _dice(predicted, truth)
-    print(f"\nSTS_019 CT: predicted {segment['volume_mm3'] / 1000:.1f} mL, reference {truth_mm3 / 1000:.1f} mL, "
-          f"Dice {dice:.3f}, reference covered {recall:.0%}")
+    print(
+        f"\nSTS_019 CT: predicted {segment['volume_mm3'] / 1000:.1f} mL, reference {truth_mm3 / 1000:.1f} mL, "
+        f"Dice {dice:.3f}, reference covered {recall:.0%}"
+    )
     assert segment["volume_mm3"] == pytest.approx(predicted.sum() * np.prod(reference.GetSpacing()), rel=1e-3)
     # a tumour-centred-crop model on a wider field over-grows (model card), but it must find the tumour where it is
     assert recall > 0.9 and dice > 0.25
     # the volume as a measurement SR beside the SEG, conformant but for what it copies from the source (its Study ID
     # is 17 characters long)
     assert set(dciodvfy_errors(output.sr_path)) <= set(dciodvfy_errors(slices[0]))
-    ((volume,),) = [group.get_measurements() for group in hd.sr.srread(output.sr_path).content
-                    .get_volumetric_roi_measurement_groups()]
+    ((volume,),) = [
+        group.get_measurements()
+        for group in hd.sr.srread(output.sr_path).content.get_volumetric_roi_measurement_groups()
+    ]
     assert (volume.value, volume.unit.value) == (segment["volume_mm3"], "mm3")

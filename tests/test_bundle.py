@@ -37,14 +37,30 @@ CONFIG_SETS = {
     "evaluate": ["inference.json", "evaluate.json"],
     "export": ["inference.json", "export.json"],
 }
-REQUIRED_FILES = ["LICENSE", "configs/metadata.json", "configs/logging.conf", "docs/README.md",
-                  "docs/data_license.txt", "models/model.pt", "models/model.ts", "models/model.onnx",
-                  *(f"configs/{name}" for workflow, files in CONFIG_SETS.items() if workflow != "distill"
-                    for name in files)]
+REQUIRED_FILES = [
+    "LICENSE",
+    "configs/metadata.json",
+    "configs/logging.conf",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "models/model.pt",
+    "models/model.ts",
+    "models/model.onnx",
+    *(f"configs/{name}" for workflow, files in CONFIG_SETS.items() if workflow != "distill" for name in files),
+]
 # a distilled bundle ships its teacher and configs/distill.json
 DISTILLED = [b for b in BUNDLE_IDS if (BUNDLES / b / "configs" / "distill.json").is_file()]
-MODEL_CARD_SECTIONS = ["## Model overview", "## Data", "## Training configuration", "## Performance",
-                       "## Series routing", "## Commands", "## Limitations", "## References", "## License"]
+MODEL_CARD_SECTIONS = [
+    "## Model overview",
+    "## Data",
+    "## Training configuration",
+    "## Performance",
+    "## Series routing",
+    "## Commands",
+    "## Limitations",
+    "## References",
+    "## License",
+]
 
 
 def parser_for(bundle: Path, workflow: str, **overrides) -> ConfigParser:
@@ -57,8 +73,9 @@ def parser_for(bundle: Path, workflow: str, **overrides) -> ConfigParser:
 
 def _bundle_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _dice(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -98,11 +115,20 @@ def test_bundle_is_complete_and_the_served_model_is_obvious(bundle_id):
 def test_verify_metadata_against_the_official_schema_and_net_in_out(bundle_id):
     assert SCHEMA.is_file(), f"{SCHEMA}: the official MONAI schema is part of ../shared"
     bundle = BUNDLES / bundle_id
-    result = _bundle_cli("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(SCHEMA),
-                         cwd=bundle)
+    result = _bundle_cli(
+        "verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(SCHEMA), cwd=bundle
+    )
     assert "metadata is verified with no error" in result.stdout + result.stderr, result.stderr[-2000:]
-    result = _bundle_cli("verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
-                         "--config_file", "configs/inference.json", cwd=bundle)
+    result = _bundle_cli(
+        "verify_net_in_out",
+        "--net_id",
+        "network_def",
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.json",
+        cwd=bundle,
+    )
     assert "data shape of network is verified with no error" in result.stdout + result.stderr, result.stderr[-2000:]
 
 
@@ -111,13 +137,15 @@ def test_verify_metadata_rejects_what_the_schema_forbids(tmp_path):
     metadata = json.loads((FETAL / "configs" / "metadata.json").read_text())
     del metadata["network_data_format"]
     (tmp_path / "metadata.json").write_text(json.dumps(metadata))
-    result = _bundle_cli("verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath",
-                         str(SCHEMA), cwd=tmp_path)
+    result = _bundle_cli(
+        "verify_metadata", "--meta_file", str(tmp_path / "metadata.json"), "--filepath", str(SCHEMA), cwd=tmp_path
+    )
     assert "metadata is verified with no error" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("bundle_id, workflow", [(b, w) for b in BUNDLE_IDS for w in sorted(CONFIG_SETS)
-                                                 if w != "distill" or b in DISTILLED])
+@pytest.mark.parametrize(
+    "bundle_id, workflow", [(b, w) for b in BUNDLE_IDS for w in sorted(CONFIG_SETS) if w != "distill" or b in DISTILLED]
+)
 def test_config_instantiates(bundle_id, workflow):
     bundle = BUNDLES / bundle_id
     parser = parser_for(bundle, workflow)
@@ -143,8 +171,9 @@ def test_network_is_chosen_by_one_value():
 
 def test_overrides_reach_the_run_by_name(tmp_path):
     """Named config arguments: a --key#sub style override changes what the run uses."""
-    parser = parser_for(FETAL, "inference", **{"postprocessing#keep_largest": False, "preprocessing#spatial_size":
-                                               [128, 128]})
+    parser = parser_for(
+        FETAL, "inference", **{"postprocessing#keep_largest": False, "preprocessing#spatial_size": [128, 128]}
+    )
     assert parser.get_parsed_content("workflow#postprocessing").keep_largest is False
     assert parser.get_parsed_content("workflow#preprocessing").spatial_size == (128, 128)
 
@@ -168,8 +197,11 @@ def test_shipped_fetal_model_segments_shipped_samples(tmp_path):
 def _busi_validation(per_class: int) -> list[str]:
     """The first ``per_class`` validation images of each BUSI class (benign, malignant, normal)."""
     names = json.loads((BREAST / "data" / "busi_split.json").read_text())["validation"]
-    return [name for label in ("benign", "malignant", "normal")
-            for name in [n for n in names if n.startswith(label)][:per_class]]
+    return [
+        name
+        for label in ("benign", "malignant", "normal")
+        for name in [n for n in names if n.startswith(label)][:per_class]
+    ]
 
 
 def test_shipped_breast_model_segments_real_validation_images(tmp_path):
@@ -180,8 +212,9 @@ def test_shipped_breast_model_segments_real_validation_images(tmp_path):
     names = _busi_validation(8)
     for name in names:
         (images / name).symlink_to(SHARED_BUSI / "images" / name)
-    results = parser_for(BREAST, "inference", dataset_dir=str(images),
-                         output_dir=str(tmp_path / "out")).get_parsed_content("run")
+    results = parser_for(
+        BREAST, "inference", dataset_dir=str(images), output_dir=str(tmp_path / "out")
+    ).get_parsed_content("run")
     dice = []
     for name in names:
         predicted = read_image(tmp_path / "out" / name).pixels > 0
@@ -198,9 +231,20 @@ def test_shipped_breast_model_segments_real_validation_images(tmp_path):
 def test_a_copied_bundle_runs_on_its_own(tmp_path):
     """A user copies the bundle folder out of the repository and runs it with `python -m monai.bundle run`."""
     copy = shutil.copytree(FETAL, tmp_path / "fetal_head_us")
-    result = _bundle_cli("run", "--config_file", "configs/inference.json", "--bundle_root", ".", "--dataset_dir",
-                         str(SAMPLES / "images"), "--output_dir", str(tmp_path / "out"), "--pixel_size_csv",
-                         str(SAMPLES / "pixel_size_and_hc.csv"), cwd=copy)
+    result = _bundle_cli(
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--bundle_root",
+        ".",
+        "--dataset_dir",
+        str(SAMPLES / "images"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--pixel_size_csv",
+        str(SAMPLES / "pixel_size_and_hc.csv"),
+        cwd=copy,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((tmp_path / "out").glob("*.png"))) == 10
 
@@ -208,8 +252,10 @@ def test_a_copied_bundle_runs_on_its_own(tmp_path):
 def test_head_circumference_matches_sonographer():
     """HC from the sonographer's own masks reproduces the sonographer's HC within 2%."""
     sizes = read_pixel_sizes(SAMPLES / "pixel_size_and_hc.csv")
-    reference = {r.split(",")[0]: float(r.split(",")[2])
-                 for r in (SAMPLES / "pixel_size_and_hc.csv").read_text().splitlines()[1:]}
+    reference = {
+        r.split(",")[0]: float(r.split(",")[2])
+        for r in (SAMPLES / "pixel_size_and_hc.csv").read_text().splitlines()[1:]
+    }
     for name, spacing in sizes.items():
         hc = head_circumference_mm(read_image(SAMPLES / "masks" / name).pixels > 0, spacing)
         assert abs(hc - reference[name]) / reference[name] < 0.02, (name, hc, reference[name])
@@ -221,8 +267,9 @@ def test_bad_image_is_reported_and_rest_processed(tmp_path):
     (images / "broken.png").write_bytes(b"not a png")
     good = next((SAMPLES / "images").iterdir())
     (images / good.name).write_bytes(good.read_bytes())
-    results = parser_for(FETAL, "inference", dataset_dir=str(images),
-                         output_dir=str(tmp_path / "out")).get_parsed_content("run")
+    results = parser_for(
+        FETAL, "inference", dataset_dir=str(images), output_dir=str(tmp_path / "out")
+    ).get_parsed_content("run")
     assert len(results.read_text().splitlines()) == 2
     assert not (tmp_path / "out" / "broken.png").exists()
     assert not list((tmp_path / "out").glob(".*part*"))
@@ -240,8 +287,18 @@ def test_bad_input_to_the_bundle_run_is_one_line_and_exit_status_1(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     for folder, problem in ((tmp_path / "missing", "no such input folder"), (empty, "no images to segment")):
-        result = _bundle_cli("run", "--config_file", "configs/inference.json", "--bundle_root", ".", "--dataset_dir",
-                             str(folder), "--output_dir", str(tmp_path / "out"), cwd=FETAL)
+        result = _bundle_cli(
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            ".",
+            "--dataset_dir",
+            str(folder),
+            "--output_dir",
+            str(tmp_path / "out"),
+            cwd=FETAL,
+        )
         assert result.returncode == 1
         assert result.stderr.strip().splitlines()[-1].startswith(f"{folder}: {problem}"), result.stderr[-2000:]
         assert "Traceback" not in result.stderr
@@ -249,14 +306,27 @@ def test_bad_input_to_the_bundle_run_is_one_line_and_exit_status_1(tmp_path):
 
 def test_two_step_training_and_distillation(tmp_path, sample_split):
     """The teacher, then the student distilled from it, from the bundle's configs on real images."""
-    common = {"dataset_dir": str(SAMPLES), "split_file": str(sample_split), "output_dir": str(tmp_path),
-              "preprocessing#spatial_size": [64, 64], "num_workers": 0, "max_epochs": 1,
-              "datamodule#batch_size": 2, "trainer#limit_train_batches": 2, "trainer#enable_progress_bar": False}
-    teacher = parser_for(FETAL, "train", model_file=str(tmp_path / "teacher.pt"), run_name="teacher",
-                         **{"network_def#name": "thin_unet"}, **common).get_parsed_content("run")
+    common = {
+        "dataset_dir": str(SAMPLES),
+        "split_file": str(sample_split),
+        "output_dir": str(tmp_path),
+        "preprocessing#spatial_size": [64, 64],
+        "num_workers": 0,
+        "max_epochs": 1,
+        "datamodule#batch_size": 2,
+        "trainer#limit_train_batches": 2,
+        "trainer#enable_progress_bar": False,
+    }
+    teacher = parser_for(
+        FETAL,
+        "train",
+        model_file=str(tmp_path / "teacher.pt"),
+        run_name="teacher",
+        **{"network_def#name": "thin_unet"},
+        **common,
+    ).get_parsed_content("run")
     assert teacher.is_file() and list(tmp_path.glob("teacher/*/training_curves.png"))
-    parser = parser_for(FETAL, "distill", model_file=str(tmp_path / "student.pt"), teacher_file=str(teacher),
-                        **common)
+    parser = parser_for(FETAL, "distill", model_file=str(tmp_path / "student.pt"), teacher_file=str(teacher), **common)
     teacher_before = {k: v.clone() for k, v in parser.get_parsed_content("teacher").state_dict().items()}
     student = parser.get_parsed_content("run")
     state = torch.load(student, weights_only=True)
@@ -270,12 +340,39 @@ def test_two_step_training_and_distillation(tmp_path, sample_split):
 def test_ddp_two_cpu_processes(tmp_path, sample_split):
     """Lightning DDP, 2 processes on CPU (gloo), a couple of steps, from the same train config."""
     result = _bundle_cli(
-        "run", "--config_file", "['configs/inference.json','configs/train.json']", "--bundle_root", ".",
-        "--dataset_dir", str(SAMPLES), "--split_file", str(sample_split), "--output_dir", str(tmp_path),
-        "--model_file", str(tmp_path / "ddp.pt"), "--preprocessing#spatial_size", "[64,64]", "--num_workers", "0",
-        "--max_epochs", "1", "--datamodule#batch_size", "2", "--trainer#limit_train_batches", "2",
-        "--trainer#accelerator", "cpu", "--trainer#devices", "2", "--trainer#strategy", "ddp",
-        "--trainer#enable_progress_bar", "false", cwd=FETAL)
+        "run",
+        "--config_file",
+        "['configs/inference.json','configs/train.json']",
+        "--bundle_root",
+        ".",
+        "--dataset_dir",
+        str(SAMPLES),
+        "--split_file",
+        str(sample_split),
+        "--output_dir",
+        str(tmp_path),
+        "--model_file",
+        str(tmp_path / "ddp.pt"),
+        "--preprocessing#spatial_size",
+        "[64,64]",
+        "--num_workers",
+        "0",
+        "--max_epochs",
+        "1",
+        "--datamodule#batch_size",
+        "2",
+        "--trainer#limit_train_batches",
+        "2",
+        "--trainer#accelerator",
+        "cpu",
+        "--trainer#devices",
+        "2",
+        "--trainer#strategy",
+        "ddp",
+        "--trainer#enable_progress_bar",
+        "false",
+        cwd=FETAL,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in output
@@ -283,8 +380,9 @@ def test_ddp_two_cpu_processes(tmp_path, sample_split):
 
 
 def test_evaluate_reports_dice_hd95_and_head_circumference(tmp_path, sample_split):
-    parser = parser_for(FETAL, "evaluate", dataset_dir=str(SAMPLES), split_file=str(sample_split),
-                        output_dir=str(tmp_path))
+    parser = parser_for(
+        FETAL, "evaluate", dataset_dir=str(SAMPLES), split_file=str(sample_split), output_dir=str(tmp_path)
+    )
     summary = parser.get_parsed_content("run")
     assert summary["images"] == 4 and summary["dice"]["n"] == 4
     assert summary["dice"]["mean"] > 0.9
@@ -345,23 +443,43 @@ def _broken_copy(tmp_path: Path, edit) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("edit, problem", [
-    (lambda name, c: name == "inference.json" and c["preprocessing"].update(spatial_size=[128, 128]),
-     "network_data_format input [256, 256] differs from inference.json preprocessing [128, 128]"),
-    (lambda name, c: name == "inference.json" and c["segments"][0].update(measurements=["diameter"]),
-     "unknown measurement 'diameter'"),
-    (lambda name, c: name == "inference.json" and c["measurement_codes"].pop("area"),
-     "measurement_codes: no codes for 'area'"),
-    (lambda name, c: name == "inference.json" and c["segments"][0].update(type={"value": "69536005"}),
-     "segment 1 type must be {'value', 'scheme', 'meaning'}"),
-    (lambda name, c: name == "inference.json" and c["postprocessing"].update(activation="relu"),
-     "unknown activation 'relu'"),
-    (lambda name, c: name == "inference.json" and c["series_rules"].append({"name": "all"}),
-     "series_rules: every rule needs a name and non-empty conditions"),
-    (lambda name, c: name == "inference.json" and c.pop("segments"), "no 'segments' item"),
-    (lambda name, c: name == "metadata.json" and c["network_data_format"]["outputs"]["pred"].update(num_channels=3),
-     "output has 3 channels; 1 segment(s) with sigmoid need 1"),
-], ids=["grid", "measurement", "uncoded", "code", "activation", "rule", "segments", "channels"])
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (
+            lambda name, c: name == "inference.json" and c["preprocessing"].update(spatial_size=[128, 128]),
+            "network_data_format input [256, 256] differs from inference.json preprocessing [128, 128]",
+        ),
+        (
+            lambda name, c: name == "inference.json" and c["segments"][0].update(measurements=["diameter"]),
+            "unknown measurement 'diameter'",
+        ),
+        (
+            lambda name, c: name == "inference.json" and c["measurement_codes"].pop("area"),
+            "measurement_codes: no codes for 'area'",
+        ),
+        (
+            lambda name, c: name == "inference.json" and c["segments"][0].update(type={"value": "69536005"}),
+            "segment 1 type must be {'value', 'scheme', 'meaning'}",
+        ),
+        (
+            lambda name, c: name == "inference.json" and c["postprocessing"].update(activation="relu"),
+            "unknown activation 'relu'",
+        ),
+        (
+            lambda name, c: name == "inference.json" and c["series_rules"].append({"name": "all"}),
+            "series_rules: every rule needs a name and non-empty conditions",
+        ),
+        (lambda name, c: name == "inference.json" and c.pop("segments"), "no 'segments' item"),
+        (
+            lambda name, c: (
+                name == "metadata.json" and c["network_data_format"]["outputs"]["pred"].update(num_channels=3)
+            ),
+            "output has 3 channels; 1 segment(s) with sigmoid need 1",
+        ),
+    ],
+    ids=["grid", "measurement", "uncoded", "code", "activation", "rule", "segments", "channels"],
+)
 def test_bundle_contract_errors_name_the_file_and_the_problem(tmp_path, edit, problem):
     with pytest.raises(BundleError) as error:
         BundleSpec.load(_broken_copy(tmp_path, edit))

@@ -110,7 +110,7 @@ def test_onnx_batches_run_frames_in_parallel_with_the_same_result(student_files)
         expected = net(frames)
     predictor = load_predictor(folder / "model.onnx", threads=2)
     for batch in (frames, frames[:2], frames[:1]):  # odd split, one frame per thread, one frame on both threads
-        assert torch.allclose(predictor.predict(batch), expected[:len(batch)], atol=1e-4)
+        assert torch.allclose(predictor.predict(batch), expected[: len(batch)], atol=1e-4)
     assert predictor._frame_session is not None
 
 
@@ -124,9 +124,11 @@ def test_load_predictor_bad_paths_are_one_line_errors(student_files, tmp_path):
     (tmp_path / "model.h5").write_bytes(b"")
     (tmp_path / "garbage.onnx").write_bytes(b"not a model")
     (tmp_path / "garbage.ts").write_bytes(b"not a model")
-    cases += [(tmp_path / "garbage.onnx", None, ValueError, "not a loadable ONNX model"),
-              (tmp_path / "garbage.ts", None, ValueError, "not a loadable TorchScript module"),
-              (folder / "model.pt", eval_net("thin_unet"), ValueError, "not a state dict of ThinUNet")]
+    cases += [
+        (tmp_path / "garbage.onnx", None, ValueError, "not a loadable ONNX model"),
+        (tmp_path / "garbage.ts", None, ValueError, "not a loadable TorchScript module"),
+        (folder / "model.pt", eval_net("thin_unet"), ValueError, "not a state dict of ThinUNet"),
+    ]
     for path, net, error, message in cases:
         with pytest.raises(error, match=re.escape(message)) as raised:
             load_predictor(path, net)
@@ -139,8 +141,10 @@ def test_load_weights_is_the_one_pt_loader_with_one_message(student_files, tmp_p
     """Training, export, serving and the benchmarks load ``.pt`` weights through load_weights: same errors as
     load_predictor's torch backend, and the weights that load are the ones saved."""
     net, folder, batch = student_files
-    for path, message in ((tmp_path / "missing.pt", "no such model file"), (folder / "model.pt",
-                                                                             "not a state dict of ThinUNet")):
+    for path, message in (
+        (tmp_path / "missing.pt", "no such model file"),
+        (folder / "model.pt", "not a state dict of ThinUNet"),
+    ):
         with pytest.raises((FileNotFoundError, ValueError), match=re.escape(f"{path}: {message}")):
             load_weights(eval_net("thin_unet"), path)
         with pytest.raises((FileNotFoundError, ValueError), match=re.escape(f"{path}: {message}")):

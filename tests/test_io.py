@@ -21,9 +21,15 @@ def _dataset(name: str) -> pydicom.Dataset:
 
 # JPEG cines are decoded by Pillow (libjpeg-turbo) straight to grey, pydicom's RGB comes from pylibjpeg: the two
 # IDCTs may differ by one grey level, so the unclipped tolerance is 0.5 rounding + 1 for those.
-@pytest.mark.parametrize(("name", "unclipped_tolerance"), [
-    ("examples_ybr_color.dcm", 1.5), ("color3d_jpeg_baseline.dcm", 1.5), ("SC_ybr_full_uncompressed.dcm", 0.5),
-    ("SC_ybr_full_422_uncompressed.dcm", 0.5)])
+@pytest.mark.parametrize(
+    ("name", "unclipped_tolerance"),
+    [
+        ("examples_ybr_color.dcm", 1.5),
+        ("color3d_jpeg_baseline.dcm", 1.5),
+        ("SC_ybr_full_uncompressed.dcm", 0.5),
+        ("SC_ybr_full_422_uncompressed.dcm", 0.5),
+    ],
+)
 def test_ybr_grey_is_the_luma_of_the_rgb(name, unclipped_tolerance):
     """YBR_FULL(_422), JPEG cines and native: the Y plane equals the BT.601 luma of pydicom's RGB up to rounding,
     and within a few grey levels where that RGB is clipped to [0, 255] (out-of-gamut chroma)."""

@@ -67,11 +67,25 @@ def test_hadlock_1984_agrees_with_the_mean_head_circumference_per_week_and_refus
     identical) gives back its week to within 1.5 weeks from 14 to 40 weeks; outside the 14 to 42 weeks the 1984
     population covered no age is given."""
     formula = GESTATIONAL_AGE_FORMULAS["hadlock_1984"]
-    table = {14: 9.7, 16: 12.4, 18: 15.1, 20: 17.7, 22: 20.1, 24: 22.4, 26: 24.6, 28: 26.6, 30: 28.4, 32: 30.1,
-             34: 31.5, 36: 32.8, 38: 33.8, 40: 34.6}  # weeks: HC in cm
+    table = {
+        14: 9.7,
+        16: 12.4,
+        18: 15.1,
+        20: 17.7,
+        22: 20.1,
+        24: 22.4,
+        26: 24.6,
+        28: 26.6,
+        30: 28.4,
+        32: 30.1,
+        34: 31.5,
+        36: 32.8,
+        38: 33.8,
+        40: 34.6,
+    }  # weeks: HC in cm
     for weeks, hc_cm in table.items():
         assert formula.weeks(hc_cm * 10)[0] == pytest.approx(weeks, abs=1.5)
-    assert formula.weeks(177.0)[0] == pytest.approx(8.96 + 0.540 * 17.7 + 0.0003 * 17.7 ** 3)
+    assert formula.weeks(177.0)[0] == pytest.approx(8.96 + 0.540 * 17.7 + 0.0003 * 17.7**3)
     for hc_mm in (60.0, 420.0):
         value, reason = formula.weeks(hc_mm)
         assert value is None and "outside the 14-42 weeks" in reason

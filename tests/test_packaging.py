@@ -12,8 +12,13 @@ SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scrip
 
 
 def test_the_commands_users_are_told_about_are_declared():
-    assert {"lightweight-seg", "lightweight-seg-pacs", "lightweight-seg-bench", "lightweight-seg-split",
-            "lightweight-nets-profile"} <= set(SCRIPTS)
+    assert {
+        "lightweight-seg",
+        "lightweight-seg-pacs",
+        "lightweight-seg-bench",
+        "lightweight-seg-split",
+        "lightweight-nets-profile",
+    } <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("command", sorted(SCRIPTS))

@@ -32,9 +32,17 @@ from lightweight_seg.pipeline import segment_paths, segment_stack
 CLIENTS = REPO / "tests" / "clients"
 PYDICOM_SEG_PYTHON = REPO / ".venv-pydicom-seg" / "bin" / "python"
 SEGIMAGE2ITKIMAGE = Path(sys.executable).parent / "segimage2itkimage"  # dcmqi, installed in the venv
-CASES = ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "OBXXXX1A_2frame.dcm", "examples_ybr_color.dcm",
-         pytest.param("color3d_jpeg_baseline.dcm", marks=pytest.mark.slow), "us_hc18_006.dcm", "CT_small.dcm",
-         "MR_small.dcm"]
+CASES = [
+    "US1_UNCR.dcm",
+    "US1_J2KR.dcm",
+    "OBXXXX1A.dcm",
+    "OBXXXX1A_2frame.dcm",
+    "examples_ybr_color.dcm",
+    pytest.param("color3d_jpeg_baseline.dcm", marks=pytest.mark.slow),
+    "us_hc18_006.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+]
 
 
 @dataclass
@@ -97,8 +105,9 @@ def test_highdicom_gives_each_source_frame_its_mask(written, fetal, name):
     numbers = [segment.number for segment in fetal.segments]
     if case.stack.is_cine:
         (uid,) = {uid for uid, _ in frames}
-        pixels = seg.get_pixels_by_source_frame(uid, source_frame_numbers=[frame for _, frame in frames],
-                                                segment_numbers=numbers)
+        pixels = seg.get_pixels_by_source_frame(
+            uid, source_frame_numbers=[frame for _, frame in frames], segment_numbers=numbers
+        )
     else:
         pixels = seg.get_pixels_by_source_instance([uid for uid, _ in frames], segment_numbers=numbers)
     read_back = np.zeros(case.labels.shape, np.uint8)
@@ -111,8 +120,20 @@ def test_highdicom_gives_each_source_frame_its_mask(written, fetal, name):
 def test_dcmqi_volume_slice_k_is_source_frame_k(written, fetal, name, tmp_path):
     _require(SEGIMAGE2ITKIMAGE, "dcmqi's segimage2itkimage")
     case = written(name)
-    run = subprocess.run([str(SEGIMAGE2ITKIMAGE), "--inputDICOM", str(case.seg_path), "--outputDirectory",
-                          str(tmp_path), "--outputType", "nrrd"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            str(SEGIMAGE2ITKIMAGE),
+            "--inputDICOM",
+            str(case.seg_path),
+            "--outputDirectory",
+            str(tmp_path),
+            "--outputType",
+            "nrrd",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, f"segimage2itkimage: {run.stdout[-2000:]}{run.stderr[-2000:]}"
     meta = json.loads((tmp_path / "meta.json").read_text())
     read_back = np.zeros(case.labels.shape, np.uint8)
@@ -132,8 +153,12 @@ def test_pydicom_seg_reads_every_frame(written, name, tmp_path):
     _require(PYDICOM_SEG_PYTHON, "pydicom-seg's venv")
     case = written(name)
     out = tmp_path / "read.npz"
-    run = subprocess.run([str(PYDICOM_SEG_PYTHON), str(CLIENTS / "read_pydicom_seg.py"), str(case.seg_path), str(out)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [str(PYDICOM_SEG_PYTHON), str(CLIENTS / "read_pydicom_seg.py"), str(case.seg_path), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, f"pydicom-seg: {run.stderr[-2000:]}"
     read_back = np.zeros(case.labels.shape, np.uint8)
     with np.load(out) as arrays:
@@ -151,8 +176,12 @@ def test_cornerstone_adapter_maps_every_seg_frame_to_its_source_frame(written, n
     case = written(name)
     sources = sorted({ds.filename for ds in case.stack.sources})
     labels_out = tmp_path / "labels.raw"
-    run = subprocess.run([node, str(CLIENTS / "seg_frames.mjs"), str(case.seg_path), str(labels_out), *sources],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [node, str(CLIENTS / "seg_frames.mjs"), str(case.seg_path), str(labels_out), *sources],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, f"cornerstone: {run.stderr[-2000:]}"
     report = json.loads(run.stdout.splitlines()[-1])
     order = [tuple(frame) for frame in report["frames"]]

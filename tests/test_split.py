@@ -15,17 +15,41 @@ DATA = REPO.parent / "shared" / "data"
 SHIPPED = {
     "hc18": (["hc18", str(DATA / "hc18")], "bundle/fetal_head_us/data/hc18_split.json"),
     "busi": (["busi", str(DATA / "busi")], "bundle/breast_lesion_us/data/busi_split.json"),
-    "msd_hippocampus": (["csv", str(DATA / "msd_hippocampus" / "cases.csv"), "--group-column", "subject_group",
-                         "--dataset", "msd_hippocampus"], "bundle/hippocampus_mr/data/hippocampus_split.json"),
-    "sts_ct": (["csv", str(DATA / "sts_ct" / "cases.csv"), "--group-column", "subject", "--val-fraction", "0.25",
-                "--dataset", "sts_ct", "--keep-in-validation", "STS_002", "STS_019", "STS_025"],
-               "bundle/sarcoma_ct/data/sts_split.json"),
+    "msd_hippocampus": (
+        [
+            "csv",
+            str(DATA / "msd_hippocampus" / "cases.csv"),
+            "--group-column",
+            "subject_group",
+            "--dataset",
+            "msd_hippocampus",
+        ],
+        "bundle/hippocampus_mr/data/hippocampus_split.json",
+    ),
+    "sts_ct": (
+        [
+            "csv",
+            str(DATA / "sts_ct" / "cases.csv"),
+            "--group-column",
+            "subject",
+            "--val-fraction",
+            "0.25",
+            "--dataset",
+            "sts_ct",
+            "--keep-in-validation",
+            "STS_002",
+            "STS_019",
+            "STS_025",
+        ],
+        "bundle/sarcoma_ct/data/sts_split.json",
+    ),
 }
 
 
 def _split(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lightweight_nets.training.split", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lightweight_nets.training.split", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("dataset", SHIPPED)
@@ -44,12 +68,15 @@ def test_no_file_is_in_both_parts_and_no_group_is_split():
     assert not subjects["train"] & subjects["validation"]
 
 
-@pytest.mark.parametrize("args, problem", [
-    (["csv", "{csv}", "--group-column", "no_such_column"], "no column no_such_column"),
-    (["csv", "{missing}", "--group-column", "subject"], "No such file"),
-    (["csv", "{csv}"], "csv needs --group-column"),
-    (["hc18", "{csv}", "--val-fraction", "1.5"], "--val-fraction 1.5"),
-])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["csv", "{csv}", "--group-column", "no_such_column"], "no column no_such_column"),
+        (["csv", "{missing}", "--group-column", "subject"], "No such file"),
+        (["csv", "{csv}"], "csv needs --group-column"),
+        (["hc18", "{csv}", "--val-fraction", "1.5"], "--val-fraction 1.5"),
+    ],
+)
 def test_bad_arguments_give_one_line_naming_the_problem(args, problem, tmp_path):
     csv = tmp_path / "cases.csv"
     csv.write_text("file,subject\na.nii.gz,s1\nb.nii.gz,s2\n")

@@ -36,8 +36,11 @@ def test_augmentation_moves_image_and_mask_together():
 def test_plan_orders_teachers_first_and_splits_the_budget_along_the_chain():
     jobs = plan([REPO / "bundle" / "fetal_head_us", REPO / "bundle" / "sarcoma_ct"], seeds=[0, 1])
     keys = [job.key for job in jobs]
-    assert keys.index("fetal_head_us/teacher/seed1") < keys.index("fetal_head_us/model/seed1") < keys.index(
-        "fetal_head_us/thin_separable_student/seed1")
+    assert (
+        keys.index("fetal_head_us/teacher/seed1")
+        < keys.index("fetal_head_us/model/seed1")
+        < keys.index("fetal_head_us/thin_separable_student/seed1")
+    )
     assert chain_depth(jobs) == 3 and len(jobs) == 8
     only = plan([REPO / "bundle" / "fetal_head_us"], seeds=[0], only=["thin_separable_student"])
     assert [job.name for job in only] == ["teacher", "model", "thin_separable_student"]
@@ -73,8 +76,11 @@ def test_training_grid_copy_reads_back_as_the_decoded_data(tmp_path):
 def test_two_bundles_train_install_and_resume(tmp_path, capfd):
     bundles = tmp_path / "bundles"
     for name in ("fetal_head_us", "breast_lesion_us"):
-        shutil.copytree(REPO / "bundle" / name, bundles / name, ignore=shutil.ignore_patterns("models", "experiments",
-                                                                                             "logs", "runs"))
+        shutil.copytree(
+            REPO / "bundle" / name,
+            bundles / name,
+            ignore=shutil.ignore_patterns("models", "experiments", "logs", "runs"),
+        )
     out = tmp_path / "runs"
     common = [str(bundles), "-o", str(out), "--only", "model", "--data-root", str(SHARED_DATA), *TINY]
     assert main([*common, "--max-epochs", "1", "--install"]) == 0
@@ -85,8 +91,11 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
     for name in ("fetal_head_us", "breast_lesion_us"):
         root = bundles / name
         load_weights(BundleSpec.load(root).network(), root / "models" / "model.pt")
-        teacher_def = {k: v for k, v in json.loads((root / "configs" / "distill.json").read_text())[
-            "teacher_def"].items() if k != "_target_"}
+        teacher_def = {
+            k: v
+            for k, v in json.loads((root / "configs" / "distill.json").read_text())["teacher_def"].items()
+            if k != "_target_"
+        }
         load_weights(create_net(**teacher_def), root / "models" / "teacher.pt")
         assert (root / "logs" / "model.metrics.csv").is_file() and (root / "docs" / "training_record.md").is_file()
     model = json.loads((out / "fetal_head_us" / "model" / "seed0" / "summary.json").read_text())
@@ -94,7 +103,8 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
     assert model["overrides"]["teacher_file"] == teacher["weights"]
     assert model["epochs"] == 1 and model["stopped"] == "max_epochs" and "val_dice" in model
     assert {(s["bundle"], s["job"]) for s in json.loads((out / "summary.json").read_text())} == {
-        (b, j) for b in ("fetal_head_us", "breast_lesion_us") for j in ("teacher", "model")}
+        (b, j) for b in ("fetal_head_us", "breast_lesion_us") for j in ("teacher", "model")
+    }
 
     assert main([*common, "--max-epochs", "2"]) == 0  # asked for more epochs: every run resumes
     second = capfd.readouterr().out

@@ -76,8 +76,10 @@ def test_softmax_gives_the_most_probable_label_and_keeps_the_largest_component_o
     assert kept[0, 0, 5] == 0 and (kept == 2).sum() == 9 and (kept == 1).sum() == 9
 
 
-@pytest.mark.parametrize("arguments, problem", [
-    ({"activation": "relu"}, "unknown activation"), ({"threshold": 1.0}, "strictly between 0 and 1")])
+@pytest.mark.parametrize(
+    "arguments, problem",
+    [({"activation": "relu"}, "unknown activation"), ({"threshold": 1.0}, "strictly between 0 and 1")],
+)
 def test_postprocessing_refuses_bad_arguments(arguments, problem):
     with pytest.raises(ValueError, match=problem):
         Postprocessing(**arguments)
@@ -109,8 +111,9 @@ def test_zscore_matches_monai_normalize_intensity():
     frames = np.stack([read_image(p).pixels for p in sorted(SAMPLES.glob("*.png"))[:2]])
     frames = np.concatenate([frames, np.full_like(frames[:1], 7)])
     resize = Resize((64, 64), mode="bilinear", anti_aliasing=False)
-    expected = torch.stack([torch.as_tensor(np.asarray(resize(NormalizeIntensity()(f[None].astype(np.float32)))))
-                            for f in frames])
+    expected = torch.stack(
+        [torch.as_tensor(np.asarray(resize(NormalizeIntensity()(f[None].astype(np.float32))))) for f in frames]
+    )
     torch.testing.assert_close(Preprocessing((64, 64), "zscore")(frames), expected.float(), atol=1e-4, rtol=0)
 
 
@@ -120,11 +123,15 @@ def test_window_clips_and_scales_hounsfield_units():
     torch.testing.assert_close(batch[0, 0], torch.tensor([[0.0, 0.0], [0.5, 1.0]]))
 
 
-@pytest.mark.parametrize("arguments, problem", [
-    ({"spatial_size": [256]}, "two positive sizes"), ({"spatial_size": [256, 256], "intensity": "gamma"},
-                                                      "unknown intensity scheme"),
-    ({"spatial_size": [256, 256], "intensity": "window"}, "goes with the 'window' intensity scheme"),
-    ({"spatial_size": [256, 256], "intensity": "window", "window": [100, -100]}, "low < high")])
+@pytest.mark.parametrize(
+    "arguments, problem",
+    [
+        ({"spatial_size": [256]}, "two positive sizes"),
+        ({"spatial_size": [256, 256], "intensity": "gamma"}, "unknown intensity scheme"),
+        ({"spatial_size": [256, 256], "intensity": "window"}, "goes with the 'window' intensity scheme"),
+        ({"spatial_size": [256, 256], "intensity": "window", "window": [100, -100]}, "low < high"),
+    ],
+)
 def test_preprocessing_refuses_bad_arguments(arguments, problem):
     with pytest.raises(ValueError, match=problem):
         Preprocessing(**arguments)

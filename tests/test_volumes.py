@@ -58,13 +58,19 @@ def test_preprocessing_and_its_inverse_keep_the_geometry(axcodes_in):
 
 def test_sliding_window_covers_a_volume_larger_and_smaller_than_the_patch():
     torch.manual_seed(0)
-    net = lightweight_nets.create_net("thin_separable_student", spatial_dims=3, in_channels=1, out_channels=3,
-                                      depth=4, channels=8).eval()
+    net = lightweight_nets.create_net(
+        "thin_separable_student", spatial_dims=3, in_channels=1, out_channels=3, depth=4, channels=8
+    ).eval()
     preprocessing = VolumePreprocessing([32, 48, 32], spacing_mm=[1.0, 1.0, 1.0])
     for shape in [(70, 90, 40), (20, 30, 17)]:
         volume = np.random.default_rng(0).random(shape).astype(np.float32)
-        labels = segment_volume(volume, np.diag([1.0, 1.0, 1.0, 1.0]), TorchPredictor(net, "torch"), preprocessing,
-                                Postprocessing("softmax", keep_largest=False))
+        labels = segment_volume(
+            volume,
+            np.diag([1.0, 1.0, 1.0, 1.0]),
+            TorchPredictor(net, "torch"),
+            preprocessing,
+            Postprocessing("softmax", keep_largest=False),
+        )
         assert labels.shape == shape and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
 
 
@@ -98,22 +104,47 @@ def test_3d_training_and_distillation_from_the_bundle_configs(tmp_path):
     split = tmp_path / "split.json"
     names = json.loads((HIPPOCAMPUS / "data" / "hippocampus_split.json").read_text())
     split.write_text(json.dumps({"train": names["train"][:4], "validation": names["validation"][:2]}))
-    common = {"split_file": str(split), "output_dir": str(tmp_path), "num_workers": 0, "max_epochs": 1,
-              "trainer#limit_train_batches": 2, "trainer#enable_progress_bar": False, "network_def#channels": 8}
+    common = {
+        "split_file": str(split),
+        "output_dir": str(tmp_path),
+        "num_workers": 0,
+        "max_epochs": 1,
+        "trainer#limit_train_batches": 2,
+        "trainer#enable_progress_bar": False,
+        "network_def#channels": 8,
+    }
     train = ["inference.json", "train.json"]
-    teacher = parser_for(HIPPOCAMPUS, train, model_file=str(tmp_path / "teacher.pt"), run_name="teacher",
-                         **{"network_def#name": "thin_unet"}, **common).get_parsed_content("run")
+    teacher = parser_for(
+        HIPPOCAMPUS,
+        train,
+        model_file=str(tmp_path / "teacher.pt"),
+        run_name="teacher",
+        **{"network_def#name": "thin_unet"},
+        **common,
+    ).get_parsed_content("run")
     metrics = next(tmp_path.glob("teacher/*/metrics.csv")).read_text()
     assert "val_dice_1" in metrics and "val_dice_2" in metrics
     # a run cut short goes on from its last checkpoint: the second epoch only
     (last,) = tmp_path.glob("teacher/*/checkpoints/last.ckpt")
-    parser_for(HIPPOCAMPUS, train, model_file=str(tmp_path / "teacher.pt"), run_name="resumed",
-               resume_from=str(last), **{"network_def#name": "thin_unet"},
-               **{**common, "max_epochs": 2}).get_parsed_content("run")
+    parser_for(
+        HIPPOCAMPUS,
+        train,
+        model_file=str(tmp_path / "teacher.pt"),
+        run_name="resumed",
+        resume_from=str(last),
+        **{"network_def#name": "thin_unet"},
+        **{**common, "max_epochs": 2},
+    ).get_parsed_content("run")
     (resumed,) = tmp_path.glob("resumed/*/metrics.csv")
     assert {row["epoch"] for row in csv.DictReader(resumed.open()) if row.get("val_loss")} == {"1"}
-    student = parser_for(HIPPOCAMPUS, [*train, "distill.json"], model_file=str(tmp_path / "student.pt"),
-                         teacher_file=str(teacher), **{"teacher_def#channels": 8}, **common).get_parsed_content("run")
+    student = parser_for(
+        HIPPOCAMPUS,
+        [*train, "distill.json"],
+        model_file=str(tmp_path / "student.pt"),
+        teacher_file=str(teacher),
+        **{"teacher_def#channels": 8},
+        **common,
+    ).get_parsed_content("run")
     state = torch.load(student, weights_only=True)
     assert not any(k.startswith(("adapters", "teacher")) for k in state)
     assert "feature_loss" in next(tmp_path.glob("model/*/metrics.csv")).read_text()
@@ -121,10 +152,18 @@ def test_3d_training_and_distillation_from_the_bundle_configs(tmp_path):
 
 def test_evaluate_volumes_reports_dice_hd95_and_volume_per_segment(tmp_path):
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"train": [], "validation": sorted(p.name for p in (SAMPLES / "hippocampus_mr"
-                                                                                      / "images").iterdir())[:2]}))
-    summary = parser_for(HIPPOCAMPUS, ["inference.json", "evaluate.json"], dataset_dir=str(SAMPLES / "hippocampus_mr"),
-                         split_file=str(split), output_dir=str(tmp_path)).get_parsed_content("run")
+    split.write_text(
+        json.dumps(
+            {"train": [], "validation": sorted(p.name for p in (SAMPLES / "hippocampus_mr" / "images").iterdir())[:2]}
+        )
+    )
+    summary = parser_for(
+        HIPPOCAMPUS,
+        ["inference.json", "evaluate.json"],
+        dataset_dir=str(SAMPLES / "hippocampus_mr"),
+        split_file=str(split),
+        output_dir=str(tmp_path),
+    ).get_parsed_content("run")
     assert summary["volumes"] == 2 and set(summary["dice"]) == {"anterior hippocampus", "posterior hippocampus"}
     assert all(summary["dice"][label]["n"] == 2 and summary["hd95_mm"][label]["mean"] > 0 for label in summary["dice"])
     assert summary["mean_dice"]["mean"] > 0.7 and summary["seconds_per_volume"]["mean"] > 0
@@ -136,8 +175,9 @@ def test_bundle_inference_reads_a_dicom_series_folder(tmp_path):
     map named after the folder, on the series grid (the same grid as the series' own reference label)."""
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "sts_019_ct").symlink_to(SAMPLES / "dicom" / "sts_019_ct")
-    parser_for(SARCOMA, ["inference.json"], dataset_dir=str(tmp_path / "in"),
-               output_dir=str(tmp_path / "out")).get_parsed_content("run")
+    parser_for(
+        SARCOMA, ["inference.json"], dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out")
+    ).get_parsed_content("run")
     written = nib.load(str(tmp_path / "out" / "sts_019_ct.nii.gz"))
     reference = nib.load(str(ROOT.parent / "shared" / "data" / "sts_dicom" / "STS_019" / "CT" / "label.nii.gz"))
     assert written.shape == reference.shape and np.allclose(written.affine, reference.affine, atol=1e-4)

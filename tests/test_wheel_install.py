@@ -33,12 +33,27 @@ def _build_wheel(tmp_path: Path) -> Path:
     source.mkdir()
     for name in BUILT_FROM:
         if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         else:
             shutil.copy2(REPO / name, source / name)
-    run = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                "-w", str(tmp_path / "dist"), str(source)], cwd=tmp_path)
+    run = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("lightweight_seg-*.whl")
     return wheel
@@ -48,8 +63,9 @@ def _fresh_venv(path: Path) -> Path:
     """A venv without pip or this project whose sys.path ends with this Python's installed dependencies."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
     python = path / "bin" / "python"
-    site_packages = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              cwd=path).stdout.strip())
+    site_packages = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=path).stdout.strip()
+    )
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site_packages / "_dependencies.pth").write_text("\n".join(ours) + "\n")
     return python
@@ -58,15 +74,24 @@ def _fresh_venv(path: Path) -> Path:
 def test_the_installed_wheel_segments_a_sample_outside_the_checkout(tmp_path):
     wheel = _build_wheel(tmp_path)
     python = _fresh_venv(tmp_path / "venv")
-    install = _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
-                    str(wheel)], cwd=tmp_path)
+    install = _run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
+        cwd=tmp_path,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "in").mkdir(parents=True)
     shutil.copy2(REPO / "samples" / "dicom" / "us_hc18_006.dcm", elsewhere / "in")
 
-    where = _run([str(python), "-c", "import lightweight_nets, lightweight_seg.routing as r; "
-                  "print(r.DEFAULT_BUNDLES); print(r.__file__); print(lightweight_nets.__file__)"], cwd=elsewhere)
+    where = _run(
+        [
+            str(python),
+            "-c",
+            "import lightweight_nets, lightweight_seg.routing as r; "
+            "print(r.DEFAULT_BUNDLES); print(r.__file__); print(lightweight_nets.__file__)",
+        ],
+        cwd=elsewhere,
+    )
     assert where.returncode == 0, where.stderr[-2000:]
     site_packages = (tmp_path / "venv").resolve()
     paths = [Path(line) for line in where.stdout.split()]

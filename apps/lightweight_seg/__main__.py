@@ -35,9 +35,11 @@ def _summary(output: SeriesResult) -> str:
         areas = [a for a in segment.get("area_mm2_per_frame", []) if a]
         if areas:
             fact += f", area {np.median(areas):.0f} mm2" + (" (median of frames)" if len(areas) > 1 else "")
-        for key, what, unit in (("head_circumference_mm_per_frame", "head circumference", "mm"),
-                                ("gestational_age_weeks_per_frame", "gestational age", "weeks"),
-                                ("largest_diameter_mm_per_frame", "largest diameter", "mm")):
+        for key, what, unit in (
+            ("head_circumference_mm_per_frame", "head circumference", "mm"),
+            ("gestational_age_weeks_per_frame", "gestational age", "weeks"),
+            ("largest_diameter_mm_per_frame", "largest diameter", "mm"),
+        ):
             values = [v for v in segment.get(key, []) if v is not None]
             if values:
                 median = " (median of frames)" if len(values) > 1 else ""
@@ -48,23 +50,35 @@ def _summary(output: SeriesResult) -> str:
         for name, why in segment.get("not_measured", {}).items():
             fact += f", {name.replace('_', ' ')} not measured ({why})"
         facts.append(fact)
-    return (one_line(f"{report['modality']} series {output.series_uid} -> {output.model}: {'; '.join(facts)}") + "\n"
-            f"  SEG     {one_line(output.seg_path)}\n"
-            + (f"  SR      {one_line(output.sr_path)}\n" if output.sr_path is not None else "")
-            + f"  overlay {one_line(output.overlay_path)}\n  report  {one_line(output.report_path)}")
+    return (
+        one_line(f"{report['modality']} series {output.series_uid} -> {output.model}: {'; '.join(facts)}") + "\n"
+        f"  SEG     {one_line(output.seg_path)}\n"
+        + (f"  SR      {one_line(output.sr_path)}\n" if output.sr_path is not None else "")
+        + f"  overlay {one_line(output.overlay_path)}\n  report  {one_line(output.report_path)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     ours = argparse.ArgumentParser(
-        prog="lightweight-seg", add_help=False, description=__doc__.split("\n\n", 1)[1].strip(),
+        prog="lightweight-seg",
+        add_help=False,
+        description=__doc__.split("\n\n", 1)[1].strip(),
         usage="lightweight-seg -i DICOM_DIR -o OUT_DIR [-m BUNDLES] [--model NAME] [--rules RULES.json] "
-              "[--all-components]")
+        "[--all-components]",
+    )
     ours.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="which series to consider at all (JSON)")
-    ours.add_argument("--model", dest="force", metavar="NAME",
-                      help="segment every selected series with this bundle (its folder name), whatever its rules")
-    ours.add_argument("--all-components", action="store_true",
-                      help="keep every connected component (default: as each bundle's postprocessing says)")
+    ours.add_argument(
+        "--model",
+        dest="force",
+        metavar="NAME",
+        help="segment every selected series with this bundle (its folder name), whatever its rules",
+    )
+    ours.add_argument(
+        "--all-components",
+        action="store_true",
+        help="keep every connected component (default: as each bundle's postprocessing says)",
+    )
     options, sdk_argv = ours.parse_known_args(argv[1:])
     if {"-h", "--help"} & set(sdk_argv):  # ours first, then the SDK prints its own flags and exits
         print(ours.format_help() + "\nMONAI Deploy app options:")
@@ -73,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from lightweight_seg.app import LightweightSegApp
 
-    app = LightweightSegApp([argv[0], *sdk_argv], rules=options.rules, force=options.force,
-                            keep_all_components=options.all_components)
+    app = LightweightSegApp(
+        [argv[0], *sdk_argv], rules=options.rules, force=options.force, keep_all_components=options.all_components
+    )
     try:
         app.run()
     except InputError as err:
@@ -86,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     # Every file the app read before the SDK loader and found it cannot segment (not a regular file, not DICOM, cut
     # short, a bad header), then what failed while segmenting: each once, one line each.
     unreadable = app.input_problems
-    unselected = [(uid, f"series {uid}: not selected by the selection rules ({options.rules.name})")
-                  for uid in app.segmenter.expected if uid not in app.segmenter.selected]
+    unselected = [
+        (uid, f"series {uid}: not selected by the selection rules ({options.rules.name})")
+        for uid in app.segmenter.expected
+        if uid not in app.segmenter.selected
+    ]
     for output in result.outputs:
         print(_summary(output))
     for message in dict.fromkeys(message for _, message in unselected + result.skipped):

@@ -33,8 +33,13 @@ class LightweightSegApp(Application):
     description = "Small, fast U-Net segmentation of CT, MR and ultrasound DICOM on the CPU, written as DICOM-SEG"
     version = "0.1.0"
 
-    def __init__(self, sdk_argv: list[str], rules: Path = DEFAULT_RULES, force: str | None = None,
-                 keep_all_components: bool = False):
+    def __init__(
+        self,
+        sdk_argv: list[str],
+        rules: Path = DEFAULT_RULES,
+        force: str | None = None,
+        keep_all_components: bool = False,
+    ):
         self.sdk_argv = sdk_argv  # program name first, then the SDK's flags (-i, -o, -m, ...)
         self.rules = Path(rules)
         self.force, self.keep_all_components = force, keep_all_components
@@ -69,17 +74,26 @@ class LightweightSegApp(Application):
     def compose(self):
         context = Application.init_app_context(self.sdk_argv)
         load_rules(self.rules)  # a bad rules file fails here with a one-line message, not inside the SDK
-        models = ModelRouter.from_path(Path(context.model_path), force=self.force,
-                                       keep_all_components=self.keep_all_components)
+        models = ModelRouter.from_path(
+            Path(context.model_path), force=self.force, keep_all_components=self.keep_all_components
+        )
         self.input_folder = Path(context.input_path)
         if not self.input_folder.is_dir():
             raise InputError(f"{one_line(self.input_folder)}: not a folder (the app reads a folder of DICOM files)")
         staged, originals, expected = self._stage()
-        loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=staged,
-                                         must_load=False, name="dicom_loader")
-        selector = DICOMSeriesSelectorOperator(self, rules=self.rules.read_text(), all_matched=True,
-                                               name="series_selector")
-        self.segmenter = SegmentSeriesOperator(self, output_folder=Path(context.output_path), models=models,
-                                               originals=originals, expected=expected, name="segmenter")
+        loader = DICOMDataLoaderOperator(
+            self, CountCondition(self, 1), input_folder=staged, must_load=False, name="dicom_loader"
+        )
+        selector = DICOMSeriesSelectorOperator(
+            self, rules=self.rules.read_text(), all_matched=True, name="series_selector"
+        )
+        self.segmenter = SegmentSeriesOperator(
+            self,
+            output_folder=Path(context.output_path),
+            models=models,
+            originals=originals,
+            expected=expected,
+            name="segmenter",
+        )
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, self.segmenter, {("study_selected_series_list", "study_selected_series_list")})

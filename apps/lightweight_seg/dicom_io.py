@@ -75,6 +75,7 @@ def one_line(text) -> str:
     r"""``text`` (a path, a value, a message) so that it prints on one line and unchanged otherwise: control
     characters (newline, tab, escape, ...) and line separators as Python escapes (``\n``), and the bytes of a file
     name that are not UTF-8 as ``\xNN``."""
+
     def escape(match: re.Match) -> str:
         char = match.group()
         if "\udc80" <= char <= "\udcff":  # os.fsdecode's stand-in for an undecodable byte
@@ -122,8 +123,10 @@ class Stack:
         first, last = self.sources[0], self.sources[-1]
         needed = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
         if self.is_cine or not self.has_frame_of_reference or any(k not in first for k in needed):
-            raise InputError(f"series {self.series_uid}: not a volume of positioned slices (a 3D model needs CT or "
-                             "MR slices with a frame of reference, orientation, position and pixel spacing)")
+            raise InputError(
+                f"series {self.series_uid}: not a volume of positioned slices (a 3D model needs CT or "
+                "MR slices with a frame of reference, orientation, position and pixel spacing)"
+            )
         orientation = np.array(first.ImageOrientationPatient, float)
         row, column = orientation[:3], orientation[3:]
         origin = np.array(first.ImagePositionPatient, float)
@@ -148,8 +151,15 @@ def _unreachable(path: Path, err: OSError) -> str:
 
 
 def _not_regular(mode: int) -> str:
-    kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
-            else "device" if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else "special file")
+    kind = (
+        "FIFO"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else "device"
+        if stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+        else "special file"
+    )
     return f"not a regular file ({kind}): not read"
 
 
@@ -171,8 +181,11 @@ def find_files(paths: list[Path] | Path) -> tuple[list[Path], list[tuple[str, st
         except OSError as err:
             if not os.path.lexists(path) and given:
                 raise InputError(f"{one_line(path)}: no such file or folder") from None
-            problems.append(problem(path, _unreachable(path, err) if os.path.lexists(path)
-                                    else "vanished while the folder was read"))
+            problems.append(
+                problem(
+                    path, _unreachable(path, err) if os.path.lexists(path) else "vanished while the folder was read"
+                )
+            )
             continue
         key = (info.st_dev, info.st_ino)
         if stat.S_ISDIR(info.st_mode):
@@ -255,8 +268,11 @@ def _check_geometry(ds: Dataset) -> str | None:
         if positioned or "ImageOrientationPatient" in ds:
             orientation = dicom_number(ds, "ImageOrientationPatient", count=6)
             row, column = np.array(orientation[:3]), np.array(orientation[3:])
-            if (abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(column) - 1) > 0.01
-                    or abs(float(np.dot(row, column))) > 0.01):
+            if (
+                abs(np.linalg.norm(row) - 1) > 0.01
+                or abs(np.linalg.norm(column) - 1) > 0.01
+                or abs(float(np.dot(row, column))) > 0.01
+            ):
                 shown = "\\".join(f"{v:g}" for v in orientation)
                 return f"ImageOrientationPatient '{shown}' is not two perpendicular unit vectors"
         if positioned or "ImagePositionPatient" in ds:
@@ -289,8 +305,11 @@ def _check_patient_and_study(ds: Dataset) -> str | None:
     sex = str(ds.get("PatientSex", "") or "").strip()
     if sex not in ("", "M", "F", "O"):
         return f"PatientSex '{sex}' is not M, F or O"
-    for keyword, kind, convert in (("PatientBirthDate", "date (YYYYMMDD)", DA), ("StudyDate", "date (YYYYMMDD)", DA),
-                                   ("StudyTime", "time (HHMMSS.FFFFFF)", TM)):
+    for keyword, kind, convert in (
+        ("PatientBirthDate", "date (YYYYMMDD)", DA),
+        ("StudyDate", "date (YYYYMMDD)", DA),
+        ("StudyTime", "time (HHMMSS.FFFFFF)", TM),
+    ):
         value = ds.get(keyword, None)
         if value in (None, ""):
             continue
@@ -306,8 +325,7 @@ def header_problem(ds: Dataset) -> str | None:
     spacing, thickness, orientation or position that is not a sane number, CT or MR without a frame of reference,
     an unknown character set, a patient's sex, a date or a time that the standard does not allow."""
     try:
-        return (_check_identity(ds) or _check_geometry(ds) or _check_character_set(ds)
-                or _check_patient_and_study(ds))
+        return _check_identity(ds) or _check_geometry(ds) or _check_character_set(ds) or _check_patient_and_study(ds)
     except Exception as err:  # a value pydicom cannot even convert
         return f"unreadable header ({_reason(err)})"
 
@@ -382,8 +400,10 @@ def load_rules(path: Path | None = None) -> list[dict]:
         raise InputError(f"{path}: not a selection rules file ({type(err).__name__}: {err})") from None
     for selection in selections:
         if not selection.get("conditions"):
-            raise InputError(f"{path}: selection {selection.get('name', '?')!r} has no conditions "
-                             "(the Deploy SDK would select nothing)")
+            raise InputError(
+                f"{path}: selection {selection.get('name', '?')!r} has no conditions "
+                "(the Deploy SDK would select nothing)"
+            )
     return selections
 
 
@@ -400,8 +420,11 @@ def _condition_holds(value, wanted) -> bool:
     if isinstance(value, Sequence):
         if not isinstance(wanted, str):
             return False
-        return any(re.search(wanted, str(item.get(keyword, "")), re.IGNORECASE) is not None
-                   for item in value for keyword in ("CodeValue", "CodeMeaning"))
+        return any(
+            re.search(wanted, str(item.get(keyword, "")), re.IGNORECASE) is not None
+            for item in value
+            for keyword in ("CodeValue", "CodeMeaning")
+        )
     if isinstance(wanted, str):
         return re.search(wanted, str(value), re.IGNORECASE) is not None
     if isinstance(value, (int, float)) and isinstance(wanted, list) and len(wanted) == 2:
@@ -417,9 +440,11 @@ def selection_score(header: Dataset, selections) -> int | None:
     """How specifically the best-matching selection describes a series (given by one of its headers): the
     number of its conditions that test a value (an "absent" condition, ``null``, counts nothing), or None when
     no selection matches. Routing gives a series to the model whose rules describe it most specifically."""
-    scores = [sum(wanted is not None for wanted in selection["conditions"].values())
-              for selection in selections
-              if all(_condition_holds(header.get(key), wanted) for key, wanted in selection["conditions"].items())]
+    scores = [
+        sum(wanted is not None for wanted in selection["conditions"].values())
+        for selection in selections
+        if all(_condition_holds(header.get(key), wanted) for key, wanted in selection["conditions"].items())
+    ]
     return max(scores) if scores else None
 
 
@@ -482,8 +507,13 @@ def _one_per_position(group: list[tuple[Dataset, np.ndarray]]) -> tuple[list, li
         other = kept[position][0]
         if _acquisition_number(ds) > _acquisition_number(other):
             kept[position], (ds, other) = (ds, frames), (other, ds)
-        errors.append(problem(ds.filename, f"same ImagePositionPatient as {one_line(other.filename)} in its series "
-                                           "and not a later acquisition: left out"))
+        errors.append(
+            problem(
+                ds.filename,
+                f"same ImagePositionPatient as {one_line(other.filename)} in its series "
+                "and not a later acquisition: left out",
+            )
+        )
     return list(kept.values()), errors
 
 
@@ -509,9 +539,15 @@ def _make_stack(series_uid: str, decoded: list[tuple[Dataset, np.ndarray]]) -> S
         multi = "NumberOfFrames" in ds
         frame_sources += [(ds, k + 1 if multi else None) for k in range(number_of_frames(ds))]
     frames = np.concatenate([grey[ds.SOPInstanceUID] for ds in instances])
-    return Stack(series_uid=series_uid, modality=str(instances[0].Modality), frames=frames, sources=instances,
-                 frame_sources=frame_sources, pixel_spacing_mm=dicom_pixel_spacing_mm(instances[0]),
-                 slice_spacing_mm=slice_spacing)
+    return Stack(
+        series_uid=series_uid,
+        modality=str(instances[0].Modality),
+        frames=frames,
+        sources=instances,
+        frame_sources=frame_sources,
+        pixel_spacing_mm=dicom_pixel_spacing_mm(instances[0]),
+        slice_spacing_mm=slice_spacing,
+    )
 
 
 def build_stacks(series_uid: str, headers: list[Dataset]) -> tuple[list[Stack], list[tuple[str, str]]]:
@@ -529,8 +565,13 @@ def build_stacks(series_uid: str, headers: list[Dataset]) -> tuple[list[Stack], 
         try:
             ds, frames = _read_pixels(header)
             if str(ds.StudyInstanceUID) != study:  # a SEG's sources are of one study
-                raise InputError(problem(path, f"StudyInstanceUID {ds.StudyInstanceUID} differs from the rest of "
-                                               f"series {series_uid} ({study}): left out")[1])
+                raise InputError(
+                    problem(
+                        path,
+                        f"StudyInstanceUID {ds.StudyInstanceUID} differs from the rest of "
+                        f"series {series_uid} ({study}): left out",
+                    )[1]
+                )
             groups[_stack_key(ds)].append((ds, frames))
         except InputError as err:
             errors.append((str(path), str(err)))
@@ -545,6 +586,11 @@ def build_stacks(series_uid: str, headers: list[Dataset]) -> tuple[list[Stack], 
             stacks.append(_make_stack(series_uid, group))
         except Exception as err:
             files = ", ".join(one_line(ds.filename) for ds, _ in group[:3]) + (", ..." if len(group) > 3 else "")
-            errors.append(problem(series_uid, f"not segmented: its images ({files}) do not form a stack "
-                                              f"({_reason(err)})", prefix="series "))
+            errors.append(
+                problem(
+                    series_uid,
+                    f"not segmented: its images ({files}) do not form a stack ({_reason(err)})",
+                    prefix="series ",
+                )
+            )
     return stacks, errors

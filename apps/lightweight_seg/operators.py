@@ -34,8 +34,16 @@ class SegmentSeriesOperator(Operator):
     series the selector lists twice (two selections match it) is segmented once; ``selected`` holds the series UIDs
     it passed on, so that the caller can name the others as not selected."""
 
-    def __init__(self, fragment: Fragment, *args, output_folder: Path, models: ModelRouter,
-                 originals: dict[str, str] | None = None, expected: dict[str, list[str]] | None = None, **kwargs):
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        output_folder: Path,
+        models: ModelRouter,
+        originals: dict[str, str] | None = None,
+        expected: dict[str, list[str]] | None = None,
+        **kwargs,
+    ):
         self.output_folder = Path(output_folder)
         self.models = models
         self.originals, self.expected = originals or {}, expected or {}
@@ -57,10 +65,17 @@ class SegmentSeriesOperator(Operator):
                     ds.filename = self.originals.get(str(ds.filename), ds.filename)
                 headers, errors = check_headers(native)
                 loaded = {str(ds.filename) for ds in native}
-                errors += [problem(path, "left out by the SDK's DICOM loader (it keeps one instance per "
-                                         "ImagePositionPatient of a series)")
-                           for path in self.expected.get(selected.series.SeriesInstanceUID, []) if path not in loaded]
+                errors += [
+                    problem(
+                        path,
+                        "left out by the SDK's DICOM loader (it keeps one instance per "
+                        "ImagePositionPatient of a series)",
+                    )
+                    for path in self.expected.get(selected.series.SeriesInstanceUID, [])
+                    if path not in loaded
+                ]
                 self.result.errors.extend(errors)
                 if headers:
-                    self.result.extend(segment_routed(selected.series.SeriesInstanceUID, headers,
-                                                      self.output_folder, self.models))
+                    self.result.extend(
+                        segment_routed(selected.series.SeriesInstanceUID, headers, self.output_folder, self.models)
+                    )

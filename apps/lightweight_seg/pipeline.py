@@ -40,8 +40,15 @@ from lightweight_seg.routing import ModelRouter
 from lightweight_seg.seg_writer import build_seg
 from lightweight_seg.sr_writer import build_sr, sr_series_identity
 
-__all__ = ["SeriesResult", "RunResult", "seg_series_identity", "segment_stack", "segment_series", "segment_routed",
-           "segment_paths"]
+__all__ = [
+    "SeriesResult",
+    "RunResult",
+    "seg_series_identity",
+    "segment_stack",
+    "segment_series",
+    "segment_routed",
+    "segment_paths",
+]
 
 log = logging.getLogger(__name__)
 SEG_SERIES_BASE = 9000  # SEG series numbers follow the source's: 9000 + 100 x source SeriesNumber + stack index
@@ -93,40 +100,55 @@ def seg_series_identity(stack: Stack, spec: BundleSpec, index: int, count: int) 
     return number, f"{labels} ({spec.id}){of}{part}"
 
 
-def _write_outputs(stack: Stack, labels: np.ndarray, spec: BundleSpec, output_dir: Path, name: str,
-                   identity: tuple[int, str], report: dict) -> SeriesResult:
+def _write_outputs(
+    stack: Stack,
+    labels: np.ndarray,
+    spec: BundleSpec,
+    output_dir: Path,
+    name: str,
+    identity: tuple[int, str],
+    report: dict,
+) -> SeriesResult:
     """SEG, measurement SR (where there is a measurement), overlay and report, each written under a temporary name
     and renamed only when all are complete, the report first: a failure leaves none of them behind."""
     started = time.perf_counter()
     seg = build_seg(stack, labels, spec, *identity)
     sr = build_sr(stack, spec, seg, report["segments"], *sr_series_identity(identity))
-    result = SeriesResult(stack.series_uid, spec.id, output_dir / f"{name}.seg.dcm", output_dir / f"{name}.overlay.png",
-                          output_dir / f"{name}.report.json", None if sr is None else output_dir / f"{name}.sr.dcm")
+    result = SeriesResult(
+        stack.series_uid,
+        spec.id,
+        output_dir / f"{name}.seg.dcm",
+        output_dir / f"{name}.overlay.png",
+        output_dir / f"{name}.report.json",
+        None if sr is None else output_dir / f"{name}.sr.dcm",
+    )
     with ExitStack() as files:  # renamed in the reverse order: the report, the overlay, the SR, the SEG
         seg_tmp, sr_tmp, overlay_tmp, report_tmp = (
             None if path is None else files.enter_context(atomic_path(path))
-            for path in (result.seg_path, result.sr_path, result.overlay_path, result.report_path))
+            for path in (result.seg_path, result.sr_path, result.overlay_path, result.report_path)
+        )
         seg.save_as(seg_tmp, enforce_file_format=True)
         if sr is not None:
             sr.save_as(sr_tmp, enforce_file_format=True)
         write_overlay(stack.frames, labels, overlay_tmp, [segment.color_rgb for segment in spec.segments])
         report["timing_s"]["write"] = round(time.perf_counter() - started, 3)
-        report["outputs"] = {"seg": result.seg_path.name, "sr": None if sr is None else result.sr_path.name,
-                             "overlay": result.overlay_path.name}
+        report["outputs"] = {
+            "seg": result.seg_path.name,
+            "sr": None if sr is None else result.sr_path.name,
+            "overlay": result.overlay_path.name,
+        }
         write_report(report, report_tmp)
     return result
 
 
-def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, spec: BundleSpec,
-                   predictor) -> RunResult:
+def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, spec: BundleSpec, predictor) -> RunResult:
     """Segment one selected series (its headers, as from :func:`read_headers`) with one bundle's model: one SEG
     per stack."""
     started = time.perf_counter()
     stacks, errors = build_stacks(series_uid, headers)
     read_time = time.perf_counter() - started
     if len(stacks) > 1 and not any(s.is_cine or not s.has_frame_of_reference for s in stacks):
-        log.warning("series %s: slices in %d orientations, written as one SEG per orientation", series_uid,
-                    len(stacks))
+        log.warning("series %s: slices in %d orientations, written as one SEG per orientation", series_uid, len(stacks))
     outputs = []
     for index, stack in enumerate(stacks):
         name = series_uid if len(stacks) == 1 else f"{series_uid}_{index + 1}"
@@ -144,12 +166,19 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, sp
                 "modality": stack.modality,
                 "source_instances": [ds.SOPInstanceUID for ds in stack.sources],
                 "frames": len(stack.frames),
-                "model": {"bundle": spec.id, "name": spec.name, "version": spec.version,
-                          "backend": getattr(predictor, "backend", "unknown")},
+                "model": {
+                    "bundle": spec.id,
+                    "name": spec.name,
+                    "version": spec.version,
+                    "backend": getattr(predictor, "backend", "unknown"),
+                },
                 "seg": {"series_number": identity[0], "series_description": identity[1][:64]},
                 "segments": segments,
-                "timing_s": {"read": round(read_time, 3), "inference": round(inference_time, 3),
-                             "measure": round(measure_time, 3)},
+                "timing_s": {
+                    "read": round(read_time, 3),
+                    "inference": round(inference_time, 3),
+                    "measure": round(measure_time, 3),
+                },
             }
             outputs.append(_write_outputs(stack, labels, spec, Path(output_dir), name, identity, report))
         except Exception as err:  # one bad stack must not stop the others
@@ -157,8 +186,9 @@ def segment_series(series_uid: str, headers: list[Dataset], output_dir: Path, sp
     return RunResult(outputs, errors)
 
 
-def segment_paths(paths: list[Path] | Path, output_dir: Path, models: ModelRouter | None = None,
-                  rules: Path | None = None) -> RunResult:
+def segment_paths(
+    paths: list[Path] | Path, output_dir: Path, models: ModelRouter | None = None, rules: Path | None = None
+) -> RunResult:
     """Segment every series selected by ``rules`` among DICOM files and folders ``paths`` into ``output_dir``,
     each with the model ``models`` routes it to (default: every bundle this repository ships; the listener keeps
     one router, and so its loaded models, between calls). Bad files and series are reported in ``errors``, series
@@ -175,8 +205,11 @@ def segment_paths(paths: list[Path] | Path, output_dir: Path, models: ModelRoute
     errors = not_files + errors
     every = group_series(headers)
     series = {uid: hs for uid, hs in every.items() if series_matches(hs[0], selections)}
-    unselected = [(uid, f"series {uid}: not selected by the selection rules ({Path(rules or DEFAULT_RULES).name})")
-                  for uid in every if uid not in series]
+    unselected = [
+        (uid, f"series {uid}: not selected by the selection rules ({Path(rules or DEFAULT_RULES).name})")
+        for uid in every
+        if uid not in series
+    ]
     if not series and not headers and errors:  # every file named already
         return RunResult([], errors)
     if not series:

@@ -19,10 +19,16 @@ def measurements(stack: Stack, labels: np.ndarray, spec: BundleSpec) -> list[dic
     """Per segment of the bundle: its number and label, its size per frame (pixels, and mm^2 where the pixel
     spacing is known) and the measurements its bundle asks for (area and head circumference per frame, volume of
     a stack with a slice spacing)."""
-    return [{"number": segment.number, "label": segment.label,
-             **measure_segment(labels == segment.number, segment.measurements, stack.pixel_spacing_mm,
-                               stack.slice_spacing_mm)}
-            for segment in spec.segments]
+    return [
+        {
+            "number": segment.number,
+            "label": segment.label,
+            **measure_segment(
+                labels == segment.number, segment.measurements, stack.pixel_spacing_mm, stack.slice_spacing_mm
+            ),
+        }
+        for segment in spec.segments
+    ]
 
 
 def write_report(report: dict, path: Path) -> None:

@@ -39,22 +39,37 @@ class ModelRouter:
         threads: CPU threads per model (default: all this process may use).
     """
 
-    def __init__(self, bundles: list[BundleSpec], force: str | None = None, keep_all_components: bool = False,
-                 backend: str = "auto", threads: int | None = None):
+    def __init__(
+        self,
+        bundles: list[BundleSpec],
+        force: str | None = None,
+        keep_all_components: bool = False,
+        backend: str = "auto",
+        threads: int | None = None,
+    ):
         ids = [spec.id for spec in bundles]
         if len(set(ids)) != len(ids):
             raise InputError(f"two served bundles share a folder name: {', '.join(ids)}")
         if force is not None and force not in ids:
-            raise InputError(f"--model {force}: no such bundle (serving: {', '.join(ids)}; "
-                             "-m takes the path of a bundle or a folder of bundles)")
+            raise InputError(
+                f"--model {force}: no such bundle (serving: {', '.join(ids)}; "
+                "-m takes the path of a bundle or a folder of bundles)"
+            )
         for spec in bundles:  # a bundle without its model fails at start-up, not on its first series
             try:
                 served_backend(spec.root, backend)
             except (OSError, ValueError) as error:
                 raise InputError(str(error)) from None
         if keep_all_components:
-            bundles = [dataclasses.replace(spec, postprocessing=Postprocessing(
-                spec.postprocessing.activation, spec.postprocessing.threshold, keep_largest=False)) for spec in bundles]
+            bundles = [
+                dataclasses.replace(
+                    spec,
+                    postprocessing=Postprocessing(
+                        spec.postprocessing.activation, spec.postprocessing.threshold, keep_largest=False
+                    ),
+                )
+                for spec in bundles
+            ]
         self.bundles = {spec.id: spec for spec in bundles}
         self.force, self.backend, self.threads = force, backend, threads
         self._predictors: dict[str, Predictor] = {}
@@ -73,8 +88,9 @@ class ModelRouter:
         """The bundle for a series (given by one of its headers), or None and the one-line reason it is skipped."""
         if self.force is not None:
             return self.bundles[self.force], None
-        scores = {bundle_id: selection_score(header, list(spec.series_rules))
-                  for bundle_id, spec in self.bundles.items()}
+        scores = {
+            bundle_id: selection_score(header, list(spec.series_rules)) for bundle_id, spec in self.bundles.items()
+        }
         scores = {bundle_id: score for bundle_id, score in scores.items() if score is not None}
         what = f"{header.get('Modality') or 'no modality'}/{header.get('BodyPartExamined') or 'no body part'}"
         if not scores:
@@ -82,8 +98,10 @@ class ModelRouter:
         best = max(scores.values())
         winners = [bundle_id for bundle_id, score in scores.items() if score == best]
         if len(winners) > 1:
-            return None, (f"series {series_uid}: {what} matches the rules of {' and '.join(winners)} equally; "
-                          "choose one with --model")
+            return None, (
+                f"series {series_uid}: {what} matches the rules of {' and '.join(winners)} equally; "
+                "choose one with --model"
+            )
         return self.bundles[winners[0]], None
 
     def predictor(self, spec: BundleSpec) -> Predictor:

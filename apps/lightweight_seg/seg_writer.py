@@ -56,8 +56,17 @@ UTF8 = "ISO_IR 192"
 
 # Type 2 in the source images' IODs (present, possibly empty): highdicom copies them into the SEG and stops where one
 # is absent, as in many anonymised files. Absent and empty both mean unknown, so an absent one is added empty.
-_COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-                  "StudyDate", "StudyTime", "ReferringPhysicianName")
+_COPIED_TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 
 
 def _type_2_present(source: Dataset) -> None:
@@ -93,13 +102,15 @@ def _segment_description(segment: Segment, spec: BundleSpec) -> hd.seg.SegmentDe
         segmented_property_type=_code(segment.type),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=spec.name[:64], version=spec.version[:64], family=codes.DCM.ArtificialIntelligence),
+            name=spec.name[:64], version=spec.version[:64], family=codes.DCM.ArtificialIntelligence
+        ),
         anatomic_regions=None if segment.anatomic_region is None else [_code(segment.anatomic_region)],
         display_color=hd.color.CIELabColor.from_rgb(*segment.color_rgb),
     )
     if segment.type_modifier is not None:  # highdicom takes no modifier: added to the type item, as PS3.3 allows
         description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-            _code(segment.type_modifier)]
+            _code(segment.type_modifier)
+        ]
     return description
 
 
@@ -181,8 +192,9 @@ def _add_pixel_grid_geometry(seg: hd.seg.Segmentation, stack: Stack) -> None:
         item.PlanePositionSequence = [position]
 
 
-def build_seg(stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number: int,
-              series_description: str) -> hd.seg.Segmentation:
+def build_seg(
+    stack: Stack, labels: np.ndarray, spec: BundleSpec, series_number: int, series_description: str
+) -> hd.seg.Segmentation:
     """A binary SEG of the label map ``labels`` (uint8 ``(N, H, W)``, one per frame of ``stack``, value k for the
     bundle's segment k) that references each source instance and frame; every frame is kept for every segment,
     empty or not, so that frame i of a segment is frame i of the stack."""

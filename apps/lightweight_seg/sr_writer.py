@@ -73,10 +73,16 @@ def _seg_frames(seg: Dataset) -> list[_SegFrame]:
         numbered = source.get("ReferencedFrameNumber")
         position = numbered if numbered is not None else item.FrameContentSequence[0].get("TemporalPositionIndex")
         position = position[0] if isinstance(position, MultiValue) else position
-        frames.append(_SegFrame(number, int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
-                                str(source.ReferencedSOPInstanceUID), str(source.ReferencedSOPClassUID),
-                                None if position is None else int(position),
-                                None if numbered is None else [int(position)]))
+        frames.append(
+            _SegFrame(
+                number,
+                int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
+                str(source.ReferencedSOPInstanceUID),
+                str(source.ReferencedSOPClassUID),
+                None if position is None else int(position),
+                None if numbered is None else [int(position)],
+            )
+        )
     return frames
 
 
@@ -84,8 +90,11 @@ def _seg_frame(frames: list[_SegFrame], stack: Stack, index: int, segment: int) 
     """The SEG frame of ``segment`` on frame ``index`` of the stack."""
     source, frame = stack.frame_sources[index]
     for candidate in frames:
-        if (candidate.segment == segment and candidate.source_uid == source.SOPInstanceUID
-                and (frame is None or candidate.position == frame)):
+        if (
+            candidate.segment == segment
+            and candidate.source_uid == source.SOPInstanceUID
+            and (frame is None or candidate.position == frame)
+        ):
             return candidate
     raise ValueError(f"the SEG has no frame of segment {segment} on stack frame {index + 1}")
 
@@ -103,20 +112,28 @@ def _segmentation_frame(seg: Dataset, seg_frame: _SegFrame) -> hd.sr.ReferencedS
     """The SEG frame a group is about, where it has no geometry to draw. The frame alone names its segment: highdicom
     adds the segment number too, which must not stand beside a frame number (dciodvfy checks it)."""
     where = hd.sr.ReferencedSegmentationFrame(
-        seg.SOPClassUID, seg.SOPInstanceUID, seg_frame.number, seg_frame.segment,
-        hd.sr.SourceImageForSegmentation(seg_frame.source_class, seg_frame.source_uid, seg_frame.source_frame_numbers))
+        seg.SOPClassUID,
+        seg.SOPInstanceUID,
+        seg_frame.number,
+        seg_frame.segment,
+        hd.sr.SourceImageForSegmentation(seg_frame.source_class, seg_frame.source_uid, seg_frame.source_frame_numbers),
+    )
     del where[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
     return where
 
 
-def _measurement(coding: MeasurementCoding, value: float, source: hd.sr.SourceImageForMeasurement
-                 ) -> hd.sr.Measurement:
-    measurement = hd.sr.Measurement(name=_code(coding.concept), value=float(value), unit=_code(coding.unit),
-                                    referenced_images=[source])
+def _measurement(coding: MeasurementCoding, value: float, source: hd.sr.SourceImageForMeasurement) -> hd.sr.Measurement:
+    measurement = hd.sr.Measurement(
+        name=_code(coding.concept), value=float(value), unit=_code(coding.unit), referenced_images=[source]
+    )
     if coding.equation is not None:
-        measurement[0].ContentSequence.append(hd.sr.CodeContentItem(
-            name=codes.DCM.Equation, value=_code(coding.equation),
-            relationship_type=hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD))
+        measurement[0].ContentSequence.append(
+            hd.sr.CodeContentItem(
+                name=codes.DCM.Equation,
+                value=_code(coding.equation),
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD,
+            )
+        )
     return measurement
 
 
@@ -127,8 +144,12 @@ def _finding(segment: Segment, spec: BundleSpec, label: str) -> dict:
         "tracking_identifier": hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label[:64]),
         "finding_type": _code(segment.type),
         "finding_category": _code(segment.category),
-        "finding_sites": [hd.sr.FindingSite(_code(site), topographical_modifier=None if segment.type_modifier is None
-                                            else _code(segment.type_modifier))],
+        "finding_sites": [
+            hd.sr.FindingSite(
+                _code(site),
+                topographical_modifier=None if segment.type_modifier is None else _code(segment.type_modifier),
+            )
+        ],
         "algorithm_id": hd.sr.AlgorithmIdentification(name=spec.name[:64], version=spec.version[:64]),
     }
 
@@ -141,7 +162,7 @@ def ellipse_polygon(axis_points: np.ndarray) -> np.ndarray:
     centre = axis_points.mean(axis=0)
     angles = np.linspace(0, 2 * np.pi, ELLIPSE_VERTICES + 1)[:, None]
     polygon = centre + np.cos(angles) * (major_end - centre) + np.sin(angles) * (minor_end - centre)
-    polygon[ELLIPSE_VERTICES // 4::ELLIPSE_VERTICES // 4] = axis_points[[2, 1, 3, 0]]  # exact, not rounded by cos
+    polygon[ELLIPSE_VERTICES // 4 :: ELLIPSE_VERTICES // 4] = axis_points[[2, 1, 3, 0]]  # exact, not rounded by cos
     return polygon
 
 
@@ -154,11 +175,15 @@ def _image_region(values: dict, index: int, source: hd.sr.SourceImageForRegion) 
     return None
 
 
-def _frame_groups(stack: Stack, spec: BundleSpec, seg: Dataset, segment: Segment, values: dict,
-                  seg_frames: list[_SegFrame]) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+def _frame_groups(
+    stack: Stack, spec: BundleSpec, seg: Dataset, segment: Segment, values: dict, seg_frames: list[_SegFrame]
+) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
     """One TID 1410 group per frame the segment is on, with the per-frame measurements of that frame."""
-    names = [name for name in segment.measurements if MEASUREMENT_REPORT_KEYS[name].endswith("_per_frame")
-             and MEASUREMENT_REPORT_KEYS[name] in values]
+    names = [
+        name
+        for name in segment.measurements
+        if MEASUREMENT_REPORT_KEYS[name].endswith("_per_frame") and MEASUREMENT_REPORT_KEYS[name] in values
+    ]
     groups = []
     for index, pixels in enumerate(values["pixels_per_frame"]):
         measured = [(name, values[MEASUREMENT_REPORT_KEYS[name]][index]) for name in names]
@@ -166,30 +191,48 @@ def _frame_groups(stack: Stack, spec: BundleSpec, seg: Dataset, segment: Segment
         if not pixels or not measured:
             continue
         seg_frame = _seg_frame(seg_frames, stack, index, segment.number)
-        region = _image_region(values, index, hd.sr.SourceImageForRegion(
-            seg_frame.source_class, seg_frame.source_uid, seg_frame.source_frame_numbers))
+        region = _image_region(
+            values,
+            index,
+            hd.sr.SourceImageForRegion(seg_frame.source_class, seg_frame.source_uid, seg_frame.source_frame_numbers),
+        )
         where = None if region is not None else _segmentation_frame(seg, seg_frame)
         from_seg = _from_seg(seg, segment.number, [seg_frame.number])
         label = f"{segment.label} frame {index + 1}" if len(stack.frame_sources) > 1 else segment.label
-        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=region, referenced_segment=where, **_finding(segment, spec, label),
-            measurements=[_measurement(spec.measurement_codes[name], value, from_seg) for name, value in measured]))
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                referenced_region=region,
+                referenced_segment=where,
+                **_finding(segment, spec, label),
+                measurements=[_measurement(spec.measurement_codes[name], value, from_seg) for name, value in measured],
+            )
+        )
     return groups
 
 
-def _volume_group(stack: Stack, spec: BundleSpec, seg: Dataset, segment: Segment, values: dict
-                  ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | None:
+def _volume_group(
+    stack: Stack, spec: BundleSpec, seg: Dataset, segment: Segment, values: dict
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | None:
     """One TID 1411 group for the measurements of the whole stack (the volume), if the segment is on any frame."""
-    measured = [(name, values[MEASUREMENT_REPORT_KEYS[name]]) for name in segment.measurements
-                if not MEASUREMENT_REPORT_KEYS[name].endswith("_per_frame") and MEASUREMENT_REPORT_KEYS[name] in values]
+    measured = [
+        (name, values[MEASUREMENT_REPORT_KEYS[name]])
+        for name in segment.measurements
+        if not MEASUREMENT_REPORT_KEYS[name].endswith("_per_frame") and MEASUREMENT_REPORT_KEYS[name] in values
+    ]
     if not values["frames_with_segment"] or not measured:
         return None
-    where = hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, segment.number,
-                                    source_series=hd.sr.SourceSeriesForSegmentation(stack.series_uid))
+    where = hd.sr.ReferencedSegment(
+        seg.SOPClassUID,
+        seg.SOPInstanceUID,
+        segment.number,
+        source_series=hd.sr.SourceSeriesForSegmentation(stack.series_uid),
+    )
     from_seg = _from_seg(seg, segment.number, None)
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        referenced_segment=where, **_finding(segment, spec, segment.label),
-        measurements=[_measurement(spec.measurement_codes[name], value, from_seg) for name, value in measured])
+        referenced_segment=where,
+        **_finding(segment, spec, segment.label),
+        measurements=[_measurement(spec.measurement_codes[name], value, from_seg) for name, value in measured],
+    )
 
 
 def sr_series_identity(seg_identity: tuple[int, str]) -> tuple[int, str]:
@@ -198,8 +241,9 @@ def sr_series_identity(seg_identity: tuple[int, str]) -> tuple[int, str]:
     return number + SR_SERIES_OFFSET, f"measurements: {description}"[:64]
 
 
-def build_sr(stack: Stack, spec: BundleSpec, seg: Dataset, segments: list[dict], series_number: int,
-             series_description: str) -> hd.sr.Comprehensive3DSR | None:
+def build_sr(
+    stack: Stack, spec: BundleSpec, seg: Dataset, segments: list[dict], series_number: int, series_description: str
+) -> hd.sr.Comprehensive3DSR | None:
     """The Measurement Report of a stack's measurements as :func:`lightweight_seg.report.measurements` gives them
     (``segments``, one dict per segment of the bundle), referencing the source images and the stack's SEG ``seg``
     (as written: the SR references its SOP Instance UID and frames). None when no segment has a measurement on any
@@ -215,8 +259,12 @@ def build_sr(stack: Stack, spec: BundleSpec, seg: Dataset, segments: list[dict],
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[SEG_MANUFACTURER, spec.id, spec.version]), name=spec.name[:64],
-            manufacturer_name=SEG_MANUFACTURER, model_name=spec.id[:64]))
+            uid=generate_uid(entropy_srcs=[SEG_MANUFACTURER, spec.id, spec.version]),
+            name=spec.name[:64],
+            manufacturer_name=SEG_MANUFACTURER,
+            model_name=spec.id[:64],
+        ),
+    )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=codes.SCT.ImagingProcedure,

@@ -25,8 +25,14 @@ from lightweight_nets.measure import measure_segment
 from lightweight_nets.overlays import write_overlay
 from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePreprocessing
 
-__all__ = ["NothingSegmented", "list_images", "list_volumes", "segment_folder", "segment_volume_folder",
-           "run_as_command"]
+__all__ = [
+    "NothingSegmented",
+    "list_images",
+    "list_volumes",
+    "segment_folder",
+    "segment_volume_folder",
+    "run_as_command",
+]
 
 log = logging.getLogger(__name__)
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -54,8 +60,15 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and file_suffix(p) in IMAGE_SUFFIXES)
 
 
-def segment_folder(predictor, preprocessing: Preprocessing, postprocessing: Postprocessing, segments: Sequence,
-                   dataset_dir: str | Path, output_dir: str | Path, pixel_size_csv: str | Path | None = None) -> Path:
+def segment_folder(
+    predictor,
+    preprocessing: Preprocessing,
+    postprocessing: Postprocessing,
+    segments: Sequence,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    pixel_size_csv: str | Path | None = None,
+) -> Path:
     """Segment every image in ``dataset_dir`` with a bundle's model: one mask per input named after it (PNG for
     pictures, 0/255 for a one-segment model and label values otherwise; same format for NIfTI; empty where nothing
     is found), an overlay PNG per input under ``overlays/``, and ``results.csv`` with one row per image and
@@ -80,19 +93,24 @@ def segment_folder(predictor, preprocessing: Preprocessing, postprocessing: Post
             continue
         labels = segment_frames(image.pixels, predictor, preprocessing, postprocessing)
         write_mask(labels[0] > 0 if len(segments) == 1 else labels[0], output_dir / mask_name(path), like=image)
-        write_overlay(image.pixels[None], labels, output_dir / "overlays" / f"{Path(mask_name(path)).stem}.png",
-                      colors)
+        write_overlay(image.pixels[None], labels, output_dir / "overlays" / f"{Path(mask_name(path)).stem}.png", colors)
         spacing = image_spacing_mm(image, pixel_sizes)
         for segment in segments:
             measured = measure_segment(labels == segment.number, segment.measurements, spacing)
             row = {"image": path.name, "mask": mask_name(path), "segment": segment.label}
-            row.update({key.removesuffix("_per_frame"): "" if values[0] is None else values[0]
-                        for key, values in measured.items() if key.endswith("_per_frame")})
+            row.update(
+                {
+                    key.removesuffix("_per_frame"): "" if values[0] is None else values[0]
+                    for key, values in measured.items()
+                    if key.endswith("_per_frame")
+                }
+            )
             row.update(_not_measured_column(measured))
             rows.append(row)
         segmented += 1
-    return _write_results(rows, dataset_dir, output_dir, segmented, len(images), failures, "images",
-                          "masks, overlays/, results.csv")
+    return _write_results(
+        rows, dataset_dir, output_dir, segmented, len(images), failures, "images", "masks, overlays/, results.csv"
+    )
 
 
 def _not_measured_column(measured: dict) -> dict:
@@ -107,10 +125,18 @@ def list_volumes(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such input folder")
-    return sorted(p for p in folder.iterdir()
-                  if (p.is_file() and file_suffix(p) in _NIFTI_SUFFIXES)
-                  or (p.is_dir() and any(c.is_file() and not c.name.startswith(".")
-                                         and file_suffix(c) not in _NIFTI_SUFFIXES for c in p.iterdir())))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if (p.is_file() and file_suffix(p) in _NIFTI_SUFFIXES)
+        or (
+            p.is_dir()
+            and any(
+                c.is_file() and not c.name.startswith(".") and file_suffix(c) not in _NIFTI_SUFFIXES
+                for c in p.iterdir()
+            )
+        )
+    )
 
 
 def _axial_slices(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -125,11 +151,17 @@ def _axial_slices(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def _volume_name(path: Path) -> str:
     """``<name>.nii.gz`` for an input volume (a NIfTI file or a DICOM series folder)."""
     suffix = file_suffix(path)
-    return f"{path.name[:-len(suffix)] if suffix in _NIFTI_SUFFIXES else path.name}.nii.gz"
+    return f"{path.name[: -len(suffix)] if suffix in _NIFTI_SUFFIXES else path.name}.nii.gz"
 
 
-def segment_volume_folder(predictor, preprocessing: VolumePreprocessing, postprocessing: Postprocessing,
-                          segments: Sequence, dataset_dir: str | Path, output_dir: str | Path) -> Path:
+def segment_volume_folder(
+    predictor,
+    preprocessing: VolumePreprocessing,
+    postprocessing: Postprocessing,
+    segments: Sequence,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+) -> Path:
     """Segment every volume in ``dataset_dir`` (NIfTI files, or sub-folders each holding one DICOM series) with a
     bundle's 3D model: a label map per input named after it (``<name>.nii.gz``, the input's grid and affine), an
     overlay PNG of evenly spaced slices under ``overlays/``, and ``results.csv`` with one row per volume and
@@ -143,8 +175,9 @@ def segment_volume_folder(predictor, preprocessing: VolumePreprocessing, postpro
     output_dir = Path(output_dir)
     volumes = list_volumes(dataset_dir)
     if not volumes:
-        raise NothingSegmented(f"{dataset_dir}: no volumes to segment (looked for .nii, .nii.gz and DICOM series "
-                               "folders)")
+        raise NothingSegmented(
+            f"{dataset_dir}: no volumes to segment (looked for .nii, .nii.gz and DICOM series folders)"
+        )
     colors = [segment.color_rgb for segment in segments]
     rows, segmented, failures = [], 0, 0
     for path in tqdm(volumes, desc="segmenting", unit="volume"):
@@ -161,25 +194,58 @@ def segment_volume_folder(predictor, preprocessing: VolumePreprocessing, postpro
         name = _volume_name(path)
         with atomic_path(output_dir / name) as tmp:
             nib.save(nib.Nifti1Image(labels, affine), str(tmp))
-        write_overlay(_axial_slices(volume, affine), _axial_slices(labels, affine),
-                      output_dir / "overlays" / f"{name[:-7]}.png", colors)
+        write_overlay(
+            _axial_slices(volume, affine),
+            _axial_slices(labels, affine),
+            output_dir / "overlays" / f"{name[:-7]}.png",
+            colors,
+        )
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         for segment in segments:
-            measured = measure_segment(np.moveaxis(labels == segment.number, -1, 0), segment.measurements,
-                                       (float(spacing[0]), float(spacing[1])), float(spacing[2]))
-            row = {"volume": path.name, "labels": name, "segment": segment.label,
-                   "voxels": int(sum(measured["pixels_per_frame"]))}
-            row.update({key: value for key, value in measured.items() if not key.endswith("_per_frame")
-                        and key not in ("frames_with_segment", "not_measured")})
+            measured = measure_segment(
+                np.moveaxis(labels == segment.number, -1, 0),
+                segment.measurements,
+                (float(spacing[0]), float(spacing[1])),
+                float(spacing[2]),
+            )
+            row = {
+                "volume": path.name,
+                "labels": name,
+                "segment": segment.label,
+                "voxels": int(sum(measured["pixels_per_frame"])),
+            }
+            row.update(
+                {
+                    key: value
+                    for key, value in measured.items()
+                    if not key.endswith("_per_frame") and key not in ("frames_with_segment", "not_measured")
+                }
+            )
             row.update(_not_measured_column(measured))
             rows.append(row)
         segmented += 1
-    return _write_results(rows, dataset_dir, output_dir, segmented, len(volumes), failures, "volumes",
-                          "label maps, overlays/, results.csv")
+    return _write_results(
+        rows,
+        dataset_dir,
+        output_dir,
+        segmented,
+        len(volumes),
+        failures,
+        "volumes",
+        "label maps, overlays/, results.csv",
+    )
 
 
-def _write_results(rows: list[dict], dataset_dir: Path, output_dir: Path, segmented: int, total: int,
-                   failures: int, what: str, outputs: str) -> Path:
+def _write_results(
+    rows: list[dict],
+    dataset_dir: Path,
+    output_dir: Path,
+    segmented: int,
+    total: int,
+    failures: int,
+    what: str,
+    outputs: str,
+) -> Path:
     """Write ``results.csv`` (one row per input and segment) and log what was done; :class:`NothingSegmented` when
     nothing was."""
     if not rows:
@@ -189,6 +255,13 @@ def _write_results(rows: list[dict], dataset_dir: Path, output_dir: Path, segmen
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
         writer.writeheader()
         writer.writerows(rows)
-    log.info("segmented %d of %d %s -> %s (%s)%s", segmented, total, what, output_dir, outputs,
-             f"; {failures} failed, see the errors above" if failures else "")
+    log.info(
+        "segmented %d of %d %s -> %s (%s)%s",
+        segmented,
+        total,
+        what,
+        output_dir,
+        outputs,
+        f"; {failures} failed, see the errors above" if failures else "",
+    )
     return results

@@ -93,14 +93,16 @@ class OnnxRuntimePredictor:
             self._frame_session = self._session(1)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ort-frames")
         chunks = np.array_split(array, min(self.threads, len(array)))
-        return np.concatenate(list(self._pool.map(
-            lambda chunk: self._frame_session.run(None, {self.input_name: chunk})[0], chunks)))
+        return np.concatenate(
+            list(self._pool.map(lambda chunk: self._frame_session.run(None, {self.input_name: chunk})[0], chunks))
+        )
 
     def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         array = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
         if array.ndim != self.input_rank:
-            raise ValueError(f"{self.model_path}: expects a {self.input_rank}-D batch (N, C, spatial...), "
-                             f"got shape {array.shape}")
+            raise ValueError(
+                f"{self.model_path}: expects a {self.input_rank}-D batch (N, C, spatial...), got shape {array.shape}"
+            )
         array = np.ascontiguousarray(array, dtype=np.float32)
         if len(array) > 1 and self.threads > 1:
             logits = self._run_frames_in_parallel(array)

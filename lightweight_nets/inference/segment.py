@@ -14,8 +14,9 @@ __all__ = ["BATCH_FRAMES", "segment_frames", "segment_volume"]
 BATCH_FRAMES = 16  # frames per forward pass: bounds memory for long cines without slowing small inputs
 
 
-def segment_frames(frames: np.ndarray, predictor, preprocessing: Preprocessing,
-                   postprocessing: Postprocessing) -> np.ndarray:
+def segment_frames(
+    frames: np.ndarray, predictor, preprocessing: Preprocessing, postprocessing: Postprocessing
+) -> np.ndarray:
     """Grey frames ``(N, H, W)`` -> label maps ``(N, H, W)`` uint8 on the same grid (0 background, k segment k),
     through the bundle's pre/post-processing and ``predictor.predict``, :data:`BATCH_FRAMES` frames at a time."""
     frames = np.asarray(frames)
@@ -23,22 +24,29 @@ def segment_frames(frames: np.ndarray, predictor, preprocessing: Preprocessing,
         frames = frames[None]
     labels = []
     for start in range(0, len(frames), BATCH_FRAMES):
-        chunk = frames[start:start + BATCH_FRAMES]
+        chunk = frames[start : start + BATCH_FRAMES]
         with torch.inference_mode():
             logits = predictor.predict(preprocessing(chunk))
         labels.append(postprocessing(logits, chunk.shape[1:]))
     return np.concatenate(labels)
 
 
-def segment_volume(volume: np.ndarray, affine: np.ndarray, predictor, preprocessing: VolumePreprocessing,
-                   postprocessing: Postprocessing) -> np.ndarray:
+def segment_volume(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    predictor,
+    preprocessing: VolumePreprocessing,
+    postprocessing: Postprocessing,
+) -> np.ndarray:
     """A 3D volume ``(X, Y, Z)`` with its voxel-to-RAS ``affine`` (mm) -> label map ``(X, Y, Z)`` uint8 on the same
     grid: the bundle's orientation, spacing and intensity, sliding-window inference over patches, the
     probabilities back on the input grid, then the bundle's labels (argmax or threshold, largest components)."""
     from monai.data import MetaTensor
 
-    image = MetaTensor(torch.as_tensor(np.asarray(volume), dtype=torch.float32)[None],
-                       affine=torch.as_tensor(np.asarray(affine), dtype=torch.float64))
+    image = MetaTensor(
+        torch.as_tensor(np.asarray(volume), dtype=torch.float32)[None],
+        affine=torch.as_tensor(np.asarray(affine), dtype=torch.float64),
+    )
     prepared = preprocessing(image)
     with torch.inference_mode():
         logits = preprocessing.inferer(prepared.as_tensor()[None], predictor.predict)

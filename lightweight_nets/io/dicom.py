@@ -28,8 +28,7 @@ def dicom_number(ds, keyword: str, count: int | None = None, positive: bool = Fa
     except (TypeError, ValueError):
         raise ValueError(f"{keyword} {_shown(raw)} is not a number") from None
     if count is not None and len(numbers) != count:
-        raise ValueError(f"{keyword} {_shown(raw)} has {len(numbers)} value{'s' * (len(numbers) != 1)}, "
-                         f"not {count}")
+        raise ValueError(f"{keyword} {_shown(raw)} has {len(numbers)} value{'s' * (len(numbers) != 1)}, not {count}")
     if not all(math.isfinite(n) for n in numbers):
         raise ValueError(f"{keyword} {_shown(raw)} is not a finite number")
     if positive and not all(n > 0 for n in numbers):
@@ -57,8 +56,9 @@ def dicom_pixel_spacing_mm(ds) -> tuple[float, float] | None:
     for index, region in enumerate(ds.get("SequenceOfUltrasoundRegions", None) or [], start=1):
         if region.get("PhysicalUnitsXDirection") == _CM_UNITS and region.get("PhysicalUnitsYDirection") == _CM_UNITS:
             try:
-                (dy,), (dx,) = (dicom_number(region, k, count=1, positive=True)
-                                for k in ("PhysicalDeltaY", "PhysicalDeltaX"))
+                (dy,), (dx,) = (
+                    dicom_number(region, k, count=1, positive=True) for k in ("PhysicalDeltaY", "PhysicalDeltaX")
+                )
             except ValueError as err:
                 raise ValueError(f"ultrasound region {index} (SequenceOfUltrasoundRegions): {err}") from None
             return dy * 10, dx * 10
@@ -103,8 +103,11 @@ def _jpeg_baseline_luma(ds) -> np.ndarray | None:
     from pydicom.encaps import generate_frames
     from pydicom.uid import JPEGBaseline8Bit
 
-    if (ds.file_meta.TransferSyntaxUID != JPEGBaseline8Bit or int(ds.get("SamplesPerPixel", 1)) != 3
-            or not str(ds.get("PhotometricInterpretation", "")).startswith("YBR")):
+    if (
+        ds.file_meta.TransferSyntaxUID != JPEGBaseline8Bit
+        or int(ds.get("SamplesPerPixel", 1)) != 3
+        or not str(ds.get("PhotometricInterpretation", "")).startswith("YBR")
+    ):
         return None
     frames = []
     for fragment in generate_frames(ds.PixelData, number_of_frames=number_of_frames(ds)):
@@ -114,5 +117,3 @@ def _jpeg_baseline_luma(ds) -> np.ndarray | None:
                 return None
             frames.append(np.asarray(image, dtype=np.float32))
     return np.stack(frames)
-
-

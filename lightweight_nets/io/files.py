@@ -45,8 +45,9 @@ class atomic_path:
         folder.mkdir(parents=True, exist_ok=True)
         for made in reversed(missing):
             _fsync(made.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".part" + file_suffix(self.target),
-                                   dir=folder)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.target.name}.", suffix=".part" + file_suffix(self.target), dir=folder
+        )
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp

@@ -28,8 +28,14 @@ from lightweight_nets.io.images import read_image
 from lightweight_nets.training.split import read_split
 from lightweight_nets.transforms import Preprocessing, VolumePreprocessing, resize_mask
 
-__all__ = ["LoadPreprocessd", "augmentation", "SegmentationDataModule", "VolumeDataModule", "image_mask_items",
-           "volume_augmentation"]
+__all__ = [
+    "LoadPreprocessd",
+    "augmentation",
+    "SegmentationDataModule",
+    "VolumeDataModule",
+    "image_mask_items",
+    "volume_augmentation",
+]
 
 
 class LoadPreprocessd(MapTransform):
@@ -45,8 +51,11 @@ class LoadPreprocessd(MapTransform):
         mask = read_image(item["label"]).pixels
         if mask.shape != image.shape:
             raise ValueError(f"{item['label']}: mask shape {mask.shape} differs from image shape {image.shape}")
-        return {**item, "image": self.preprocessing(image)[0],
-                "label": resize_mask(mask, self.preprocessing.spatial_size)}
+        return {
+            **item,
+            "image": self.preprocessing(image)[0],
+            "label": resize_mask(mask, self.preprocessing.spatial_size),
+        }
 
 
 def augmentation(prob: float = 0.5) -> list:
@@ -72,8 +81,14 @@ def volume_augmentation(prob: float = 0.5) -> list:
     keys = ["image", "label"]
     return [
         *(RandFlipd(keys=keys, prob=prob, spatial_axis=axis) for axis in range(3)),
-        RandAffined(keys=keys, prob=prob, rotate_range=(math.radians(10),) * 3, scale_range=(0.1,) * 3,
-                    mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandAffined(
+            keys=keys,
+            prob=prob,
+            rotate_range=(math.radians(10),) * 3,
+            scale_range=(0.1,) * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
         RandScaleIntensityd(keys="image", factors=0.1, prob=prob),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=prob),
     ]
@@ -123,20 +138,35 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _dataset(self, part: str, train: bool) -> CacheDataset:
         names = read_split(self.split_file, part)[: self.limit]
         transforms = [LoadPreprocessd(self.preprocessing)] + (augmentation() if train and self.augment else [])
-        return CacheDataset(image_mask_items(self.dataset_dir, names), Compose(transforms), cache_rate=self.cache_rate,
-                            num_workers=self.num_workers or None, progress=False)
+        return CacheDataset(
+            image_mask_items(self.dataset_dir, names),
+            Compose(transforms),
+            cache_rate=self.cache_rate,
+            num_workers=self.num_workers or None,
+            progress=False,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = self._dataset("train", train=True)
         self.val_set = self._dataset("validation", train=False)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          drop_last=len(self.train_set) > self.batch_size, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            drop_last=len(self.train_set) > self.batch_size,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.val_batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
 
 class VolumeDataModule(SegmentationDataModule):
@@ -179,13 +209,25 @@ class VolumeDataModule(SegmentationDataModule):
     def _dataset(self, part: str, train: bool) -> CacheDataset:
         keys = ["image", "label"]
         names = read_split(self.split_file, part)[: self.limit]
-        steps = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
-                 CastToTyped(keys=keys, dtype=("float32", "uint8")), *self.preprocessing.transforms(keys)]
+        steps = [
+            LoadImaged(keys=keys, image_only=True),
+            EnsureChannelFirstd(keys=keys),
+            CastToTyped(keys=keys, dtype=("float32", "uint8")),
+            *self.preprocessing.transforms(keys),
+        ]
         if train:
             patch = self.preprocessing.spatial_size
-            steps += [SpatialPadd(keys=keys, spatial_size=patch),
-                      RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=patch, pos=1, neg=1,
-                                             num_samples=self.samples_per_volume)]
+            steps += [
+                SpatialPadd(keys=keys, spatial_size=patch),
+                RandCropByPosNegLabeld(
+                    keys=keys, label_key="label", spatial_size=patch, pos=1, neg=1, num_samples=self.samples_per_volume
+                ),
+            ]
             steps += volume_augmentation() if self.augment else []
-        return CacheDataset(image_mask_items(self.dataset_dir, names, masks="labels"), Compose(steps),
-                            cache_rate=self.cache_rate, num_workers=self.num_workers or None, progress=False)
+        return CacheDataset(
+            image_mask_items(self.dataset_dir, names, masks="labels"),
+            Compose(steps),
+            cache_rate=self.cache_rate,
+            num_workers=self.num_workers or None,
+            progress=False,
+        )

@@ -74,8 +74,11 @@ def augment_batch(batch: dict) -> dict:
     identity = torch.eye(2, 3, device=image.device).expand(n, -1, -1)
     theta = torch.where((torch.rand(n, device=image.device) < AFFINE_PROB)[:, None, None], theta, identity)
     grid = F.affine_grid(theta.to(image.dtype), list(image.shape), align_corners=False)
-    return {**batch, "image": F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False),
-            "label": F.grid_sample(label, grid, mode="nearest", padding_mode="zeros", align_corners=False)}
+    return {
+        **batch,
+        "image": F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False),
+        "label": F.grid_sample(label, grid, mode="nearest", padding_mode="zeros", align_corners=False),
+    }
 
 
 class DeviceSegmentationDataModule(SegmentationDataModule):
@@ -109,8 +112,10 @@ class DeviceSegmentationDataModule(SegmentationDataModule):
         images = np.stack([np.asarray(Image.open(item["image"])) for item in items])
         masks = np.stack([np.asarray(Image.open(item["label"])) for item in items])
         if images.shape[1:] != self.preprocessing.spatial_size:
-            raise ValueError(f"{self.dataset_dir}: images of {images.shape[1:]}, not the training grid "
-                             f"{self.preprocessing.spatial_size}")
+            raise ValueError(
+                f"{self.dataset_dir}: images of {images.shape[1:]}, not the training grid "
+                f"{self.preprocessing.spatial_size}"
+            )
         return torch.from_numpy(images)[:, None].float() / 255, torch.from_numpy(masks > 0)[:, None]
 
     def setup(self, stage: str | None = None) -> None:
@@ -119,8 +124,9 @@ class DeviceSegmentationDataModule(SegmentationDataModule):
         self.val_set = self._tensors("validation", device)
 
     def train_dataloader(self) -> DataLoader:
-        batches = BatchSampler(RandomSampler(self.train_set), self.batch_size,
-                               drop_last=len(self.train_set) > self.batch_size)
+        batches = BatchSampler(
+            RandomSampler(self.train_set), self.batch_size, drop_last=len(self.train_set) > self.batch_size
+        )
         return DataLoader(self.train_set, sampler=batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

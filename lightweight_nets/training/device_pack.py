@@ -49,8 +49,9 @@ def write_training_grid_copy(dataset: Path, names: list[str], preprocessing: Pre
     from lightweight_nets.training.device_data import PREPROCESSED
 
     if preprocessing.intensity not in ("minmax", "window"):
-        raise ValueError(f"{dataset}: 8-bit copies need an intensity scheme onto [0, 1], not "
-                         f"{preprocessing.intensity!r}")
+        raise ValueError(
+            f"{dataset}: 8-bit copies need an intensity scheme onto [0, 1], not {preprocessing.intensity!r}"
+        )
     not_png = [n for n in names if not n.lower().endswith(".png")]
     if not_png:
         raise ValueError(f"{dataset / 'images' / not_png[0]}: copies are lossless PNG under the same name; not a .png")
@@ -88,13 +89,18 @@ def split_into_parts(staging: Path, out: Path, part_bytes: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lightweight_nets.training.device_pack",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lightweight_nets.training.device_pack", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("bundles", nargs="*", default=["bundle"], help="bundles or folders of bundles")
     parser.add_argument("-o", "--output", type=Path, required=True, help="an empty folder (e.g. .devdata)")
     parser.add_argument("--wheels", type=Path, help="a folder of wheels to carry too")
-    parser.add_argument("--part-mib", type=float, default=20.0, help="size of a part (default 20 MiB: 64 MiB less "
-                        "the working tree, 42 MiB)")
+    parser.add_argument(
+        "--part-mib",
+        type=float,
+        default=20.0,
+        help="size of a part (default 20 MiB: 64 MiB less the working tree, 42 MiB)",
+    )
     args = parser.parse_args(argv)
     from lightweight_nets.bundle import find_bundles
 
@@ -122,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device_pack: {error}", file=sys.stderr)
         return 1
     shutil.rmtree(staging)
-    sizes = [sum(p.stat().st_size for p in (args.output / f"part{k}").rglob("*") if p.is_file()) / 2**20
-             for k in range(1, count + 1)]
+    sizes = [
+        sum(p.stat().st_size for p in (args.output / f"part{k}").rglob("*") if p.is_file()) / 2**20
+        for k in range(1, count + 1)
+    ]
     print(f"{count} parts in {args.output}: " + ", ".join(f"part{k} {s:.1f} MiB" for k, s in enumerate(sizes, 1)))
     return 0
 

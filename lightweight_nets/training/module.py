@@ -129,10 +129,12 @@ class SegmentationModule(pl.LightningModule):
         self.hd95.reset()
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.trainable_parameters(), lr=self.hparams.lr,
-                                     weight_decay=self.hparams.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=self.hparams.lr_factor,
-                                                               patience=self.hparams.lr_patience)
+        optimizer = torch.optim.Adam(
+            self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.hparams.lr_factor, patience=self.hparams.lr_patience
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
 
     def trainable_parameters(self):
@@ -220,12 +222,15 @@ class DistillationModule(SegmentationModule):
         for name in self.layers:
             s, t = self._features["student"][name], self._features["teacher"][name]
             if s.shape[2:] != t.shape[2:]:
-                raise ValueError(f"distillation layer {name!r}: student map {tuple(s.shape[2:])} and teacher map "
-                                 f"{tuple(t.shape[2:])} differ in size")
+                raise ValueError(
+                    f"distillation layer {name!r}: student map {tuple(s.shape[2:])} and teacher map "
+                    f"{tuple(t.shape[2:])} differ in size"
+                )
             if s.shape[1] != t.shape[1]:
                 self.adapters[name.replace(".", "_")] = Conv[Conv.CONV, spatial_dims](s.shape[1], t.shape[1], 1)
-        self._weights = feature_weights([t.shape[2:] for t in (self._features["teacher"][n] for n in self.layers)],
-                                        self.hparams.feature_weight)
+        self._weights = feature_weights(
+            [t.shape[2:] for t in (self._features["teacher"][n] for n in self.layers)], self.hparams.feature_weight
+        )
 
     def trainable_parameters(self):
         return list(self.net.parameters()) + list(self.adapters.parameters())
@@ -243,6 +248,7 @@ class DistillationModule(SegmentationModule):
             adapter = self.adapters[name.replace(".", "_")] if name.replace(".", "_") in self.adapters else None
             student = adapter(student) if adapter is not None else student
             feature_loss = feature_loss + weight * torch.nn.functional.l1_loss(student, self._features["teacher"][name])
-        self.log("feature_loss", feature_loss, prog_bar=True, on_step=False, on_epoch=True,
-                 batch_size=len(batch["image"]))
+        self.log(
+            "feature_loss", feature_loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["image"])
+        )
         return output_loss + feature_loss

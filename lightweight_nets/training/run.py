@@ -13,14 +13,20 @@ from lightweight_nets.io.files import atomic_path
 __all__ = ["fit", "plot_training_curves"]
 
 
-def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
-        model_file: str | Path, resume_from: str | Path | None = None) -> Path:
+def fit(
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    model_file: str | Path,
+    resume_from: str | Path | None = None,
+) -> Path:
     """Train (from the Lightning checkpoint ``resume_from``, e.g. a run's ``checkpoints/last.ckpt``, when given),
     reload the best checkpoint (lowest validation loss) and save the network's state dict to ``model_file``
     (atomically); also plot the training curves beside the logs."""
     # the run's own checkpoint holds MONAI objects beside the tensors (the module's hyperparameters): not weights-only
-    trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from),
-                weights_only=False)
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=False
+    )
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]

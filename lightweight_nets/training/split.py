@@ -21,12 +21,20 @@ from pathlib import Path
 
 from lightweight_nets.io.files import atomic_path
 
-__all__ = ["split_by_group", "hc18_subject", "make_hc18_split", "make_busi_split", "make_csv_group_split",
-           "read_split", "main"]
+__all__ = [
+    "split_by_group",
+    "hc18_subject",
+    "make_hc18_split",
+    "make_busi_split",
+    "make_csv_group_split",
+    "read_split",
+    "main",
+]
 
 
-def split_by_group(names: list[str], groups: list[str], val_fraction: float, seed: int,
-                   keep_in_validation: Sequence[str] = ()) -> dict[str, list[str]]:
+def split_by_group(
+    names: list[str], groups: list[str], val_fraction: float, seed: int, keep_in_validation: Sequence[str] = ()
+) -> dict[str, list[str]]:
     """Put whole groups into validation until ``val_fraction`` of the groups is there; shuffled by ``seed``.
     ``keep_in_validation`` groups go there first (e.g. the patients of the end-to-end DICOM tests)."""
     unique = sorted(set(groups) - set(keep_in_validation))
@@ -47,17 +55,30 @@ def hc18_subject(filename: str) -> str:
 def make_hc18_split(dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 0) -> dict:
     names = sorted(p.name for p in (Path(dataset_dir) / "images").glob("*.png"))
     split = split_by_group(names, [hc18_subject(n) for n in names], val_fraction, seed)
-    return {"dataset": "hc18", "group_by": "subject (number before the first underscore)",
-            "val_fraction": val_fraction, "seed": seed, **split}
+    return {
+        "dataset": "hc18",
+        "group_by": "subject (number before the first underscore)",
+        "val_fraction": val_fraction,
+        "seed": seed,
+        **split,
+    }
 
 
 def make_busi_split(dataset_dir: str | Path, val_fraction: float = 0.3, seed: int = 0) -> dict:
-    return make_csv_group_split(Path(dataset_dir) / "labels.csv", "filename", "near_duplicate_group", val_fraction,
-                                seed, "busi")
+    return make_csv_group_split(
+        Path(dataset_dir) / "labels.csv", "filename", "near_duplicate_group", val_fraction, seed, "busi"
+    )
 
 
-def make_csv_group_split(csv_path: str | Path, name_column: str, group_column: str, val_fraction: float = 0.2,
-                         seed: int = 0, dataset: str | None = None, keep_in_validation: Sequence[str] = ()) -> dict:
+def make_csv_group_split(
+    csv_path: str | Path,
+    name_column: str,
+    group_column: str,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    dataset: str | None = None,
+    keep_in_validation: Sequence[str] = (),
+) -> dict:
     """A split of the files a CSV lists (``name_column``) by its ``group_column`` (a subject, a near-duplicate
     group): MSD hippocampus by ``subject_group`` in ``cases.csv``, the sarcoma CT by ``subject``."""
     with open(csv_path, newline="") as f:
@@ -65,11 +86,18 @@ def make_csv_group_split(csv_path: str | Path, name_column: str, group_column: s
     missing = {name_column, group_column} - set(rows[0] if rows else ())
     if missing:
         raise ValueError(f"{csv_path}: no column {', '.join(sorted(missing))}")
-    split = split_by_group([r[name_column] for r in rows], [r[group_column] for r in rows], val_fraction, seed,
-                           keep_in_validation)
+    split = split_by_group(
+        [r[name_column] for r in rows], [r[group_column] for r in rows], val_fraction, seed, keep_in_validation
+    )
     kept = {"kept_in_validation": list(keep_in_validation)} if keep_in_validation else {}
-    return {"dataset": dataset or Path(csv_path).parent.name, "group_by": group_column, "val_fraction": val_fraction,
-            "seed": seed, **kept, **split}
+    return {
+        "dataset": dataset or Path(csv_path).parent.name,
+        "group_by": group_column,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        **kept,
+        **split,
+    }
 
 
 def read_split(path: str | Path, part: str) -> list[str]:
@@ -83,18 +111,27 @@ def read_split(path: str | Path, part: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``lightweight-seg-split``: write the group split of a dataset as the bundles keep it (JSON)."""
     parser = argparse.ArgumentParser(prog="lightweight-seg-split", description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("hc18", "busi", "csv"),
-                        help="hc18: a folder with images/; busi: a folder with labels.csv; csv: any CSV of files")
+    parser.add_argument(
+        "kind",
+        choices=("hc18", "busi", "csv"),
+        help="hc18: a folder with images/; busi: a folder with labels.csv; csv: any CSV of files",
+    )
     parser.add_argument("source", type=Path, help="the dataset folder (hc18, busi) or the CSV (csv)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the split JSON to write")
-    parser.add_argument("--val-fraction", type=float, help="share of the groups in validation "
-                        "(default 0.2; 0.3 for busi)")
+    parser.add_argument(
+        "--val-fraction", type=float, help="share of the groups in validation (default 0.2; 0.3 for busi)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name-column", default="file", help="csv: the column of file names")
     parser.add_argument("--group-column", help="csv: the column of groups (subject, near-duplicate group)")
     parser.add_argument("--dataset", help="csv: the dataset's name (default: the CSV's folder)")
-    parser.add_argument("--keep-in-validation", nargs="*", default=(), metavar="GROUP",
-                        help="csv: groups that must be in validation (e.g. the end-to-end test patients)")
+    parser.add_argument(
+        "--keep-in-validation",
+        nargs="*",
+        default=(),
+        metavar="GROUP",
+        help="csv: groups that must be in validation (e.g. the end-to-end test patients)",
+    )
     args = parser.parse_args(argv)
     if args.val_fraction is not None and not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction {args.val_fraction}: expected a number between 0 and 1")
@@ -107,9 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if not args.group_column:
                 parser.error("csv needs --group-column")
-            split = make_csv_group_split(args.source, args.name_column, args.group_column, seed=args.seed,
-                                         dataset=args.dataset, keep_in_validation=args.keep_in_validation,
-                                         **fraction)
+            split = make_csv_group_split(
+                args.source,
+                args.name_column,
+                args.group_column,
+                seed=args.seed,
+                dataset=args.dataset,
+                keep_in_validation=args.keep_in_validation,
+                **fraction,
+            )
     except (OSError, ValueError) as error:
         print(f"lightweight-seg-split: {error}", file=sys.stderr)
         return 1

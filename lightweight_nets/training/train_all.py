@@ -40,8 +40,14 @@ from lightweight_nets.io import atomic_path
 __all__ = ["Job", "plan", "chain_depth", "is_finished", "run_all", "write_summary", "install", "main"]
 
 JOBS_CONFIG = Path("configs") / "train_jobs.json"
-DEFAULT_JOBS = {"model": {"configs": ["inference.json", "train.json"], "weights": "models/model.pt",
-                          "log": "logs/model.metrics.csv", "description": "configs/train.json"}}
+DEFAULT_JOBS = {
+    "model": {
+        "configs": ["inference.json", "train.json"],
+        "weights": "models/model.pt",
+        "log": "logs/model.metrics.csv",
+        "description": "configs/train.json",
+    }
+}
 
 
 @dataclass
@@ -74,8 +80,10 @@ def _bundle_jobs(root: Path) -> dict:
         missing = {"configs", "weights"} - set(spec)
         unknown = {spec.get("teacher"), spec.get("epochs_of")} - set(jobs) - {None}
         if missing or unknown:
-            raise ValueError(f"{path}: job {name!r}: " + (f"no {', '.join(sorted(missing))}" if missing else
-                                                        f"unknown job {sorted(unknown)[0]!r}"))
+            raise ValueError(
+                f"{path}: job {name!r}: "
+                + (f"no {', '.join(sorted(missing))}" if missing else f"unknown job {sorted(unknown)[0]!r}")
+            )
     return jobs
 
 
@@ -153,12 +161,24 @@ def _job_file(job: Job, args: argparse.Namespace, output: Path, done: dict[str, 
         max_epochs = done[f"{job.bundle.name}/{spec['epochs_of']}/seed{job.seed}"]["epochs"]
         early_stopping = False
     settings = {
-        "bundle": str(job.bundle.resolve()), "name": job.name, "seed": job.seed, "tag": job.key,
-        "description": spec.get("description", ""), "configs": spec["configs"], "overrides": overrides,
-        "target": spec["weights"], "weights_name": Path(spec["weights"]).name, "run_dir": str(run_dir.resolve()),
-        "max_epochs": max_epochs, "early_stopping": early_stopping, "max_time_s": max_time_s,
-        "precision": args.precision, "device_data": not args.host_data, "channels_last": True,
-        "num_workers": args.num_workers, "limit": args.limit,
+        "bundle": str(job.bundle.resolve()),
+        "name": job.name,
+        "seed": job.seed,
+        "tag": job.key,
+        "description": spec.get("description", ""),
+        "configs": spec["configs"],
+        "overrides": overrides,
+        "target": spec["weights"],
+        "weights_name": Path(spec["weights"]).name,
+        "run_dir": str(run_dir.resolve()),
+        "max_epochs": max_epochs,
+        "early_stopping": early_stopping,
+        "max_time_s": max_time_s,
+        "precision": args.precision,
+        "device_data": not args.host_data,
+        "channels_last": True,
+        "num_workers": args.num_workers,
+        "limit": args.limit,
         "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
         "command": shlex.join(["lightweight-seg-train-all", *args.argv]),
     }
@@ -184,8 +204,10 @@ def run_all(jobs: list[Job], args: argparse.Namespace, output: Path) -> dict[str
     A failed job is reported with the end of its ``stderr.log`` and the jobs that need it are skipped."""
     depth = chain_depth(jobs)
     max_time_s = int(args.budget_minutes * 60 / depth) if depth else 0
-    print(f"{len(jobs)} jobs, longest chain {depth}: each job stops by {max_time_s / 60:.1f} min at the latest",
-          flush=True)
+    print(
+        f"{len(jobs)} jobs, longest chain {depth}: each job stops by {max_time_s / 60:.1f} min at the latest",
+        flush=True,
+    )
     done: dict[str, dict] = {}
     failed: set[str] = set()
     running: dict[str, tuple[Job, subprocess.Popen]] = {}
@@ -211,8 +233,9 @@ def run_all(jobs: list[Job], args: argparse.Namespace, output: Path) -> dict[str
             resumes = (run_dir / "checkpoints" / "last.ckpt").is_file()
             print(f"[{job.key}] {'resumes from last.ckpt' if resumes else 'starts'}", flush=True)
             with open(run_dir / "stderr.log", "a") as log:
-                process = subprocess.Popen([sys.executable, "-m", "lightweight_nets.training.train_job",
-                                            str(job_file)], stderr=log, env=env)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "lightweight_nets.training.train_job", str(job_file)], stderr=log, env=env
+                )
             running[job.key] = (job, process)
         for key, (job, process) in list(running.items()):
             if process.poll() is None:
@@ -224,8 +247,11 @@ def run_all(jobs: list[Job], args: argparse.Namespace, output: Path) -> dict[str
             else:
                 failed.add(key)
                 tail = (job.run_dir(output) / "stderr.log").read_text().splitlines()[-15:]
-                print(f"[{key}] FAILED (exit {process.returncode}); end of {job.run_dir(output) / 'stderr.log'}:\n  "
-                      + "\n  ".join(tail), flush=True)
+                print(
+                    f"[{key}] FAILED (exit {process.returncode}); end of {job.run_dir(output) / 'stderr.log'}:\n  "
+                    + "\n  ".join(tail),
+                    flush=True,
+                )
         time.sleep(0.5)
     return done
 
@@ -234,19 +260,26 @@ def write_summary(summaries: list[dict], output: Path) -> Path:
     """``summary.json`` (every run) and ``summary.md`` (a table, and mean +- std over seeds) in ``output``."""
     with atomic_path(output / "summary.json") as tmp:
         tmp.write_text(json.dumps(summaries, indent=1) + "\n")
-    lines = ["| bundle | job | seed | epochs | stopped by | best epoch | val_loss | val_dice | minutes | device |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| bundle | job | seed | epochs | stopped by | best epoch | val_loss | val_dice | minutes | device |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
     for s in summaries:
-        lines.append(f"| {s['bundle']} | {s['job']} | {s['seed']} | {s['epochs']} | {s['stopped']} | "
-                     f"{s.get('best_epoch', '-')} | {s.get('val_loss', float('nan')):.4f} | "
-                     f"{s.get('val_dice', float('nan')):.4f} | {s['minutes']:.1f} | {s['device']} |")
+        lines.append(
+            f"| {s['bundle']} | {s['job']} | {s['seed']} | {s['epochs']} | {s['stopped']} | "
+            f"{s.get('best_epoch', '-')} | {s.get('val_loss', float('nan')):.4f} | "
+            f"{s.get('val_dice', float('nan')):.4f} | {s['minutes']:.1f} | {s['device']} |"
+        )
     groups: dict[tuple[str, str], list[float]] = {}
     for s in summaries:
         groups.setdefault((s["bundle"], s["job"]), []).append(s.get("val_dice", float("nan")))
     if any(len(v) > 1 for v in groups.values()):
         lines += ["", "| bundle | job | seeds | best val_dice, mean +- std |", "|---|---|---:|---:|"]
-        lines += [f"| {b} | {j} | {len(v)} | {statistics.mean(v):.4f} +- {statistics.stdev(v):.4f} |"
-                  for (b, j), v in groups.items() if len(v) > 1]
+        lines += [
+            f"| {b} | {j} | {len(v)} | {statistics.mean(v):.4f} +- {statistics.stdev(v):.4f} |"
+            for (b, j), v in groups.items()
+            if len(v) > 1
+        ]
     commands = sorted({s["command"] for s in summaries})
     text = "\n".join(["# Training runs", "", *(f"`{c}`" for c in commands), "", *lines]) + "\n"
     with atomic_path(output / "summary.md") as tmp:
@@ -262,8 +295,11 @@ def install(jobs: list[Job], summaries: dict[str, dict], output: Path, seed: int
         records = []
         for job in (j for j in jobs if j.bundle == root and j.seed == seed and j.key in summaries):
             run_dir, spec = job.run_dir(output), job.spec
-            pairs = [(run_dir / Path(spec["weights"]).name, spec["weights"]),
-                     (run_dir / "metrics.csv", spec.get("log")), (run_dir / "training_curves.png", spec.get("curves"))]
+            pairs = [
+                (run_dir / Path(spec["weights"]).name, spec["weights"]),
+                (run_dir / "metrics.csv", spec.get("log")),
+                (run_dir / "training_curves.png", spec.get("curves")),
+            ]
             for source, target in pairs:
                 if target and source.is_file():
                     (root / target).parent.mkdir(parents=True, exist_ok=True)
@@ -287,26 +323,43 @@ def _bundle_roots(paths: list[str]) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="lightweight-seg-train-all", description=__doc__.splitlines()[0])
-    parser.add_argument("bundles", nargs="*", default=["bundle"], help="bundles or folders of bundles (default: "
-                        "bundle/)")
+    parser.add_argument(
+        "bundles", nargs="*", default=["bundle"], help="bundles or folders of bundles (default: bundle/)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="where the runs go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run of every job per seed")
     parser.add_argument("--only", nargs="+", metavar="JOB", help="these jobs of each bundle (and what they need)")
     parser.add_argument("--jobs", type=int, default=4, help="jobs running at once (default 4)")
-    parser.add_argument("--budget-minutes", type=float, default=10.0,
-                        help="wall time for the whole plan: each job stops by budget / longest chain (default 10)")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=10.0,
+        help="wall time for the whole plan: each job stops by budget / longest chain (default 10)",
+    )
     parser.add_argument("--max-epochs", type=int, help="override the bundles' max_epochs")
     parser.add_argument("--precision", help="Lightning precision (default: bf16-mixed on a GPU, 32-true on a CPU)")
     parser.add_argument("--num-workers", type=int, default=2, help="data loader / decoding workers per job")
     parser.add_argument("--limit", type=int, help="at most this many items of each split part (quick runs)")
     parser.add_argument("--data-root", help="read each bundle's dataset from DATA_ROOT/<its folder name>")
-    parser.add_argument("--host-data", action="store_true", help="keep the bundles' own 2D data modules (CPU "
-                        "augmentation) instead of the device data module")
-    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "JSON"),
-                        help="a config override for every job, e.g. --set preprocessing#spatial_size '[64, 64]'")
+    parser.add_argument(
+        "--host-data",
+        action="store_true",
+        help="keep the bundles' own 2D data modules (CPU augmentation) instead of the device data module",
+    )
+    parser.add_argument(
+        "--set",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "JSON"),
+        help="a config override for every job, e.g. --set preprocessing#spatial_size '[64, 64]'",
+    )
     parser.add_argument("--install", action="store_true", help="copy the first seed's results into the bundles")
-    parser.add_argument("--install-only", action="store_true", help="train nothing: install the runs already in "
-                        "--output (e.g. unpacked from a GPU machine)")
+    parser.add_argument(
+        "--install-only",
+        action="store_true",
+        help="train nothing: install the runs already in --output (e.g. unpacked from a GPU machine)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
     args.argv = argv
@@ -325,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.dry_run:
         for job in jobs:
-            print(f"{job.key}: {' + '.join(job.spec['configs'])} -> {job.spec['weights']}"
-                  + (f" (after {', '.join(job.needs)})" if job.needs else ""))
+            print(
+                f"{job.key}: {' + '.join(job.spec['configs'])} -> {job.spec['weights']}"
+                + (f" (after {', '.join(job.needs)})" if job.needs else "")
+            )
         return 0
     output = args.output
     output.mkdir(parents=True, exist_ok=True)

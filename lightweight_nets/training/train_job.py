@@ -37,8 +37,10 @@ class EpochLine(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         metrics = trainer.callback_metrics
         values = " ".join(f"{key} {float(metrics[key]):.4f}" for key in REPORTED if key in metrics)
-        print(f"[{self.tag}] epoch {trainer.current_epoch + 1} {values} "
-              f"({(time.monotonic() - self.start) / 60:.1f} min)", flush=True)
+        print(
+            f"[{self.tag}] epoch {trainer.current_epoch + 1} {values} ({(time.monotonic() - self.start) / 60:.1f} min)",
+            flush=True,
+        )
 
 
 def configure(job: dict):
@@ -73,8 +75,11 @@ def configure(job: dict):
     loggers = trainer.get("logger") or []
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         logger.update(save_dir=str(run_dir), name="", version="")  # one folder per run, the same when resumed
-    callbacks = [c for c in trainer.get("callbacks", [])
-                 if job.get("early_stopping", True) or not str(c.get("_target_", "")).endswith("EarlyStopping")]
+    callbacks = [
+        c
+        for c in trainer.get("callbacks", [])
+        if job.get("early_stopping", True) or not str(c.get("_target_", "")).endswith("EarlyStopping")
+    ]
     callbacks.append({"_target_": f"{__name__}.EpochLine", "tag": job["tag"]})
     trainer.update(callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False)
     if job.get("precision"):
@@ -94,8 +99,10 @@ def best_epoch(metrics_csv: Path) -> dict:
     if not rows:
         return {}
     best = min(rows, key=lambda r: float(r["val_loss"]))
-    return {"best_epoch": int(best["epoch"]) + 1,
-            **{k: float(v) for k, v in best.items() if k.startswith("val_") and v and not math.isnan(float(v))}}
+    return {
+        "best_epoch": int(best["epoch"]) + 1,
+        **{k: float(v) for k, v in best.items() if k.startswith("val_") and v and not math.isnan(float(v))},
+    }
 
 
 def how_it_stopped(trainer: pl.Trainer) -> str:
@@ -122,14 +129,25 @@ def train(job: dict) -> dict:
     if earlier:
         _prepend_rows(earlier, run_dir / "metrics.csv")
     summary = {
-        "bundle": Path(job["bundle"]).name, "job": job["name"], "seed": job["seed"],
-        "description": job.get("description", ""), "command": job["command"], "configs": job["configs"],
-        "overrides": job.get("overrides", {}), "weights": str(weights), "target": job["target"],
-        "epochs": trainer.current_epoch, "stopped": how_it_stopped(trainer),
-        "early_stopping": job.get("early_stopping", True), "max_epochs": trainer.max_epochs,
-        "max_time_s": job.get("max_time_s"), "precision": str(trainer.precision),
-        "data_module": parser.get("datamodule#_target_"), "device": _device_name(),
-        "torch": torch.__version__, "resumed_from": resumed,
+        "bundle": Path(job["bundle"]).name,
+        "job": job["name"],
+        "seed": job["seed"],
+        "description": job.get("description", ""),
+        "command": job["command"],
+        "configs": job["configs"],
+        "overrides": job.get("overrides", {}),
+        "weights": str(weights),
+        "target": job["target"],
+        "epochs": trainer.current_epoch,
+        "stopped": how_it_stopped(trainer),
+        "early_stopping": job.get("early_stopping", True),
+        "max_epochs": trainer.max_epochs,
+        "max_time_s": job.get("max_time_s"),
+        "precision": str(trainer.precision),
+        "data_module": parser.get("datamodule#_target_"),
+        "device": _device_name(),
+        "torch": torch.__version__,
+        "resumed_from": resumed,
         "minutes": round(previous.get("minutes", 0.0) + (time.monotonic() - start) / 60, 2),
         **best_epoch(run_dir / "metrics.csv"),
     }
@@ -167,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m lightweight_nets.training.train_job RUN_DIR/job.json", file=sys.stderr)
         return 2
     summary = train(json.loads(Path(args[0]).read_text()))
-    print(f"[{summary['bundle']}/{summary['job']}/seed{summary['seed']}] done: {summary['epochs']} epochs, "
-          f"stopped by {summary['stopped']}, best epoch {summary.get('best_epoch')}, "
-          f"val_dice {summary.get('val_dice', float('nan')):.4f}", flush=True)
+    print(
+        f"[{summary['bundle']}/{summary['job']}/seed{summary['seed']}] done: {summary['epochs']} epochs, "
+        f"stopped by {summary['stopped']}, best epoch {summary.get('best_epoch')}, "
+        f"val_dice {summary.get('val_dice', float('nan')):.4f}",
+        flush=True,
+    )
     return 0
 
 

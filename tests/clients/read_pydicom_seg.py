@@ -11,5 +11,9 @@ import pydicom_seg
 
 seg_path, out_path = sys.argv[1:]
 result = pydicom_seg.SegmentReader().read(pydicom.dcmread(seg_path))
-np.savez(out_path, spacing=np.array(result.spacing), origin=np.array(result.origin),
-         **{f"segment_{number}": result.segment_data(number) for number in result.available_segments})
+np.savez(
+    out_path,
+    spacing=np.array(result.spacing),
+    origin=np.array(result.origin),
+    **{f"segment_{number}": result.segment_data(number) for number in result.available_segments},
+)

@@ -106,8 +106,9 @@ class _Handler(SimpleHTTPRequestHandler):
     def _proxy(self):
         # Host passes through: Orthanc writes its bulk data URLs from it, so they point back here (same origin).
         headers = {key: value for key, value in self.headers.items() if key.lower() in ("accept", "range", "host")}
-        answer = requests.get(f"{self.server.orthanc_url}{self.path}", headers=headers, auth=self.server.auth,
-                              timeout=60)
+        answer = requests.get(
+            f"{self.server.orthanc_url}{self.path}", headers=headers, auth=self.server.auth, timeout=60
+        )
         self._send(answer.status_code, answer.headers.get("Content-Type", "application/octet-stream"), answer.content)
 
     def _send(self, status: int, content_type: str, body: bytes):
@@ -133,7 +134,10 @@ def view_study(url: str, out_dir: Path, modality: str = "SEG", timeout_s: float 
     out_dir.mkdir(parents=True, exist_ok=True)
     run = subprocess.run(
         ["node", str(DRIVER), url, str(out_dir), CHROMIUM, str(int(timeout_s * 1000)), modality],
-        capture_output=True, text=True, timeout=timeout_s + 60, cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 60,
+        cwd=HERE,
     )
     if run.returncode != 0 or not run.stdout.strip():
         raise RuntimeError(f"{DRIVER.name} failed (exit {run.returncode}): {run.stderr[-2000:]}")
@@ -149,8 +153,16 @@ def _image_crop(box: dict, rows: int, columns: int) -> tuple[tuple[int, int, int
     return (round(left), round(top), round(left + columns * scale), round(top + rows * scale)), scale
 
 
-def outline_drawn(before: Path, after: Path, box: dict, rows: int, columns: int, outline: np.ndarray,
-                  reach_px: int = 2, min_change: float = 40) -> float:
+def outline_drawn(
+    before: Path,
+    after: Path,
+    box: dict,
+    rows: int,
+    columns: int,
+    outline: np.ndarray,
+    reach_px: int = 2,
+    min_change: float = 40,
+) -> float:
     """How much of a shape the viewer drew: the fraction of points along ``outline`` (image (column, row)
     coordinates, a polyline) where the ``after`` screenshot differs from ``before`` by at least ``min_change`` (of
     255, in any channel) within ``reach_px`` screen pixels."""
@@ -158,16 +170,27 @@ def outline_drawn(before: Path, after: Path, box: dict, rows: int, columns: int,
     with Image.open(before) as b, Image.open(after) as a:
         change = np.abs(np.asarray(a.convert("RGB"), dtype=np.float32) - np.asarray(b.convert("RGB"), dtype=np.float32))
     changed = change.max(axis=2) >= min_change
-    steps = [np.linspace(start, end, max(2, int(np.linalg.norm(end - start) * scale)), endpoint=False)
-             for start, end in zip(outline[:-1], outline[1:])]
+    steps = [
+        np.linspace(start, end, max(2, int(np.linalg.norm(end - start) * scale)), endpoint=False)
+        for start, end in zip(outline[:-1], outline[1:])
+    ]
     screen = np.rint(np.concatenate(steps) * scale + [left, top]).astype(int)
-    hits = [changed[max(y - reach_px, 0):y + reach_px + 1, max(x - reach_px, 0):x + reach_px + 1].any()
-            for x, y in screen]
+    hits = [
+        changed[max(y - reach_px, 0) : y + reach_px + 1, max(x - reach_px, 0) : x + reach_px + 1].any()
+        for x, y in screen
+    ]
     return float(np.mean(hits))
 
 
-def overlay_mask(before: Path, after: Path, box: dict, rows: int, columns: int, color_rgb: tuple[int, int, int],
-                 min_alpha: float = 0.2) -> np.ndarray:
+def overlay_mask(
+    before: Path,
+    after: Path,
+    box: dict,
+    rows: int,
+    columns: int,
+    color_rgb: tuple[int, int, int],
+    min_alpha: float = 0.2,
+) -> np.ndarray:
     """Where the viewer drew the overlay, on the image's own ``rows`` x ``columns`` grid: the pixels of the image
     (fitted into the viewport ``box``, centred, as OHIF shows it at first) that moved from the ``before``
     screenshot towards the segment's display colour, by at least ``min_alpha`` of the way."""

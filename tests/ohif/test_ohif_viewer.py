@@ -27,8 +27,15 @@ from lightweight_seg.pipeline import segment_paths
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "out" / "ohif"
-US_CASES = ["US1_UNCR.dcm", "US1_J2KR.dcm", "OBXXXX1A.dcm", "OBXXXX1A_2frame.dcm", "examples_ybr_color.dcm",
-            "color3d_jpeg_baseline.dcm", "demo_us_hc18"]
+US_CASES = [
+    "US1_UNCR.dcm",
+    "US1_J2KR.dcm",
+    "OBXXXX1A.dcm",
+    "OBXXXX1A_2frame.dcm",
+    "examples_ybr_color.dcm",
+    "color3d_jpeg_baseline.dcm",
+    "demo_us_hc18",
+]
 OTHER_CASES = ["CT_small.dcm", "MR_small.dcm"]  # no shipped model is for them: the fetal model, forced
 MIN_IOU = 0.8  # drawn overlay vs the SEG mask on the image grid (measured: 1.0 on CT and MR; 5 px off: 0.55)
 
@@ -74,7 +81,8 @@ def test_ohif_draws_the_seg_overlay(case, viewer, models, fetal_only, tmp_path):
     errors = report["pageErrors"] + [message["text"] for message in report["console"] if message["type"] == "error"]
     errors = [error.split("\n    at ")[0] for error in errors]  # the message, not the stack
     assert report["failedStep"] is None, (
-        f"{case}: could not {report['failedStep']}: {report['error']}; screenshot {keep}; errors in the page: {errors}")
+        f"{case}: could not {report['failedStep']}: {report['error']}; screenshot {keep}; errors in the page: {errors}"
+    )
     assert errors == [], f"{case}: the page logged errors (screenshots {keep}): {errors}"
 
     seg = hd.seg.segread(seg_path)
@@ -82,19 +90,25 @@ def test_ohif_draws_the_seg_overlay(case, viewer, models, fetal_only, tmp_path):
     assert masks.any(), f"{case}: the SEG's mask is empty, nothing to see"
     assert report["boxes"]["before"] == report["boxes"]["after"], f"{case}: the viewport moved: {report['boxes']}"
     color = hd.color.CIELabColor.from_dicom_value(seg.SegmentSequence[0].RecommendedDisplayCIELabValue).to_rgb()
-    drawn = overlay_mask(keep / "before.png", keep / "after.png", report["boxes"]["after"], seg.Rows, seg.Columns,
-                         tuple(color))
+    drawn = overlay_mask(
+        keep / "before.png", keep / "after.png", report["boxes"]["after"], seg.Rows, seg.Columns, tuple(color)
+    )
     ious = [np.logical_and(drawn, mask).sum() / np.logical_or(drawn, mask).sum() for mask in masks if mask.any()]
     assert max(ious) >= MIN_IOU, (
         f"{case}: the overlay drawn in the segment's colour {tuple(color)} does not match the SEG's mask "
         f"(best IoU over its frames {max(ious):.2f}; {drawn.sum()} pixels drawn, mask {masks.sum(axis=(1, 2)).max()}); "
-        f"screenshots {keep}")
+        f"screenshots {keep}"
+    )
 
 
 HC18 = REPO / "samples" / "hc18"
 SR_CASES = {  # case -> (image, body part, study description, pixel size in mm)
-    "sr_fetal_head": (HC18 / "images" / "199_HC.png", "ABDOMEN", "OB ultrasound",
-                      read_pixel_sizes(HC18 / "pixel_size_and_hc.csv")["199_HC.png"]),
+    "sr_fetal_head": (
+        HC18 / "images" / "199_HC.png",
+        "ABDOMEN",
+        "OB ultrasound",
+        read_pixel_sizes(HC18 / "pixel_size_and_hc.csv")["199_HC.png"],
+    ),
     "sr_breast_lesion": (SHARED_DATA / "busi" / "images" / "benign_1.png", "BREAST", "US breast right", 0.1),
 }
 MIN_OUTLINE_DRAWN = 0.9  # of the SR region's outline where the screenshot changed (measured: 1.0; the head as a SCOORD
@@ -116,12 +130,23 @@ def sr_case_sources(case: str, folder: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [
-    *SR_CASES,
-    pytest.param("sr_hippocampus_volume", marks=pytest.mark.xfail(strict=True, reason=(
-        "OHIF 3.13 cannot show a measurement group without a SCOORD (a TID 1411 volume on its SEG segment): "
-        "_checkIfCanAddMeasurementsToDisplaySet reads measurement.coords[0] and the SR viewport crashes"))),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        *SR_CASES,
+        pytest.param(
+            "sr_hippocampus_volume",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "OHIF 3.13 cannot show a measurement group without a SCOORD (a TID 1411 volume on its SEG "
+                    "segment): _checkIfCanAddMeasurementsToDisplaySet reads measurement.coords[0] and the SR "
+                    "viewport crashes"
+                ),
+            ),
+        ),
+    ],
+)
 def test_ohif_lists_and_draws_the_measurement_sr(case, viewer, models, tmp_path):
     """The SR opened as a user does (double-click its thumbnail): OHIF draws each group's image region on its
     source image, labelled with every measurement of the group, the value the JSON report gives."""
@@ -132,33 +157,42 @@ def test_ohif_lists_and_draws_the_measurement_sr(case, viewer, models, tmp_path)
     (output,) = result.outputs
     upload(orthanc, [*sorted((tmp_path / "study").iterdir()), output.seg_path, output.sr_path])
 
-    report = view_study(server.study_url(pydicom.dcmread(output.sr_path).StudyInstanceUID), tmp_path / "screens",
-                        modality="SR")
+    report = view_study(
+        server.study_url(pydicom.dcmread(output.sr_path).StudyInstanceUID), tmp_path / "screens", modality="SR"
+    )
     keep = SCREENSHOTS / case
     shutil.rmtree(keep, ignore_errors=True)
     shutil.copytree(tmp_path / "screens", keep)
     errors = report["pageErrors"] + [message["text"] for message in report["console"] if message["type"] == "error"]
     errors = [error.split("\n    at ")[0] for error in errors]
     assert report["failedStep"] is None, (
-        f"{case}: could not {report['failedStep']}: {report['error']}; screenshot {keep}; errors in the page: {errors}")
+        f"{case}: could not {report['failedStep']}: {report['error']}; screenshot {keep}; errors in the page: {errors}"
+    )
     assert errors == [], f"{case}: the page logged errors (screenshots {keep}): {errors}"
     warnings = [message["text"] for message in report["console"] if message["type"] == "warning"]
 
     (segment,) = json.loads(output.report_path.read_text())["segments"]
     (group,) = hd.sr.srread(output.sr_path).content.get_planar_roi_measurement_groups()
     listed = [f"{m.name.meaning}: {m.value:.2f} {m.unit.value}" for m in group.get_measurements()]
-    by_report = {"Head Circumference": "head_circumference_mm_per_frame", "Gestational Age":
-                 "gestational_age_weeks_per_frame", "Area": "area_mm2_per_frame", "Long axis":
-                 "largest_diameter_mm_per_frame"}
+    by_report = {
+        "Head Circumference": "head_circumference_mm_per_frame",
+        "Gestational Age": "gestational_age_weeks_per_frame",
+        "Area": "area_mm2_per_frame",
+        "Long axis": "largest_diameter_mm_per_frame",
+    }
     assert {m.name.meaning: m.value for m in group.get_measurements()} == {
-        name: segment[key][0] for name, key in by_report.items() if segment.get(key, [None])[0] is not None}
+        name: segment[key][0] for name, key in by_report.items() if segment.get(key, [None])[0] is not None
+    }
     assert set(listed) <= set(report["viewportText"]), (
         f"{case}: OHIF labels the drawing {report['viewportText']}, not {listed}; warnings {warnings}; "
-        f"screenshots {keep}")
+        f"screenshots {keep}"
+    )
     source = pydicom.dcmread(sorted((tmp_path / "study").iterdir())[0], stop_before_pixels=True)
     assert report["boxes"]["before"] == report["boxes"]["after"], f"{case}: the viewport moved: {report['boxes']}"
-    drawn = outline_drawn(keep / "before.png", keep / "after.png", report["boxes"]["after"], source.Rows,
-                          source.Columns, group.roi.value)
+    drawn = outline_drawn(
+        keep / "before.png", keep / "after.png", report["boxes"]["after"], source.Rows, source.Columns, group.roi.value
+    )
     assert drawn >= MIN_OUTLINE_DRAWN, (
         f"{case}: OHIF drew {drawn:.0%} of the SR's {group.roi.graphic_type.value} outline; warnings {warnings}; "
-        f"screenshots {keep}")
+        f"screenshots {keep}"
+    )

@@ -17,8 +17,11 @@ PEERS = {"pacs": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}}
 # (what is wrong, the file's text or None for no file, the one problem named after the file)
 BAD_CONFIGS = [
     ("missing", None, "cannot read it: No such file or directory"),
-    ("not JSON", "{spool_dir: 'spool'}",
-     "not JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+    (
+        "not JSON",
+        "{spool_dir: 'spool'}",
+        "not JSON: Expecting property name enclosed in double quotes at line 1 column 2",
+    ),
     ("not an object", "[1, 2]", "[1, 2] is not of type 'object'"),
     ("no spool_dir", '{"port": 11112}', "'spool_dir' is a required property"),
     ("unknown key", {"quiet_second": 5}, "Additional properties are not allowed ('quiet_second' was unexpected)"),
@@ -30,18 +33,36 @@ BAD_CONFIGS = [
     ("a timeout of 0", {"network_timeout": 0}, "network_timeout: 0 is less than or equal to the minimum of 0"),
     ("max_pdu_size too small", {"max_pdu_size": 4096}, "max_pdu_size: 4096 is less than the minimum of 16384"),
     ("AE title too long", {"ae_title": "A" * 17}, f"ae_title: '{'A' * 17}' is too long"),
-    ("several problems", {"port": 0, "retry_seconds": -2},
-     "port: 0 is less than the minimum of 1; retry_seconds: -2 is less than the minimum of 0"),
-    ("unknown peer key", {"peers": {"pacs": {**PEERS["pacs"], "aet": "X"}}},
-     "peers.pacs: Additional properties are not allowed ('aet' was unexpected)"),
-    ("peer port 0", {"peers": {"pacs": {**PEERS["pacs"], "port": 0}}},
-     "peers.pacs.port: 0 is less than the minimum of 1"),
-    ("incomplete peer", {"peers": {"pacs": {"ae_title": "ORTHANC", "host": "127.0.0.1"}}},
-     "peers.pacs: give either ae_title, host and port (DIMSE) or dicomweb (DICOMweb)"),
-    ("unknown destination", {"peers": PEERS, "destination": "pacs2"},
-     "destination: 'pacs2' is not one of the peers (known: pacs)"),
-    ("bad allowed_hosts", {"allowed_hosts": ["10.0.0.0/33"]},
-     "allowed_hosts: '10.0.0.0/33' is not an IP address or network"),
+    (
+        "several problems",
+        {"port": 0, "retry_seconds": -2},
+        "port: 0 is less than the minimum of 1; retry_seconds: -2 is less than the minimum of 0",
+    ),
+    (
+        "unknown peer key",
+        {"peers": {"pacs": {**PEERS["pacs"], "aet": "X"}}},
+        "peers.pacs: Additional properties are not allowed ('aet' was unexpected)",
+    ),
+    (
+        "peer port 0",
+        {"peers": {"pacs": {**PEERS["pacs"], "port": 0}}},
+        "peers.pacs.port: 0 is less than the minimum of 1",
+    ),
+    (
+        "incomplete peer",
+        {"peers": {"pacs": {"ae_title": "ORTHANC", "host": "127.0.0.1"}}},
+        "peers.pacs: give either ae_title, host and port (DIMSE) or dicomweb (DICOMweb)",
+    ),
+    (
+        "unknown destination",
+        {"peers": PEERS, "destination": "pacs2"},
+        "destination: 'pacs2' is not one of the peers (known: pacs)",
+    ),
+    (
+        "bad allowed_hosts",
+        {"allowed_hosts": ["10.0.0.0/33"]},
+        "allowed_hosts: '10.0.0.0/33' is not an IP address or network",
+    ),
 ]
 COMMANDS = [["status"], ["listen"], ["pull", "--from", "pacs", "--series", "1.2.3"], ["retry", "1.2.3"]]
 

@@ -80,8 +80,9 @@ def test_dicomweb_destination_down_is_one_bounded_attempt_with_a_one_line_reason
         }
         for name, reason in reasons.items():
             (tmp_path / name).mkdir()
-            config = write_config(tmp_path / name / "node.json", orthanc, peers=peers, destination=name,
-                                  retry_seconds=0)
+            config = write_config(
+                tmp_path / name / "node.json", orthanc, peers=peers, destination=name, retry_seconds=0
+            )
             node, _, series_uid = spooled_node(config, tmp_path / name)
             node.run(node.jobs.claim())  # segments, writes the SEG, fails to send it
             began = time.monotonic()
@@ -100,8 +101,15 @@ def test_dicomweb_destination_down_is_one_bounded_attempt_with_a_one_line_reason
 def test_failed_send_keeps_its_seg_backs_off_and_resumes_when_the_pacs_is_back(orthanc, tmp_path, monkeypatch):
     later = free_port()  # nothing listens here yet
     peers = {**orthanc.peers(), "later": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": later, "timeout": 5}}
-    config = write_config(tmp_path / "node.json", orthanc, peers=peers, destination="later", max_attempts=1,
-                          retry_seconds=0.5, max_retry_seconds=2.0)
+    config = write_config(
+        tmp_path / "node.json",
+        orthanc,
+        peers=peers,
+        destination="later",
+        max_attempts=1,
+        retry_seconds=0.5,
+        max_retry_seconds=2.0,
+    )
     runs, segment_paths = [], lightweight_seg.pipeline.segment_paths
     counted = lambda *args, **kwargs: runs.append(1) or segment_paths(*args, **kwargs)  # noqa: E731
     monkeypatch.setattr(lightweight_seg.pipeline, "segment_paths", counted)

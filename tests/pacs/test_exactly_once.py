@@ -33,7 +33,6 @@ def test_resend_after_crash_between_send_and_record_is_idempotent(orthanc, tmp_p
     node.jobs.close()
 
 
-
 def test_the_measurement_sr_goes_with_its_seg_exactly_once(orthanc, tmp_path):
     """An ultrasound with a head measured: its SR follows the SEG to the PACS, references the SEG by the UIDs the node
     derived for it, and is stored once however often the crash window is hit."""
@@ -48,8 +47,12 @@ def test_the_measurement_sr_goes_with_its_seg_exactly_once(orthanc, tmp_path):
     (sr_path,) = (node.spool.root / "out" / series_uid).rglob("*.sr.dcm")
     sr = pydicom.dcmread(sr_path)
     assert sr.SOPInstanceUID == sr_uid and sr.StudyInstanceUID == study_uid
-    evidence = {ref.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
-                for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+    evidence = {
+        ref.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
     assert evidence == {first.seg_uid, pydicom.dcmread(paths[0]).SOPInstanceUID}
 
     db = sqlite3.connect(node.spool.root / "jobs.sqlite")  # kill -9 after both were acknowledged, before the records

@@ -33,8 +33,9 @@ time.sleep(600)
 
 
 def send_and_cut(port: int, mode: str, *paths) -> subprocess.Popen:
-    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(port), mode, *map(str, paths)],
-                              stdout=subprocess.PIPE, text=True)
+    sender = subprocess.Popen(
+        [sys.executable, "-c", SENDER, str(port), mode, *map(str, paths)], stdout=subprocess.PIPE, text=True
+    )
     assert sender.stdout.readline() == "sent\n"
     return sender
 
@@ -74,8 +75,9 @@ def test_cut_transfers_get_one_seg_and_a_grown_series_a_replacing_one(orthanc, l
     # 3. The senders retry the whole series: one SEG each, of every instance.
     assert storescu(cut, listener.port).returncode == 0
     assert storescu(crash, listener.port).returncode == 0
-    wait_for(lambda: all(job_of(config, uid).state == "done" for uid in (cut_uid, crash_uid)), 120, 0.5,
-             "both series done")
+    wait_for(
+        lambda: all(job_of(config, uid).state == "done" for uid in (cut_uid, crash_uid)), 120, 0.5, "both series done"
+    )
     first = job_of(config, cut_uid)
     segs = {uid: job_of(config, uid).seg_uid for uid in (cut_uid, crash_uid)}
     assert sorted(orthanc.sop_uids(study_uid, "SEG")) == sorted(segs.values())
@@ -84,8 +86,12 @@ def test_cut_transfers_get_one_seg_and_a_grown_series_a_replacing_one(orthanc, l
 
     # 4. The series grows after its SEG was sent: the new SEG replaces it in the same SEG series, said in the job.
     assert storescu(grown, listener.port).returncode == 0
-    wait_for(lambda: (job := job_of(config, cut_uid)).state == "done" and job.seg_uid != first.seg_uid, 60, 0.5,
-             "the replacing SEG")
+    wait_for(
+        lambda: (job := job_of(config, cut_uid)).state == "done" and job.seg_uid != first.seg_uid,
+        60,
+        0.5,
+        "the replacing SEG",
+    )
     job = job_of(config, cut_uid)
     assert f"replaces 1 earlier SEG sent before the series grew ({first.seg_uid})" in job.error
     replacing = pydicom.dcmread(next((tmp_path / "spool" / "out" / cut_uid).rglob("*.seg.dcm")))

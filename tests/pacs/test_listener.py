@@ -57,8 +57,10 @@ def test_every_shipped_model_served_warm_each_series_to_its_own(orthanc, listene
     reason in the status."""
     config = write_config(tmp_path / "node.json", orthanc, model=None)
     listener = listener_factory(config)
-    assert ("model ready: breast_lesion_us (onnx), fetal_head_us (onnx), hippocampus_mr (onnx), sarcoma_ct (onnx)"
-            in listener.log())
+    assert (
+        "model ready: breast_lesion_us (onnx), fetal_head_us (onnx), hippocampus_mr (onnx), sarcoma_ct (onnx)"
+        in listener.log()
+    )
     breast = write_ultrasound(tmp_path / "breast.dcm", SHARED_DATA / "busi" / "images" / "benign_3.png", "BREAST")
     uncompressed = pydicom.dcmread(breast)  # storescu proposes uncompressed transfer syntaxes only
     uncompressed.decompress()
@@ -72,11 +74,22 @@ def test_every_shipped_model_served_warm_each_series_to_its_own(orthanc, listene
         chest.BodyPartExamined = "CHEST"
         chest.save_as(path, enforce_file_format=True)
     assert storescu(ob_paths + breast_paths + ct_paths, listener.port).returncode == 0
-    jobs = wait_for(lambda: (jobs := status(config)) and len(jobs) == 3
-                    and all(job["state"] == "done" for job in jobs.values()) and jobs, 180, 0.5, "three done jobs")
+    jobs = wait_for(
+        lambda: (
+            (jobs := status(config))
+            and len(jobs) == 3
+            and all(job["state"] == "done" for job in jobs.values())
+            and jobs
+        ),
+        180,
+        0.5,
+        "three done jobs",
+    )
     assert jobs[ct_uid]["seg_uid"] == "" and "no model for CT/CHEST" in jobs[ct_uid]["error"]
-    segs = {uid: pydicom.dcmread(next((tmp_path / "spool" / "out" / uid).rglob("*.seg.dcm")))
-            for uid in (ob_uid, breast_uid)}
+    segs = {
+        uid: pydicom.dcmread(next((tmp_path / "spool" / "out" / uid).rglob("*.seg.dcm")))
+        for uid in (ob_uid, breast_uid)
+    }
     assert segs[ob_uid].SegmentSequence[0].SegmentLabel == "fetal head"
     assert segs[breast_uid].SegmentSequence[0].SegmentLabel == "breast lesion"
     assert sorted(orthanc.sop_uids(study_uid, "SEG")) == sorted(jobs[uid]["seg_uid"] for uid in (ob_uid, breast_uid))

@@ -82,8 +82,9 @@ def test_load_50_series_concurrently(orthanc, listener_factory, tmp_path):
 @pytest.mark.slow
 def test_kill_9_with_queued_and_running_work(orthanc, listener_factory, tmp_path):
     series = make_series(tmp_path, 16)
-    config = write_config(tmp_path / "node.json", orthanc, quiet_seconds=0.5, max_attempts=3,
-                          max_associations_per_host=64)
+    config = write_config(
+        tmp_path / "node.json", orthanc, quiet_seconds=0.5, max_attempts=3, max_associations_per_host=64
+    )
     listener = listener_factory(config)
     started = time.time()
     send_all_at_once(series, listener.port)

@@ -49,6 +49,9 @@ def test_pull_to_a_destination_that_is_down_gives_up_with_the_reason(orthanc, tm
     pulled = cli(config, "pull", "--from", "pacs", "--to", "down", "--series", series_uid, timeout=120)
     assert pulled.returncode == 1
     uid, state, _, error = pulled.stdout.rstrip("\n").split("\t")
-    assert (uid, state, error) == (series_uid, "failed", "send failed 2 times: association with down (NOBODY) failed"
-                                                         " or was rejected")
+    assert (uid, state, error) == (
+        series_uid,
+        "failed",
+        "send failed 2 times: association with down (NOBODY) failed or was rejected",
+    )
     assert orthanc.sop_uids(study_uid, "SEG") == []

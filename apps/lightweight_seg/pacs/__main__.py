@@ -64,8 +64,10 @@ def _pull(node: Node, args) -> int:
 
     def finished() -> bool:  # a listener re-sends a written SEG until the destination takes it; a pull gives up
         jobs = [node.jobs.get(uid) for uid in series]
-        return all(job.state in ("done", "parked")
-                   or (job.state == "failed" and job.send_failures >= node.config.max_attempts) for job in jobs)
+        return all(
+            job.state in ("done", "parked") or (job.state == "failed" and job.send_failures >= node.config.max_attempts)
+            for job in jobs
+        )
 
     node.work(threading.Event(), done=finished, only=series)
     jobs = [node.jobs.get(uid) for uid in sorted(series)]

@@ -171,8 +171,7 @@ class JobStore:
                 )
             elif job["state"] in ("queued", "failed", "running"):
                 db.execute(
-                    "UPDATE jobs SET not_before = max(not_before, ?), generation = generation + ?"
-                    " WHERE series_uid = ?",
+                    "UPDATE jobs SET not_before = max(not_before, ?), generation = generation + ? WHERE series_uid = ?",
                     (now + quiet, int(is_new), series_uid),
                 )
             db.execute(  # a re-sent copy of an instance of a finished series changes nothing but `receiving`
@@ -253,11 +252,13 @@ class JobStore:
         reconnect and finish before it is segmented. Returns how many jobs wait again."""
         now = time.time()
         return self._tx(
-            lambda db: db.execute(
-                "UPDATE jobs SET not_before = max(not_before, ? + CASE WHEN incomplete THEN ? ELSE ? END)"
-                " WHERE state = 'queued' AND seg_generation IS NOT generation",
-                (now, aborted_quiet, quiet),
-            ).rowcount
+            lambda db: (
+                db.execute(
+                    "UPDATE jobs SET not_before = max(not_before, ? + CASE WHEN incomplete THEN ? ELSE ? END)"
+                    " WHERE state = 'queued' AND seg_generation IS NOT generation",
+                    (now, aborted_quiet, quiet),
+                ).rowcount
+            )
         )
 
     def claim(self, only: set[str] | None = None) -> Job | None:
@@ -360,8 +361,13 @@ class JobStore:
             lambda db: db.execute(
                 "UPDATE jobs SET state = 'failed', error = ?, not_before = ?, updated = ?, send_failures = ?"
                 " WHERE series_uid = ?",
-                (f"send failed {failures} time{'s' * (failures > 1)}: {reason}", now + delay, now, failures,
-                 job.series_uid),
+                (
+                    f"send failed {failures} time{'s' * (failures > 1)}: {reason}",
+                    now + delay,
+                    now,
+                    failures,
+                    job.series_uid,
+                ),
             )
         )
         return delay

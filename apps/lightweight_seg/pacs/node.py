@@ -245,8 +245,13 @@ class Node:
                 quiet, longer = self.config.quiet_seconds, self.config.aborted_quiet_seconds
                 self.jobs.association_ended(series, aborted or assoc in stale, quiet, longer)
                 if aborted or assoc in stale:
-                    log.warning("an association from %s was aborted: %d series possibly incomplete, waiting %g s"
-                                " for the sender to retry", assoc.requestor.ae_title, len(series), longer)
+                    log.warning(
+                        "an association from %s was aborted: %d series possibly incomplete, waiting %g s"
+                        " for the sender to retry",
+                        assoc.requestor.ae_title,
+                        len(series),
+                        longer,
+                    )
 
     def _on_store(self, event) -> int:
         """C-STORE: acknowledge only once the instance is on disk and its job knows about it."""
@@ -292,8 +297,7 @@ class Node:
         self.server = ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
         waiting = self.jobs.restart_quiet(self.config.quiet_seconds, self.config.aborted_quiet_seconds)
         if waiting:
-            log.info("%d queued series wait their quiet time again (their senders may still be reconnecting)",
-                     waiting)
+            log.info("%d queued series wait their quiet time again (their senders may still be reconnecting)", waiting)
         log.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.config.port)
 
     def stop_server(self) -> None:
@@ -320,8 +324,11 @@ class Node:
 
         started = time.perf_counter()
         backends = self.models.warm_up()
-        log.info("model ready: %s (loaded in %.1f s)",
-                 ", ".join(f"{name} ({backend})" for name, backend in backends.items()), time.perf_counter() - started)
+        log.info(
+            "model ready: %s (loaded in %.1f s)",
+            ", ".join(f"{name} ({backend})" for name, backend in backends.items()),
+            time.perf_counter() - started,
+        )
 
     def work(self, stop: threading.Event, done: Callable[[], bool] | None = None, only: set[str] | None = None):
         """Run jobs until `stop` is set or `done()` says so; `only` limits the worker to those series."""
@@ -398,8 +405,10 @@ class Node:
             raise JobError(problems or "the pipeline produced no segmentation")
         notes = [f"partly segmented: {problems}"] if problems else []
         if job.incomplete:
-            notes.append(f"possibly incomplete: the association that delivered it was aborted and no sender"
-                         f" completed it within {self.config.aborted_quiet_seconds:g} s")
+            notes.append(
+                f"possibly incomplete: the association that delivered it was aborted and no sender"
+                f" completed it within {self.config.aborted_quiet_seconds:g} s"
+            )
         # The SEG series is the same for every version of the source series (a later, fuller SEG joins it); the
         # SOP Instance UID is derived from the instances it covers, so a job run twice yields the same one.
         # The measurement SR beside a SEG follows it: its own derived series, a SOP Instance UID derived from the
@@ -411,8 +420,10 @@ class Node:
         files = []
         for index, output in enumerate(result.outputs):
             seg = dcmread(output.seg_path)
-            derived = {seg.SeriesInstanceUID: series_uid,
-                       seg.SOPInstanceUID: generate_uid(entropy_srcs=[*key, "instance", str(index)])}
+            derived = {
+                seg.SeriesInstanceUID: series_uid,
+                seg.SOPInstanceUID: generate_uid(entropy_srcs=[*key, "instance", str(index)]),
+            }
             seg.SeriesInstanceUID, seg.SOPInstanceUID = derived[seg.SeriesInstanceUID], derived[seg.SOPInstanceUID]
             seg.file_meta.MediaStorageSOPInstanceUID = seg.SOPInstanceUID
             seg.InstanceNumber = earlier + index + 1  # a replacement sorts after what it replaces
@@ -459,11 +470,14 @@ class Node:
         replaced = [uid for uid in earlier if uid not in seg_uids]
         notes = [self.jobs.get(job.series_uid).seg_note] if self.jobs.get(job.series_uid).seg_note else []
         if replaced:
-            notes.append(f"replaces {len(replaced)} earlier SEG{'s' * (len(replaced) > 1)} sent before the series"
-                         f" grew ({', '.join(replaced)}): same SEG series, higher Instance Number; {destination.name}"
-                         " keeps the earlier one unless it is removed there")
-            log.warning("job %s: the series grew after its SEG was sent; a replacing SEG was sent",
-                        short(job.series_uid))
+            notes.append(
+                f"replaces {len(replaced)} earlier SEG{'s' * (len(replaced) > 1)} sent before the series"
+                f" grew ({', '.join(replaced)}): same SEG series, higher Instance Number; {destination.name}"
+                " keeps the earlier one unless it is removed there"
+            )
+            log.warning(
+                "job %s: the series grew after its SEG was sent; a replacing SEG was sent", short(job.series_uid)
+            )
         return ",".join(seg_uids), "; ".join(notes) or None
 
     def abandon_sends(self) -> int:
