@@ -44,16 +44,17 @@ $(SEG_CLIENTS_STAMP): tests/clients/requirements-pydicom-seg.txt tests/clients/p
 demo: venv deploy-sdk
 	$(PY) apps/lightweight_seg -i samples/dicom -o out/demo -l WARN
 
-test: venv deploy-sdk system-packages seg-clients ohif
-	$(PY) -m ruff check .
+test: venv deploy-sdk system-packages seg-clients ohif lint
 	$(PY) -m pytest -q
 
 # While iterating: skips the slow end-to-end tests (CI runs them all).
 test-fast: venv deploy-sdk system-packages seg-clients
 	$(PY) -m pytest -q -m "not slow"
 
+# ruff's lint rules and its formatter (`$(PY) -m ruff format .` fixes what the check finds).
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 profile: venv
 	$(PY) -m lightweight_nets.profile --markdown docs/zoo.md
