@@ -20,23 +20,15 @@ import SimpleITK as sitk
 from ohif_support import ViewerServer, missing_tools, outline_drawn, overlay_mask, view_study
 from pacs_support import PASSWORD, USER, fresh_series, start_orthanc
 from pydicom.data import get_testdata_file
-from test_app_support import SHARED_DATA, write_mr_series, write_ultrasound
+from test_app_support import SHARED_DATA, SINGLE_FILE_INPUTS, write_mr_series, write_ultrasound
 
 from lightweight_nets.io.tables import read_pixel_sizes
 from lightweight_seg.pipeline import segment_paths
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "out" / "ohif"
-US_CASES = [
-    "US1_UNCR.dcm",
-    "US1_J2KR.dcm",
-    "OBXXXX1A.dcm",
-    "OBXXXX1A_2frame.dcm",
-    "examples_ybr_color.dcm",
-    "color3d_jpeg_baseline.dcm",
-    "demo_us_hc18",
-]
 OTHER_CASES = ["CT_small.dcm", "MR_small.dcm"]  # no shipped model is for them: the fetal model, forced
+US_CASES = [name for name in SINGLE_FILE_INPUTS if name not in OTHER_CASES] + ["demo_us_hc18"]
 MIN_IOU = 0.8  # drawn overlay vs the SEG mask on the image grid (measured: 1.0 on CT and MR; 5 px off: 0.55)
 
 
