@@ -71,16 +71,19 @@ CASES = {
     "limb CT series, 136 x 134 x 47 (IBSI STS_019)": lambda scratch: checkout("samples", "dicom", "sts_019_ct"),
     CT_VOLUME: lambda scratch: write_ct_volume(scratch / "ct_volume"),
 }
+# Peak RSS as VmHWM: getrusage's ru_maxrss survives exec, so a child started by a large parent reported the
+# parent's peak (2.9 GB for the CT volume, whose own peak is 1.7 GB).
 _COLD_RUN = """
-import json, resource, sys, time
+import json, sys, time
 started = time.perf_counter()
 import lightweight_seg
 from pathlib import Path
+from lightweight_nets.profile import memory_kib
 from lightweight_seg.pipeline import segment_paths
 from lightweight_seg.routing import ModelRouter
 result = segment_paths(Path(sys.argv[1]), Path(sys.argv[2]), models=ModelRouter.from_path(threads=int(sys.argv[3])))
 print(json.dumps({"seconds": time.perf_counter() - started, "segs": len(result.outputs),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mib": memory_kib("VmHWM") / 1024}))
 """
 
 

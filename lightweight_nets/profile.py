@@ -37,6 +37,7 @@ __all__ = [
     "weight_bytes",
     "latencies_ms",
     "peak_rss_mib",
+    "memory_kib",
     "profile_net",
     "markdown_table",
     "main",
@@ -119,8 +120,9 @@ def peak_rss_mib(
     return peak, peak - before
 
 
-def _memory_kib(field: str) -> int:
-    """A Vm* field of /proc/self/status, in KiB."""
+def memory_kib(field: str) -> int:
+    """A Vm* field of /proc/self/status, in KiB (VmHWM: this process's peak resident set, which, unlike
+    getrusage's ru_maxrss, does not carry the parent's peak over an exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -136,11 +138,11 @@ def _report_peak_rss(
     torch.set_num_threads(threads)
     batch = torch.rand(*input_shape)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    before = _memory_kib("VmRSS")
+    before = memory_kib("VmRSS")
     net = build_net(name, input_shape, out_channels)
     predictor = load_predictor(model_path, net, threads) if model_path else TorchPredictor(net, "torch")
     predictor.predict(batch)
-    print(json.dumps([_memory_kib("VmHWM") / 1024, before / 1024]))
+    print(json.dumps([memory_kib("VmHWM") / 1024, before / 1024]))
 
 
 def profile_net(

@@ -72,3 +72,12 @@ def test_training_benchmark_times_every_layout_and_precision_through_the_lightni
     assert len(rows) == 2 * len(training.SETTINGS)  # supervised and distilled, each setting once
     assert all(float(row.split("|")[3]) > 0 for row in rows)
     assert Image.open(markdown.with_suffix(".png")).size[0] > 0
+
+
+def test_cold_run_reports_its_own_peak_memory_not_its_parents(tmp_path):
+    import numpy as np
+
+    parent = np.ones((1536, 1024, 1024), dtype=np.uint8)  # this process now holds 1.5 GiB more than the child needs
+    cold = end_to_end._cold_run(end_to_end.ROOT / "samples" / "dicom" / "sts_019_ct", tmp_path, threads=2)
+    assert cold["segs"] == 1
+    assert cold["peak_rss_mib"] < parent.nbytes / 2**20  # getrusage's ru_maxrss would report the parent's peak
