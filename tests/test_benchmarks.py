@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from benchmarks import end_to_end
+from benchmarks import checkout, end_to_end
 from benchmarks.cpu import MEASURED_BACKENDS, Case, benchmark_net
 from benchmarks.report import BASELINE, STUDENT, write_report
 
@@ -78,6 +78,6 @@ def test_cold_run_reports_its_own_peak_memory_not_its_parents(tmp_path):
     import numpy as np
 
     parent = np.ones((1536, 1024, 1024), dtype=np.uint8)  # this process now holds 1.5 GiB more than the child needs
-    cold = end_to_end._cold_run(end_to_end.ROOT / "samples" / "dicom" / "sts_019_ct", tmp_path, threads=2)
+    cold = end_to_end._cold_run(checkout("samples", "dicom", "sts_019_ct"), tmp_path, threads=2)
     assert cold["segs"] == 1
     assert cold["peak_rss_mib"] < parent.nbytes / 2**20  # getrusage's ru_maxrss would report the parent's peak
