@@ -10,9 +10,9 @@ import torch
 
 from lightweight_nets import create_net
 from lightweight_nets.bundle import BundleSpec
+from lightweight_nets.inference.predictors import load_weights
 from lightweight_nets.training.device_data import DeviceSegmentationDataModule, augment_batch
 from lightweight_nets.training.device_pack import split_into_parts, write_training_grid_copy
-from lightweight_nets.training.run import load_weights
 from lightweight_nets.training.train_all import chain_depth, is_finished, main, plan
 from lightweight_nets.transforms import Preprocessing
 

@@ -45,7 +45,7 @@ def write_training_grid_copy(dataset: Path, names: list[str], preprocessing: Pre
     """Training-resolution PNG copies of ``names`` (images and masks) under ``out``, marked ``preprocessed.json``."""
     from PIL import Image
 
-    from lightweight_nets.io import read_image
+    from lightweight_nets.io.images import read_image
     from lightweight_nets.training.device_data import PREPROCESSED
 
     if preprocessing.intensity not in ("minmax", "window"):

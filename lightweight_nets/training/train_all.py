@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightweight_nets.io import atomic_path
+from lightweight_nets.io.files import atomic_path
 
 __all__ = ["Job", "plan", "chain_depth", "is_finished", "run_all", "write_summary", "install", "main"]
 

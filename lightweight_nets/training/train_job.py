@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from lightweight_nets.io import atomic_path
+from lightweight_nets.io.files import atomic_path
 from lightweight_nets.training.run import plot_training_curves
 
 __all__ = ["EpochLine", "configure", "best_epoch", "how_it_stopped", "train", "main"]
