@@ -35,6 +35,7 @@ __all__ = [
     "batch_norm",
     "DoubleConv",
     "max_pool",
+    "downsample",
     "upsample",
 ]
 
@@ -102,6 +103,12 @@ def conv(
 
 def max_pool(spatial_dims: int, factor: int = 2) -> nn.Module:
     return Pool[Pool.MAX, spatial_dims](factor)
+
+
+def downsample(x: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
+    """Max-pool ``x`` by ``factors`` (one per spatial axis; kernel = stride), the U-Nets' down-sampling."""
+    pool = F.max_pool2d if x.dim() == 4 else F.max_pool3d
+    return pool(x, tuple(factors))
 
 
 class WeightStandardization(nn.Module):
@@ -319,12 +326,16 @@ class DoubleConv(nn.Sequential):
         )
 
 
-def upsample(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Double every spatial size of ``x``; ``mode`` 'linear' picks bilinear/trilinear with align_corners=True.
+def upsample(x: torch.Tensor, mode: str, factors: Sequence[int] | None = None) -> torch.Tensor:
+    """Scale every spatial size of ``x`` by ``factors`` (one per axis; ``None`` doubles all); ``mode`` 'linear'
+    picks bilinear/trilinear with align_corners=True.
 
-    A constant factor rather than the skip's size: the nets check that their input is a multiple of ``2 ** depth``,
-    so both give the same map, and an exported ONNX graph then has a constant Resize, which ONNX Runtime runs in its
-    blocked (NCHWc) memory layout instead of computing sizes and re-ordering memory at every level."""
+    A constant factor rather than the skip's size: the nets check that their input is a multiple of their total
+    down-sampling, so both give the same map, and an exported ONNX graph then has a constant Resize, which ONNX
+    Runtime runs in its blocked (NCHWc) memory layout instead of computing sizes and re-ordering memory at every
+    level."""
+    scale = 2 if factors is None or set(factors) == {2} else tuple(float(f) for f in factors)
     if mode == "linear":
-        return F.interpolate(x, scale_factor=2, mode="bilinear" if x.dim() == 4 else "trilinear", align_corners=True)
-    return F.interpolate(x, scale_factor=2, mode=mode)
+        mode = "bilinear" if x.dim() == 4 else "trilinear"
+        return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=True)
+    return F.interpolate(x, scale_factor=scale, mode=mode)

@@ -78,6 +78,19 @@ def test_3d_onnx_and_torchscript_match_pytorch(tmp_path):
     assert torch.allclose(scripted(example), expected, atol=1e-5)
 
 
+def test_3d_in_plane_only_pooling_exports_with_the_same_logits(tmp_path):
+    """The sarcoma experiments' pooling (the slice axis kept at the first level) in ONNX: same logits, also at a
+    larger input than the export's (the Resize factors are constants, not sizes)."""
+    net = eval_net("thin_unet", spatial_dims=3, depth=3, channels=8, pool_factors=[[2, 2, 1], [2, 2, 2], [2, 2, 2]])
+    torch.manual_seed(0)
+    example, larger = torch.rand(1, 1, 16, 16, 8), torch.rand(2, 1, 32, 16, 16)
+    path = export_onnx(net, tmp_path / "net.onnx", example)
+    for batch in (example, larger):
+        with torch.no_grad():
+            expected = net(batch).numpy()
+        assert np.abs(onnx_logits(path, batch) - expected).max() <= 1e-4
+
+
 @pytest.fixture(scope="module")
 def student_files(tmp_path_factory):
     """The distillation student exported to all three formats, with its eager net and a test batch."""

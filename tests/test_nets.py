@@ -136,7 +136,7 @@ def test_output_shape(name, spatial_dims):
     net = create_net(name, spatial_dims=spatial_dims, in_channels=2, out_channels=3).eval()
     assert isinstance(net, UShapedNet)
     multiple = size_multiple(net, spatial_dims, 2)
-    assert multiple == net.size_multiple == SIZE_MULTIPLES[name]
+    assert net.size_multiple == (multiple,) * spatial_dims and multiple == SIZE_MULTIPLES[name]
     spatial = (multiple, 3 * multiple) if spatial_dims == 2 else (multiple, multiple, 2 * multiple)
     with torch.no_grad():
         out = net(torch.randn(1, 2, *spatial))
@@ -322,3 +322,38 @@ def test_registry_refuses_bad_registrations(monkeypatch):
 def test_list_nets_filter(pattern, expected):
     names = list_nets(pattern)
     assert names == (sorted(SIZE_MULTIPLES) if expected is None else sorted(expected))
+
+
+IN_PLANE_FIRST = [[2, 2, 1], [2, 2, 2], [2, 2, 2]]
+
+
+@pytest.mark.parametrize("name", ["thin_unet", "flat_unet"])
+def test_in_plane_only_pooling_keeps_the_slice_axis_at_the_first_level(name):
+    """pool_factors [2, 2, 1] first: the size rule is 8 x 8 x 4, the output has the input's size, the weights are
+    the default net's (pooling has none), and the first decoder-side skip is joined at full slice resolution."""
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": 4, "depth": 3}
+    torch.manual_seed(0)
+    default = create_net(name, **kwargs).eval()
+    aniso = create_net(name, **kwargs, pool_factors=IN_PLANE_FIRST).eval()
+    assert aniso.size_multiple == (8, 8, 4) and default.size_multiple == (8, 8, 8)
+    assert default.pool_factors == ((2, 2, 2),) * 3
+    assert aniso.load_state_dict(default.state_dict(), strict=True)  # same keys and shapes
+    shapes = []
+    aniso.encoder[1].register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape[2:])))
+    with torch.no_grad():
+        out = aniso(torch.randn(1, 1, 16, 24, 4))
+    assert out.shape == (1, 2, 16, 24, 4)
+    assert shapes == [(8, 12, 4)]  # level 1 sees the slice axis unpooled
+    with pytest.raises(ValueError, match=r"multiple of \(8, 8, 4\) per axis"):
+        aniso(torch.zeros(1, 1, 16, 16, 6))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        default(torch.zeros(1, 1, 16, 16, 4))
+
+
+@pytest.mark.parametrize(
+    "pool_factors",
+    [[[2, 2, 1], [2, 2, 2]], [[2, 2], [2, 2], [2, 2]], [[2, 2, 0], [2, 2, 2], [2, 2, 2]], [[2, 2, True]] * 3, "222"],
+)
+def test_bad_pool_factors_are_one_line_errors(pool_factors):
+    with pytest.raises(ValueError, match=r"^ThinUNet: pool_factors=.* 3 levels of 3 integers >= 1 \(one per axis\)$"):
+        create_net("thin_unet", spatial_dims=3, depth=3, pool_factors=pool_factors)

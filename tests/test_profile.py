@@ -4,6 +4,7 @@ Markdown."""
 import pytest
 import torch
 
+from lightweight_nets import create_net
 from lightweight_nets.profile import count_flops, count_parameters, main, profile_net, weight_bytes
 
 STUDENT_PARAMETERS = 44_779  # the fetal_head_us / breast_lesion_us model cards
@@ -73,3 +74,29 @@ def test_command_prints_and_writes_the_table(tmp_path, capsys):
     assert [p.name for p in markdown.parent.iterdir()] == ["zoo.md"]
     with pytest.raises(SystemExit):
         main(["--nets", "no_such_net"])
+
+
+def thin_unet_3d_flops(shape: tuple[int, int, int], pool_factors: list[list[int]], channels: int) -> int:
+    """FLOPs of a 3D thin_unet (regular 3x3x3 convs, 1 input and 1 output channel) by hand, from the voxels each
+    level has after its pooling: two convs per encoder level, two in the bottom, two per decoder level (the first on
+    the skip concatenated with the up-sampled map) and the 1x1x1 head."""
+    voxels = [shape[0] * shape[1] * shape[2]]
+    for factors in pool_factors:
+        voxels.append(voxels[-1] // (factors[0] * factors[1] * factors[2]))
+
+    def conv(cin: int, voxel_count: int) -> int:
+        return 2 * 27 * cin * channels * voxel_count
+
+    flops = conv(1, voxels[0]) + conv(channels, voxels[0])
+    flops += sum(2 * conv(channels, v) for v in voxels[1:])  # deeper encoder levels and the bottom
+    flops += sum(conv(2 * channels, v) + conv(channels, v) for v in voxels[:-1])
+    return flops + 2 * channels * voxels[0]
+
+
+@pytest.mark.parametrize("pool_factors", [[[2, 2, 2]] * 3, [[2, 2, 1], [2, 2, 2], [2, 2, 2]]])
+def test_flops_count_the_levels_that_in_plane_only_pooling_keeps_larger(pool_factors):
+    shape = (32, 32, 16)
+    net = create_net(
+        "thin_unet", spatial_dims=3, in_channels=1, out_channels=1, channels=4, depth=3, pool_factors=pool_factors
+    ).eval()
+    assert count_flops(net, torch.rand(1, 1, *shape)) == thin_unet_3d_flops(shape, pool_factors, 4)

@@ -116,3 +116,94 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
 
     assert main([*common, "--max-epochs", "2"]) == 0
     assert capfd.readouterr().out.count("already finished") == 4
+
+
+def test_experiments_are_planned_only_when_asked_and_after_what_sets_their_epochs():
+    bundles = [REPO / "bundle" / "sarcoma_ct", REPO / "bundle" / "hippocampus_mr"]
+    shipped = plan(bundles, seeds=[0])
+    assert not any(job.spec.get("experiment") for job in shipped)
+    assert [job.key for job in shipped if job.bundle.name == "sarcoma_ct"] == ["sarcoma_ct/model/seed0"]
+    every = plan(bundles, seeds=[0], experiments=True)
+    keys = [job.key for job in every]
+    sarcoma = ["pool_all_axes", "pool_in_plane_first", "native_pool_in_plane_first", "native_slices_2d"]
+    zoo = [f"zoo_{n}" for n in ("thin_separable_student", "flat_unet", "ulite", "sd_unet", "basic_unet")]
+    distilled = "hippocampus_mr/zoo_thin_separable_student_distilled/seed0"
+    for bundle, names in (("sarcoma_ct", sarcoma), ("hippocampus_mr", zoo)):
+        for name in names:
+            job = every[keys.index(f"{bundle}/{name}/seed0")]
+            assert job.needs == [f"{bundle}/model/seed0"] and keys.index(job.needs[0]) < keys.index(job.key)
+            assert job.spec["weights"] == f"experiments/{name.removeprefix('zoo_')}.pt" and job.spec["evaluate"]
+    distilled = every[keys.index("hippocampus_mr/zoo_thin_separable_student_distilled/seed0")]
+    assert distilled.needs == ["hippocampus_mr/teacher/seed0", "hippocampus_mr/model/seed0"]
+    assert set(keys) - {job.key for job in shipped} == {distilled.key} | {
+        f"{b}/{n}/seed0" for b, names in (("sarcoma_ct", sarcoma), ("hippocampus_mr", zoo)) for n in names
+    }
+    only = plan(bundles[:1], seeds=[0], only=["native_slices_2d"], experiments=True)
+    assert [job.name for job in only] == ["model", "native_slices_2d"]
+
+
+@pytest.mark.parametrize(
+    "jobs, problem",
+    [
+        ({"x": {"configs": [], "weights": "models/x.pt", "experiment": True}}, "must write under experiments/"),
+        (
+            {
+                "x": {"configs": [], "weights": "experiments/x.pt", "experiment": True},
+                "y": {"configs": [], "weights": "models/y.pt", "epochs_of": "x"},
+            },
+            "job 'y' needs an experiment",
+        ),
+    ],
+)
+def test_experiment_jobs_are_checked(tmp_path, jobs, problem):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "train_jobs.json").write_text(json.dumps({"jobs": jobs}))
+    with pytest.raises(ValueError, match=problem):
+        plan([tmp_path], seeds=[0], experiments=True)
+
+
+def test_the_sarcoma_net_at_the_native_grid_keeps_the_slice_axis_until_the_voxels_are_about_cubic():
+    """The experiments' overrides give nets whose size rule fits their patches, and the in-plane-first levels end
+    with voxels within a factor 1.25 of cubic."""
+    jobs = {job.name: job for job in plan([REPO / "bundle" / "sarcoma_ct"], seeds=[0], experiments=True)}
+    network_def = json.loads((REPO / "bundle" / "sarcoma_ct" / "configs" / "inference.json").read_text())
+    network_def = {k: v for k, v in network_def["network_def"].items() if k != "_target_"}
+    for name in ("pool_in_plane_first", "native_pool_in_plane_first", "native_slices_2d"):
+        overrides = jobs[name].spec["overrides"]
+        net = create_net(**network_def, pool_factors=overrides["network_def#pool_factors"])
+        patch = overrides.get("preprocessing#patch_size", [64, 64, 32])
+        assert all(size % multiple == 0 for size, multiple in zip(patch, net.size_multiple))
+        if name != "native_slices_2d":
+            spacing = overrides.get("preprocessing#spacing_mm", [1.953125, 1.953125, 3.27])
+            in_plane_only = [f for f in net.pool_factors if f[2] == 1]
+            in_plane_mm = spacing[0] * 2 ** len(in_plane_only)
+            assert 0.8 < in_plane_mm / spacing[2] < 1.25
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sts_ct").is_dir(), reason="needs ../shared/data")
+def test_a_sarcoma_experiment_trains_evaluates_and_installs_under_experiments(tmp_path, capfd):
+    """One tiny run of the in-plane-first experiment (and the served model that sets its epochs): the job's pooling
+    reaches the net, evaluate.json's Dice and HD95 (mm) land in the summary, and --install writes experiments/."""
+    root = tmp_path / "sarcoma_ct"
+    shutil.copytree(REPO / "bundle" / "sarcoma_ct", root, ignore=shutil.ignore_patterns("models", "logs", "runs"))
+    out = tmp_path / "runs"
+    args = [
+        str(root),
+        "-o",
+        str(out),
+        "--experiments",
+        "--only",
+        "pool_in_plane_first",
+        "--data-root",
+        str(SHARED_DATA),
+    ]
+    assert main([*args, "--limit", "1", "--max-epochs", "1", "--num-workers", "0", "--jobs", "1", "--install"]) == 0
+    summary = json.loads((out / "sarcoma_ct" / "pool_in_plane_first" / "seed0" / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["overrides"]["network_def#pool_factors"][0] == [2, 2, 1]
+    dice = summary["evaluation"]["dice"]["soft-tissue sarcoma"]
+    assert dice["n"] == 1 and 0 <= dice["mean"] <= 1 and "soft-tissue sarcoma" in summary["evaluation"]["hd95_mm"]
+    assert "| sarcoma_ct | pool_in_plane_first | 0 | soft-tissue sarcoma |" in (out / "summary.md").read_text()
+    network_def = {k: v for k, v in BundleSpec.load(root).network_config.items() if k != "_target_"}
+    net = create_net(**network_def, pool_factors=[[2, 2, 1]] + [[2, 2, 2]] * 3)
+    load_weights(net, root / "experiments" / "pool_in_plane_first.pt")
+    assert (root / "models" / "model.pt").is_file() and not (root / "models" / "pool_in_plane_first.pt").exists()

@@ -14,9 +14,11 @@ channels  depth  ``flat_unet`` (multiplier 1)  ``doubling_unet`` (multiplier 2)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn as nn
 
-from lightweight_nets.blocks import DoubleConv, check_arg, check_int, conv, max_pool
+from lightweight_nets.blocks import DoubleConv, check_arg, check_int, conv
 from lightweight_nets.nets.base import UShapedNet
 from lightweight_nets.registry import register_net
 
@@ -40,6 +42,8 @@ class FlatUNet(UShapedNet):
         depth: number of down-samplings; input sizes must be multiples of ``2 ** depth``.
         channel_multiplier: width factor from one level to the next deeper one.
         upsample_mode: ``"linear"`` (bi/trilinear) or ``"nearest"``.
+        pool_factors: per encoder level, its down-sampling factor along each axis (``None``: 2 everywhere); see
+            :class:`~lightweight_nets.nets.base.UShapedNet`.
     """
 
     def __init__(
@@ -51,18 +55,18 @@ class FlatUNet(UShapedNet):
         depth: int = 4,
         channel_multiplier: int = 1,
         upsample_mode: str = "linear",
+        pool_factors: Sequence[Sequence[int]] | None = None,
     ):
         name = type(self).__name__
         check_int(name, "channels", channels)
         check_int(name, "channel_multiplier", channel_multiplier)
         check_arg(upsample_mode in ("linear", "nearest"), name, "upsample_mode", upsample_mode, "'linear' or 'nearest'")
-        super().__init__(spatial_dims, in_channels, out_channels, depth)
+        super().__init__(spatial_dims, in_channels, out_channels, depth, pool_factors)
         self.upsample_mode = upsample_mode
         widths = [channels * channel_multiplier**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList(
             DoubleConv(spatial_dims, cin, cout, bias=False) for cin, cout in zip([in_channels, *widths], widths[:-1])
         )
-        self.pool = max_pool(spatial_dims)
         self.bottom = DoubleConv(spatial_dims, widths[-2], widths[-1], bias=False)
         self.decoder = nn.ModuleList(
             DoubleConv(spatial_dims, widths[i + 1] + widths[i], widths[i], bias=False) for i in reversed(range(depth))

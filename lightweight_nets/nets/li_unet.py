@@ -17,7 +17,6 @@ from lightweight_nets.blocks import (
     check_widths,
     conv,
     effective_group_size,
-    max_pool,
     upsample,
 )
 from lightweight_nets.nets.base import UShapedNet
@@ -93,7 +92,6 @@ class LiUNet(UShapedNet):
 
         widths = [in_channels, *channels]
         self.encoder = nn.ModuleList(level(widths[i], widths[i + 1]) for i in range(len(channels)))
-        self.pool = max_pool(spatial_dims)
         self.bottom = level(channels[-1], channels[-1])
         self.dropout = nn.Dropout(dropout)
         outs = [channels[0], *channels[:-1]]

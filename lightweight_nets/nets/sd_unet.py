@@ -15,7 +15,6 @@ from lightweight_nets.blocks import (
     check_widths,
     conv,
     make_conv,
-    max_pool,
     upsample,
 )
 from lightweight_nets.nets.base import UShapedNet
@@ -89,7 +88,6 @@ class SDUNet(UShapedNet):
         blocks = [stem, *(SDUNetBlock(spatial_dims, i, o, num_groups) for i, o in zip(channels[:-2], channels[1:-1]))]
         blocks[-1].add_module("dropout", nn.Dropout(dropout))
         self.encoder = nn.ModuleList(blocks)
-        self.pool = max_pool(spatial_dims)
         self.bottom = SDUNetBlock(spatial_dims, channels[-2], channels[-1], num_groups)
         self.bottom.add_module("dropout", nn.Dropout(dropout))
         pairs = list(reversed(list(zip(channels[:-1], channels[1:]))))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn as nn
 
-from lightweight_nets.blocks import ConvNormAct, batch_norm, check_arg, check_int, conv, make_conv, max_pool
+from lightweight_nets.blocks import ConvNormAct, batch_norm, check_arg, check_int, conv, make_conv
 from lightweight_nets.nets.base import UShapedNet
 from lightweight_nets.registry import register_net
 
@@ -43,9 +45,11 @@ class ThinUNet(UShapedNet):
         in_channels: input channels (the paper uses one grey channel).
         out_channels: output channels (logits).
         channels: width of every layer.
-        depth: number of down-sampling blocks; input sizes must be multiples of ``2 ** depth``.
+        depth: number of down-sampling blocks; input sizes must be multiples of ``2 ** depth`` (by default).
         conv_kind: ``"regular"`` or ``"separable"`` (depthwise-separable) 3x3 convolutions.
         deep_extra_conv: one extra conv in the deepest encoder block (the paper's distillation student).
+        pool_factors: per encoder level, its down-sampling factor along each axis (``None``: 2 everywhere); see
+            :class:`~lightweight_nets.nets.base.UShapedNet`.
     """
 
     def __init__(
@@ -57,11 +61,12 @@ class ThinUNet(UShapedNet):
         depth: int = 6,
         conv_kind: str = "regular",
         deep_extra_conv: bool = False,
+        pool_factors: Sequence[Sequence[int]] | None = None,
     ):
         name = type(self).__name__
         check_int(name, "channels", channels)
         check_arg(conv_kind in THIN_CONV_KINDS, name, "conv_kind", conv_kind, f"one of {', '.join(THIN_CONV_KINDS)}")
-        super().__init__(spatial_dims, in_channels, out_channels, depth)
+        super().__init__(spatial_dims, in_channels, out_channels, depth, pool_factors)
         self.encoder = nn.ModuleList(
             ThinBlock(
                 conv_kind,
@@ -72,7 +77,6 @@ class ThinUNet(UShapedNet):
             )
             for i in range(depth)
         )
-        self.pool = max_pool(spatial_dims)
         self.bottom = ThinBlock(conv_kind, spatial_dims, channels, channels, 2)
         self.decoder = nn.ModuleList(
             ThinBlock(conv_kind, spatial_dims, 2 * channels, channels, 2) for _ in range(depth)

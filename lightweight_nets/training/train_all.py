@@ -14,6 +14,12 @@ What to train comes from each bundle: ``configs/train_jobs.json`` lists its jobs
 * ``teacher`` (optional): the job whose weights are ``teacher_file`` (the job runs after it);
 * ``epochs_of`` (optional): the job whose epoch count this one trains, without early stopping (the same student
   without distillation, for a like-for-like comparison; it runs after it);
+* ``overrides`` (optional): config overrides of this job (``{"network_def#pool_factors": [[2, 2, 1], ...]}``),
+  applied before the command's ``--set``;
+* ``experiment`` (optional): an ablation run, planned only with ``--experiments``; its weights go under
+  ``experiments/`` (never ``models/``), and no shipped job may need it;
+* ``evaluate`` (optional): after training, run the bundle's ``configs/evaluate.json`` with the job's network and
+  weights (Dice and HD95 in mm on the validation split, at the images' own grid) into the summary;
 * ``description``: one line for the summary and the model card.
 
 A run lives in ``OUTPUT/<bundle>/<job>/seed<k>/`` (``job.json``, ``checkpoints/``, ``metrics.csv``,
@@ -78,21 +84,26 @@ def _bundle_jobs(root: Path) -> dict:
         raise ValueError(f"{path}: unreadable jobs ({error})") from None
     for name, spec in jobs.items():
         missing = {"configs", "weights"} - set(spec)
-        unknown = {spec.get("teacher"), spec.get("epochs_of")} - set(jobs) - {None}
+        needs = {spec.get("teacher"), spec.get("epochs_of")} - {None}
+        unknown = needs - set(jobs)
         if missing or unknown:
             raise ValueError(
                 f"{path}: job {name!r}: "
                 + (f"no {', '.join(sorted(missing))}" if missing else f"unknown job {sorted(unknown)[0]!r}")
             )
+        if spec.get("experiment") and not spec["weights"].startswith("experiments/"):
+            raise ValueError(f"{path}: experiment {name!r} must write under experiments/, not {spec['weights']!r}")
+        if not spec.get("experiment") and any(jobs[n].get("experiment") for n in needs):
+            raise ValueError(f"{path}: job {name!r} needs an experiment; only experiments may")
     return jobs
 
 
-def plan(bundles: list[Path], seeds: list[int], only: list[str] | None = None) -> list[Job]:
+def plan(bundles: list[Path], seeds: list[int], only: list[str] | None = None, experiments: bool = False) -> list[Job]:
     """Every job of every bundle for every seed, dependencies first; ``only`` keeps these job names (and what they
-    need)."""
+    need); experiment jobs only with ``experiments``."""
     jobs: list[Job] = []
     for root in bundles:
-        specs = _bundle_jobs(root)
+        specs = {n: s for n, s in _bundle_jobs(root).items() if experiments or not s.get("experiment")}
         wanted = set(specs if not only else [n for n in specs if n in only])
         pending = list(wanted)
         while pending:  # what the wanted jobs need comes too
@@ -150,7 +161,7 @@ def _read_summary(run_dir: Path) -> dict:
 def _job_file(job: Job, args: argparse.Namespace, output: Path, done: dict[str, dict], max_time_s: int) -> Path:
     """Write the job's settings (what the worker runs, kept beside the run for the record)."""
     spec, run_dir = job.spec, job.run_dir(output)
-    overrides = dict(args.set)
+    overrides = {**spec.get("overrides", {}), **dict(args.set)}
     if spec.get("network"):
         file, _, key = spec["network"].partition("#")
         overrides["network_def"] = _config_item(job.bundle / "configs" / file, key)
@@ -173,6 +184,7 @@ def _job_file(job: Job, args: argparse.Namespace, output: Path, done: dict[str, 
         "run_dir": str(run_dir.resolve()),
         "max_epochs": max_epochs,
         "early_stopping": early_stopping,
+        "evaluate": bool(spec.get("evaluate")),
         "max_time_s": max_time_s,
         "precision": args.precision,
         "device_data": not args.host_data,
@@ -280,11 +292,35 @@ def write_summary(summaries: list[dict], output: Path) -> Path:
             for (b, j), v in groups.items()
             if len(v) > 1
         ]
+    lines += _evaluation_table(summaries)
     commands = sorted({s["command"] for s in summaries})
     text = "\n".join(["# Training runs", "", *(f"`{c}`" for c in commands), "", *lines]) + "\n"
     with atomic_path(output / "summary.md") as tmp:
         tmp.write_text(text)
     return output / "summary.md"
+
+
+def _evaluation_table(summaries: list[dict]) -> list[str]:
+    """Rows of the runs evaluated with their bundle's evaluate.json: Dice and HD95 (mm) per label, mean +- std over
+    the validation volumes (``evaluate_volumes``' summary)."""
+    rows = []
+    for s in summaries:
+        evaluation = s.get("evaluation") or {}
+        for label, dice in evaluation.get("dice", {}).items():
+            hd95 = evaluation.get("hd95_mm", {}).get(label, {})
+            rows.append(
+                f"| {s['bundle']} | {s['job']} | {s['seed']} | {label} | {_mean_std(dice)} | {_mean_std(hd95)} | "
+                f"{dice.get('n', '-')} |"
+            )
+    if not rows:
+        return []
+    title = "Validation split, the bundle's evaluate.json (the volumes' own grid):"
+    header = "| bundle | job | seed | label | Dice, mean +- std | HD95 (mm), mean +- std | volumes |"
+    return ["", title, "", header, "|---" * 7 + "|", *rows]
+
+
+def _mean_std(metric: dict) -> str:
+    return "-" if metric.get("mean") is None else f"{metric['mean']:.4f} +- {metric['std']:.4f}"
 
 
 def install(jobs: list[Job], summaries: dict[str, dict], output: Path, seed: int) -> list[Path]:
@@ -329,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="where the runs go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run of every job per seed")
     parser.add_argument("--only", nargs="+", metavar="JOB", help="these jobs of each bundle (and what they need)")
+    parser.add_argument(
+        "--experiments",
+        action="store_true",
+        help="also the bundles' experiment jobs (ablations into experiments/, evaluated on the validation split)",
+    )
     parser.add_argument("--jobs", type=int, default=4, help="jobs running at once (default 4)")
     parser.add_argument(
         "--budget-minutes",
@@ -372,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.precision = "bf16-mixed" if torch.cuda.is_available() else "32-true"
     try:
-        jobs = plan(_bundle_roots(args.bundles), args.seeds, args.only)
+        jobs = plan(_bundle_roots(args.bundles), args.seeds, args.only, args.experiments)
     except ValueError as error:
         print(f"lightweight-seg-train-all: {error}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightweight_nets.io.files import atomic_path
 from lightweight_nets.training.run import plot_training_curves
 
-__all__ = ["EpochLine", "configure", "best_epoch", "how_it_stopped", "train", "main"]
+__all__ = ["EpochLine", "bundle_config", "configure", "evaluate", "best_epoch", "how_it_stopped", "train", "main"]
 
 PLAIN_DATA_MODULE = "lightweight_nets.training.data.SegmentationDataModule"
 DEVICE_DATA_MODULE = "lightweight_nets.training.device_data.DeviceSegmentationDataModule"
@@ -43,20 +43,27 @@ class EpochLine(Callback):
         )
 
 
-def configure(job: dict):
-    """The bundle's merged config (``monai.bundle.ConfigParser``) with the job's settings applied (see
-    :mod:`lightweight_nets.training.train_all` for the job's keys)."""
+def bundle_config(job: dict, configs: list[str]):
+    """The bundle's ``configs`` merged (``monai.bundle.ConfigParser``) with the job's overrides and data root."""
     from monai.bundle import ConfigParser
 
-    root, run_dir = Path(job["bundle"]), Path(job["run_dir"])
+    root = Path(job["bundle"])
     parser = ConfigParser()
     parser.read_meta(str(root / "configs" / "metadata.json"))
-    parser.read_config([str(root / "configs" / name) for name in job["configs"]])
+    parser.read_config([str(root / "configs" / name) for name in configs])
     parser["bundle_root"] = str(root)
     for key, value in job.get("overrides", {}).items():
         parser[key] = value
     if job.get("data_root"):
         parser["dataset_dir"] = str(Path(job["data_root"]) / Path(parser.get_parsed_content("dataset_dir")).name)
+    return parser
+
+
+def configure(job: dict):
+    """The bundle's merged config with the job's settings applied (see :mod:`lightweight_nets.training.train_all`
+    for the job's keys)."""
+    run_dir = Path(job["run_dir"])
+    parser = bundle_config(job, job["configs"])
     parser["output_dir"], parser["run_name"] = str(run_dir), ""
     parser["model_file"] = str(run_dir / job["weights_name"])
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -88,6 +95,18 @@ def configure(job: dict):
         trainer["max_time"] = {"seconds": int(job["max_time_s"])}
     parser["trainer"] = trainer
     return parser
+
+
+def evaluate(job: dict, weights: Path) -> dict:
+    """The bundle's ``configs/evaluate.json`` (on top of the job's configs and overrides) with ``weights``: Dice and
+    HD95 in mm on the validation split at the volumes' own grid, comparable between runs at different spacings;
+    ``metrics.json`` and the per-image file go to the run's ``evaluation/``."""
+    parser = bundle_config(job, [*job["configs"], "evaluate.json"])
+    parser["model_file"] = str(weights)
+    parser["output_dir"] = str(Path(job["run_dir"]) / "evaluation")
+    if job.get("limit") is not None:
+        parser["limit"] = int(job["limit"])
+    return parser.get_parsed_content("run")
 
 
 def best_epoch(metrics_csv: Path) -> dict:
@@ -151,6 +170,8 @@ def train(job: dict) -> dict:
         "minutes": round(previous.get("minutes", 0.0) + (time.monotonic() - start) / 60, 2),
         **best_epoch(run_dir / "metrics.csv"),
     }
+    if job.get("evaluate"):
+        summary["evaluation"] = evaluate(job, Path(weights))
     with atomic_path(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
