@@ -243,7 +243,8 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 def _moment_ellipse_iou(mask: np.ndarray) -> float:
     """IoU of a mask with the ellipse (ellipsoid in 3D) of the same centre and second moments: 1 for a filled
     ellipse, lower for thin, branched or ragged shapes. A uniform ellipse with semi-axis a has variance a^2 / 4
-    along it (a^2 / 5 in 3D), so its inside is where the Mahalanobis distance squared is at most ndim + 2."""
+    along it (a^2 / 5 in 3D), so its inside is where the Mahalanobis distance squared is at most ndim + 2; it is
+    drawn on its bounding box only."""
     points = np.argwhere(mask).astype(np.float64)
     if len(points) < 3:
         return 0.0
@@ -251,12 +252,20 @@ def _moment_ellipse_iou(mask: np.ndarray) -> float:
     covariance = np.cov(points, rowvar=False)
     if np.linalg.matrix_rank(covariance) < mask.ndim:
         return 0.0
-    grid = np.stack(np.indices(mask.shape), axis=-1).reshape(-1, mask.ndim) - centre
-    inside = (np.einsum("ij,jk,ik->i", grid, np.linalg.inv(covariance), grid) <= mask.ndim + 2).reshape(mask.shape)
-    return float((inside & mask).sum() / (inside | mask).sum())
+    reach = np.sqrt((mask.ndim + 2) * np.diag(covariance))
+    low = np.maximum(np.floor(centre - reach), 0).astype(int)
+    high = np.minimum(np.ceil(centre + reach) + 1, mask.shape).astype(int)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    grid = np.stack(np.indices(high - low), axis=-1).reshape(-1, mask.ndim) + low - centre
+    distance = np.einsum("ij,jk,ik->i", grid, np.linalg.inv(covariance), grid)
+    inside = (distance <= mask.ndim + 2).reshape(high - low)
+    overlap = (inside & mask[box]).sum()
+    return float(overlap / (inside.sum() + mask.sum() - overlap))
 
 
-def component_evidence(component: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+def component_evidence(
+    component: np.ndarray, probability: np.ndarray, features: Sequence[str] = PRESENCE_FEATURES
+) -> dict[str, float]:
     """What says a found component is the structure (:data:`PRESENCE_FEATURES`): the mean and max of the
     foreground probability inside it, its area (volume) as a fraction of the frame, and how elliptical it is
     (IoU with its moment ellipse).
@@ -264,14 +273,15 @@ def component_evidence(component: np.ndarray, probability: np.ndarray) -> dict[s
     Args:
         component: one connected binary component ``(*spatial)``, not empty.
         probability: the probability of its label on the same grid.
+        features: the features to compute (the ellipse costs most).
     """
-    inside = probability[component]
-    return {
-        "mean_probability": float(inside.mean()),
-        "max_probability": float(inside.max()),
-        "area_fraction": float(component.mean()),
-        "ellipse_iou": _moment_ellipse_iou(component),
+    compute = {
+        "mean_probability": lambda: float(probability[component].mean()),
+        "max_probability": lambda: float(probability[component].max()),
+        "area_fraction": lambda: float(component.mean()),
+        "ellipse_iou": lambda: _moment_ellipse_iou(component),
     }
+    return {name: compute[name]() for name in features}
 
 
 class Postprocessing:
@@ -344,15 +354,19 @@ class Postprocessing:
             labels = probabilities.argmax(dim=1).to(torch.uint8).numpy()
         return _keep_largest_components(labels) if self.keep_largest else labels
 
-    def evidence(self, probabilities: torch.Tensor, labels: np.ndarray) -> list[dict[int, dict[str, float]]]:
-        """Per item, per label found in ``labels``: the :func:`component_evidence` of its largest component."""
+    def evidence(
+        self, probabilities: torch.Tensor, labels: np.ndarray, features: Sequence[str] = PRESENCE_FEATURES
+    ) -> list[dict[int, dict[str, float]]]:
+        """Per item, per label found in ``labels``: the :func:`component_evidence` ``features`` of its largest
+        component."""
         probabilities = torch.as_tensor(probabilities).numpy()
         result = []
         for label_map, item in zip(labels, probabilities):
             found = {}
             for value in np.unique(label_map[label_map > 0]):
                 channel = 0 if self.activation == "sigmoid" else int(value)
-                found[int(value)] = component_evidence(_largest_component(label_map == value), item[channel])
+                component = label_map == value if self.keep_largest else _largest_component(label_map == value)
+                found[int(value)] = component_evidence(component, item[channel], features)
             result.append(found)
         return result
 
@@ -361,7 +375,7 @@ class Postprocessing:
         removed from an item where ``presence`` says its structure is not there."""
         labels = self.found_labels(probabilities)
         if self.presence:
-            for label_map, found in zip(labels, self.evidence(probabilities, labels)):
+            for label_map, found in zip(labels, self.evidence(probabilities, labels, list(self.presence))):
                 for value, features in found.items():
                     if any(features[name] < minimum for name, minimum in self.presence.items()):
                         label_map[label_map == value] = 0
