@@ -32,6 +32,8 @@ __all__ = [
     "Preprocessing",
     "VolumePreprocessing",
     "Postprocessing",
+    "PRESENCE_FEATURES",
+    "component_evidence",
     "resize_mask",
 ]
 
@@ -39,6 +41,7 @@ INTENSITY_SCHEMES = ("minmax", "window", "zscore")
 ACTIVATIONS = ("sigmoid", "softmax")
 _SLAB = 8  # slices resampled at a time on the way back to the input grid
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as PIL's "L" conversion
+PRESENCE_FEATURES = ("mean_probability", "max_probability", "area_fraction", "ellipse_iou")
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -229,6 +232,58 @@ def resize_mask(mask: np.ndarray, spatial_size: Sequence[int]) -> torch.Tensor:
     return convert_to_tensor(Resize(spatial_size, mode="nearest")(mask), track_meta=False).float()
 
 
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected (2D) or 26-connected (3D) component of a binary mask; empty for an empty mask."""
+    components, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
+    if not count:
+        return components > 0
+    return components == np.argmax(np.bincount(components.ravel())[1:]) + 1
+
+
+def _moment_ellipse_iou(mask: np.ndarray) -> float:
+    """IoU of a mask with the ellipse (ellipsoid in 3D) of the same centre and second moments: 1 for a filled
+    ellipse, lower for thin, branched or ragged shapes. A uniform ellipse with semi-axis a has variance a^2 / 4
+    along it (a^2 / 5 in 3D), so its inside is where the Mahalanobis distance squared is at most ndim + 2; it is
+    drawn on its bounding box only."""
+    points = np.argwhere(mask).astype(np.float64)
+    if len(points) < 3:
+        return 0.0
+    centre = points.mean(axis=0)
+    covariance = np.cov(points, rowvar=False)
+    if np.linalg.matrix_rank(covariance) < mask.ndim:
+        return 0.0
+    reach = np.sqrt((mask.ndim + 2) * np.diag(covariance))
+    low = np.maximum(np.floor(centre - reach), 0).astype(int)
+    high = np.minimum(np.ceil(centre + reach) + 1, mask.shape).astype(int)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    grid = np.stack(np.indices(high - low), axis=-1).reshape(-1, mask.ndim) + low - centre
+    distance = np.einsum("ij,jk,ik->i", grid, np.linalg.inv(covariance), grid)
+    inside = (distance <= mask.ndim + 2).reshape(high - low)
+    overlap = (inside & mask[box]).sum()
+    return float(overlap / (inside.sum() + mask.sum() - overlap))
+
+
+def component_evidence(
+    component: np.ndarray, probability: np.ndarray, features: Sequence[str] = PRESENCE_FEATURES
+) -> dict[str, float]:
+    """What says a found component is the structure (:data:`PRESENCE_FEATURES`): the mean and max of the
+    foreground probability inside it, its area (volume) as a fraction of the frame, and how elliptical it is
+    (IoU with its moment ellipse).
+
+    Args:
+        component: one connected binary component ``(*spatial)``, not empty.
+        probability: the probability of its label on the same grid.
+        features: the features to compute (the ellipse costs most).
+    """
+    compute = {
+        "mean_probability": lambda: float(probability[component].mean()),
+        "max_probability": lambda: float(probability[component].max()),
+        "area_fraction": lambda: float(component.mean()),
+        "ellipse_iou": lambda: _moment_ellipse_iou(component),
+    }
+    return {name: compute[name]() for name in features}
+
+
 class Postprocessing:
     """Network logits ``(N, C, h, w)`` -> label maps ``(N, H, W)`` uint8 on the original grid (0 background,
     k for segment k).
@@ -239,23 +294,41 @@ class Postprocessing:
     largest 8-connected component of each label is kept in each frame (one structure per frame, as Li et al. do
     for a single lesion).
 
+    ``presence`` decides, per frame and label, whether the structure is there at all: the largest component's
+    :func:`component_evidence` must reach every minimum given (e.g. ``{"mean_probability": 0.85}``), or the label
+    is removed from that frame (an empty mask: "not found", no measurement). Without it every found component is
+    kept, as before.
+
     Args:
         activation: one of :data:`ACTIVATIONS`.
         threshold: the sigmoid probability above which a pixel is foreground.
         keep_largest: keep only the largest connected component of each label per frame.
+        presence: minimum per feature of :data:`PRESENCE_FEATURES`, or None for no presence decision.
     """
 
-    def __init__(self, activation: str = "sigmoid", threshold: float = 0.5, keep_largest: bool = True):
+    def __init__(
+        self,
+        activation: str = "sigmoid",
+        threshold: float = 0.5,
+        keep_largest: bool = True,
+        presence: dict[str, float] | None = None,
+    ):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+        presence = {str(name): float(minimum) for name, minimum in (presence or {}).items()}
+        unknown = sorted(set(presence) - set(PRESENCE_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown presence feature(s) {', '.join(unknown)}; known: {', '.join(PRESENCE_FEATURES)}")
         self.activation, self.threshold, self.keep_largest = activation, float(threshold), bool(keep_largest)
+        self.presence = presence
 
     def __repr__(self) -> str:
+        presence = f", presence={self.presence}" if self.presence else ""
         return (
             f"Postprocessing(activation={self.activation!r}, threshold={self.threshold}, "
-            f"keep_largest={self.keep_largest})"
+            f"keep_largest={self.keep_largest}{presence})"
         )
 
     def output_channels(self, segments: int) -> int:
@@ -273,24 +346,55 @@ class Postprocessing:
             )
         return torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=1)
 
-    def labels(self, probabilities: torch.Tensor) -> np.ndarray:
-        """Probabilities ``(N, C, *spatial)`` -> label maps ``(N, *spatial)`` uint8 on the same grid."""
+    def found_labels(self, probabilities: torch.Tensor) -> np.ndarray:
+        """Probabilities ``(N, C, *spatial)`` -> label maps ``(N, *spatial)`` uint8, before the presence decision."""
         if self.activation == "sigmoid":
             labels = (probabilities[:, 0] > self.threshold).to(torch.uint8).numpy()
         else:
             labels = probabilities.argmax(dim=1).to(torch.uint8).numpy()
         return _keep_largest_components(labels) if self.keep_largest else labels
 
-    def __call__(self, logits: torch.Tensor | np.ndarray, original_size: Sequence[int]) -> np.ndarray:
-        """2D frames: logits ``(N, C, h, w)`` -> label maps ``(N, H, W)`` on the original grid (the probabilities
-        are resized bilinearly before the labels are taken)."""
+    def evidence(
+        self, probabilities: torch.Tensor, labels: np.ndarray, features: Sequence[str] = PRESENCE_FEATURES
+    ) -> list[dict[int, dict[str, float]]]:
+        """Per item, per label found in ``labels``: the :func:`component_evidence` ``features`` of its largest
+        component."""
+        probabilities = torch.as_tensor(probabilities).numpy()
+        result = []
+        for label_map, item in zip(labels, probabilities):
+            found = {}
+            for value in np.unique(label_map[label_map > 0]):
+                channel = 0 if self.activation == "sigmoid" else int(value)
+                component = label_map == value if self.keep_largest else _largest_component(label_map == value)
+                found[int(value)] = component_evidence(component, item[channel], features)
+            result.append(found)
+        return result
+
+    def labels(self, probabilities: torch.Tensor) -> np.ndarray:
+        """Probabilities ``(N, C, *spatial)`` -> label maps ``(N, *spatial)`` uint8 on the same grid, a label
+        removed from an item where ``presence`` says its structure is not there."""
+        labels = self.found_labels(probabilities)
+        if self.presence:
+            for label_map, found in zip(labels, self.evidence(probabilities, labels, list(self.presence))):
+                for value, features in found.items():
+                    if any(features[name] < minimum for name, minimum in self.presence.items()):
+                        label_map[label_map == value] = 0
+        return labels
+
+    def frame_probabilities(self, logits: torch.Tensor | np.ndarray, original_size: Sequence[int]) -> torch.Tensor:
+        """2D frames: logits ``(N, C, h, w)`` -> probabilities ``(N, C, H, W)`` resized bilinearly to the original
+        grid."""
         probabilities = self.probabilities(logits)
         if probabilities.dim() != 4:
             raise ValueError(f"frame post-processing expects (N, C, h, w) logits, got {tuple(probabilities.shape)}")
-        resized = torch.nn.functional.interpolate(
+        return torch.nn.functional.interpolate(
             probabilities, size=tuple(original_size), mode="bilinear", align_corners=False
         )
-        return self.labels(resized)
+
+    def __call__(self, logits: torch.Tensor | np.ndarray, original_size: Sequence[int]) -> np.ndarray:
+        """2D frames: logits ``(N, C, h, w)`` -> label maps ``(N, H, W)`` on the original grid (the probabilities
+        are resized bilinearly before the labels are taken)."""
+        return self.labels(self.frame_probabilities(logits, original_size))
 
 
 def _keep_largest_components(labels: np.ndarray) -> np.ndarray:
@@ -303,8 +407,5 @@ def _keep_largest_components(labels: np.ndarray) -> np.ndarray:
     out = np.zeros_like(labels)
     for frame, label_map in zip(out, labels):
         for value in np.unique(label_map[label_map > 0]):
-            structure = ndimage.generate_binary_structure(label_map.ndim, label_map.ndim)
-            components, count = ndimage.label(label_map == value, structure=structure)
-            if count:
-                frame[components == np.argmax(np.bincount(components.ravel())[1:]) + 1] = value
+            frame[_largest_component(label_map == value)] = value
     return out

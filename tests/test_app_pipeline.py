@@ -135,13 +135,12 @@ def test_report_and_overlay_beside_the_seg(models, fetal, tmp_path):
     assert "head_circumference_mm_per_frame" in segment
     with Image.open(output.overlay_path) as overlay:
         assert overlay.format == "PNG" and overlay.size == (800, 600)
-    assert report["outputs"] == {
-        "seg": output.seg_path.name,
-        "sr": output.sr_path.name,
-        "overlay": output.overlay_path.name,
-    }
+    # an obstetric frame without a fetal head: the model says "nothing here", so no measurement and no SR
+    assert segment["frames_with_segment"] == 0 and segment["head_circumference_mm_per_frame"] == [None]
+    assert report["outputs"] == {"seg": output.seg_path.name, "sr": None, "overlay": output.overlay_path.name}
+    assert output.sr_path is None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in (output.seg_path, output.sr_path, output.overlay_path, output.report_path)
+        p.name for p in (output.seg_path, output.overlay_path, output.report_path)
     )
 
 

@@ -13,7 +13,7 @@ from monai.transforms import KeepLargestConnectedComponent, NormalizeIntensity, 
 from scipy import ndimage
 
 from lightweight_nets.io.images import read_image
-from lightweight_nets.transforms import Postprocessing, Preprocessing
+from lightweight_nets.transforms import Postprocessing, Preprocessing, component_evidence
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hc18" / "images"
 
@@ -78,11 +78,63 @@ def test_softmax_gives_the_most_probable_label_and_keeps_the_largest_component_o
 
 @pytest.mark.parametrize(
     "arguments, problem",
-    [({"activation": "relu"}, "unknown activation"), ({"threshold": 1.0}, "strictly between 0 and 1")],
+    [
+        ({"activation": "relu"}, "unknown activation"),
+        ({"threshold": 1.0}, "strictly between 0 and 1"),
+        ({"presence": {"roundness": 0.5}}, "unknown presence feature.* roundness; known: mean_probability"),
+    ],
 )
 def test_postprocessing_refuses_bad_arguments(arguments, problem):
     with pytest.raises(ValueError, match=problem):
         Postprocessing(**arguments)
+
+
+def _ellipse(shape=(40, 40), centre=(20, 20), semi_axes=(14, 7)) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    return ((rows - centre[0]) / semi_axes[0]) ** 2 + ((cols - centre[1]) / semi_axes[1]) ** 2 <= 1
+
+
+def test_presence_empties_a_frame_whose_component_is_unsure_and_keeps_a_sure_one():
+    """The same disc found at probability 0.9997 and at 0.62: without a rule both are found; a minimum mean
+    probability of 0.9 empties only the unsure frame."""
+    logits = torch.full((2, 1, 40, 40), -8.0)
+    logits[0, 0][torch.from_numpy(_ellipse())] = 8.0
+    logits[1, 0][torch.from_numpy(_ellipse())] = 0.5
+    found = Postprocessing()(logits, (40, 40))
+    assert (found[0] == found[1]).all() and found[0].sum() == _ellipse().sum()
+    ruled = Postprocessing(presence={"mean_probability": 0.9})(logits, (40, 40))
+    np.testing.assert_array_equal(ruled[0], found[0])
+    assert not ruled[1].any()
+
+
+def test_ellipse_iou_and_area_fraction_tell_a_head_from_a_streak_and_a_speck():
+    """A filled ellipse scores IoU ~1 with its moment ellipse, a thin cross far less; a speck is a tiny fraction
+    of the frame. Each rule empties only the frame that fails it."""
+    cross = np.zeros((40, 40), dtype=bool)
+    cross[19:21, 4:36] = cross[4:36, 19:21] = True
+    speck = _ellipse(semi_axes=(2, 2))
+    assert component_evidence(_ellipse(), np.ones((40, 40)))["ellipse_iou"] > 0.95
+    assert component_evidence(cross, np.ones((40, 40)))["ellipse_iou"] < 0.5
+    assert component_evidence(speck, np.ones((40, 40)))["area_fraction"] == pytest.approx(speck.sum() / 1600)
+    logits = torch.full((3, 1, 40, 40), -8.0)
+    for frame, mask in enumerate((_ellipse(), cross, speck)):
+        logits[frame, 0][torch.from_numpy(mask)] = 8.0
+    by_shape = Postprocessing(presence={"ellipse_iou": 0.8})(logits, (40, 40))
+    assert [bool(frame.any()) for frame in by_shape] == [True, False, True]
+    by_size = Postprocessing(presence={"area_fraction": 0.01})(logits, (40, 40))
+    assert [bool(frame.any()) for frame in by_size] == [True, True, False]
+
+
+def test_presence_with_softmax_removes_only_the_label_without_evidence():
+    """Label 1 sure, label 2 barely above background: the rule removes label 2 and leaves label 1 untouched."""
+    logits = torch.zeros(1, 3, 40, 40)
+    logits[0, 1][torch.from_numpy(_ellipse(centre=(12, 12), semi_axes=(6, 6)))] = 9.0
+    logits[0, 2][torch.from_numpy(_ellipse(centre=(28, 28), semi_axes=(6, 6)))] = 0.8
+    found = Postprocessing("softmax")(logits, (40, 40))
+    assert (found == 1).any() and (found == 2).any()
+    ruled = Postprocessing("softmax", presence={"mean_probability": 0.9})(logits, (40, 40))
+    np.testing.assert_array_equal(ruled == 1, found == 1)
+    assert not (ruled == 2).any()
 
 
 def test_postprocessing_refuses_logits_of_the_wrong_shape():

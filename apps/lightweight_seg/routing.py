@@ -65,7 +65,10 @@ class ModelRouter:
                 dataclasses.replace(
                     spec,
                     postprocessing=Postprocessing(
-                        spec.postprocessing.activation, spec.postprocessing.threshold, keep_largest=False
+                        spec.postprocessing.activation,
+                        spec.postprocessing.threshold,
+                        keep_largest=False,
+                        presence=spec.postprocessing.presence,
                     ),
                 )
                 for spec in bundles
