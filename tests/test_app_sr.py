@@ -4,7 +4,6 @@ reference pointing at the source frame and the SEG."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -21,12 +20,9 @@ from test_app_support import (
     write_ultrasound,
 )
 
-from lightweight_nets.bundle import BundleSpec
 from lightweight_nets.io.tables import read_pixel_sizes
 from lightweight_nets.measure import GESTATIONAL_AGE_FORMULAS, ellipse_perimeter
-from lightweight_nets.transforms import Postprocessing
 from lightweight_seg.pipeline import segment_paths
-from lightweight_seg.routing import DEFAULT_BUNDLES, ModelRouter
 from lightweight_seg.sr_writer import ELLIPSE_VERTICES
 
 HC18 = Path(__file__).resolve().parents[1] / "samples" / "hc18"
@@ -166,21 +162,11 @@ def test_breast_lesion_sr_gives_area_and_the_largest_diameter_as_a_line(outputs)
     assert diameter >= 2 * math.sqrt(segment["area_mm2_per_frame"][0] / math.pi)
 
 
-@pytest.fixture(scope="module")
-def fetal_without_presence() -> ModelRouter:
-    """The fetal-head model on every series, without its "nothing here" rule: it then finds a "head" on every
-    frame of the cines below (which show none), so that there are frames whose references to check."""
-    spec = BundleSpec.load(DEFAULT_BUNDLES / "fetal_head_us")
-    post = spec.postprocessing
-    found_everywhere = Postprocessing(post.activation, post.threshold, post.keep_largest)
-    return ModelRouter([dataclasses.replace(spec, postprocessing=found_everywhere)], force=spec.id)
-
-
 @pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "OBXXXX1A_2frame.dcm"])
-def test_a_cine_gets_one_group_per_frame_on_that_frame_and_its_seg_frame(fetal_without_presence, name, tmp_path):
+def test_a_cine_gets_one_group_per_frame_on_that_frame_and_its_seg_frame(fetal_only, name, tmp_path):
     """Each group of a cine is on the frame it names: its region references that source frame (where the SOP class
     takes frame numbers, else the instance), and its measurements the SEG frame made from that source frame."""
-    (output,) = segment_paths(input_path(name), tmp_path, models=fetal_without_presence).outputs
+    (output,) = segment_paths(input_path(name), tmp_path, models=fetal_only).outputs
     report = json.loads(output.report_path.read_text())
     (segment,) = report["segments"]
     source = pydicom.dcmread(input_path(name), stop_before_pixels=True)

@@ -58,10 +58,10 @@ def upload(orthanc, paths: list[Path]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", US_CASES + OTHER_CASES)
-def test_ohif_draws_the_seg_overlay(case, viewer, models, fetal_only, tmp_path):
+def test_ohif_draws_the_seg_overlay(case, viewer, fetal_only, tmp_path):
     orthanc, server = viewer
     study_uid, _, sources = fresh_series(str(source_file(case)), tmp_path / "study")  # new UIDs: a study of its own
-    result = segment_paths(sources, tmp_path / "app", models=models if case in US_CASES else fetal_only)
+    result = segment_paths(sources, tmp_path / "app", models=fetal_only)
     assert result.errors == [] and len(result.outputs) == 1, (result.errors, result.skipped)
     seg_path = result.outputs[0].seg_path
     upload(orthanc, [*sources, seg_path])
