@@ -1,12 +1,15 @@
 """Exactly once across the crash window between Orthanc's acknowledgement and the record of the send."""
 
 import sqlite3
+from pathlib import Path
 
 import pydicom
 from pacs_support import CT_SERIES, fresh_series, write_config
 
 from lightweight_seg.pacs.config import load_config
 from lightweight_seg.pacs.node import Node, sr_uid_of
+
+DEMO_US = Path(__file__).resolve().parents[2] / "samples" / "dicom" / "us_hc18_006.dcm"  # a fetal head, calibrated
 
 
 def test_resend_after_crash_between_send_and_record_is_idempotent(orthanc, tmp_path):
@@ -34,10 +37,10 @@ def test_resend_after_crash_between_send_and_record_is_idempotent(orthanc, tmp_p
 
 
 def test_the_measurement_sr_goes_with_its_seg_exactly_once(orthanc, tmp_path):
-    """An ultrasound with a head measured: its SR follows the SEG to the PACS, references the SEG by the UIDs the node
-    derived for it, and is stored once however often the crash window is hit."""
+    """An ultrasound with a head measured (the demo HC18 frame, calibrated): its SR follows the SEG to the PACS,
+    references the SEG by the UIDs the node derived for it, and is stored once however often the crash window is hit."""
     node = Node(load_config(write_config(tmp_path / "node.json", orthanc)))
-    study_uid, series_uid, paths = fresh_series("OBXXXX1A.dcm", tmp_path / "src")
+    study_uid, series_uid, paths = fresh_series(str(DEMO_US), tmp_path / "src")
     node.add([node.spool.store_dataset(pydicom.dcmread(p)) for p in paths], quiet=0, destination="pacs")
     node.run(node.jobs.claim())
     first = node.jobs.get(series_uid)
