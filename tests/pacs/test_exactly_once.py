@@ -12,6 +12,18 @@ from lightweight_seg.pacs.node import Node, sr_uid_of
 DEMO_US = Path(__file__).resolve().parents[2] / "samples" / "dicom" / "us_hc18_006.dcm"  # a fetal head, calibrated
 
 
+def _crash_after_acknowledged_before_recorded_and_restart(node: Node) -> None:
+    """The state a kill -9 leaves if it strikes after the PACS acknowledged what was sent but before the sends were
+    recorded; then the restart's recovery and the job's next run."""
+    db = sqlite3.connect(node.spool.root / "jobs.sqlite")
+    with db:
+        db.execute("DELETE FROM sent")
+        db.execute("UPDATE jobs SET state = 'running'")
+    db.close()
+    node.jobs.recover(max_attempts=3)
+    node.run(node.jobs.claim())
+
+
 def test_resend_after_crash_between_send_and_record_is_idempotent(orthanc, tmp_path):
     node = Node(load_config(write_config(tmp_path / "node.json", orthanc)))
     study_uid, series_uid, paths = fresh_series(CT_SERIES, tmp_path / "src")
@@ -21,14 +33,7 @@ def test_resend_after_crash_between_send_and_record_is_idempotent(orthanc, tmp_p
     assert first.state == "done", first.error
     assert orthanc.sop_uids(study_uid, "SEG") == [first.seg_uid]
 
-    # The state a kill -9 leaves if it strikes after Orthanc acknowledged the SEG but before the send was recorded.
-    db = sqlite3.connect(node.spool.root / "jobs.sqlite")
-    with db:
-        db.execute("DELETE FROM sent")
-        db.execute("UPDATE jobs SET state = 'running'")
-    db.close()
-    node.jobs.recover(max_attempts=3)
-    node.run(node.jobs.claim())
+    _crash_after_acknowledged_before_recorded_and_restart(node)
     second = node.jobs.get(series_uid)
     assert second.state == "done" and second.seg_uid == first.seg_uid  # the kept SEG: same SOP Instance UID
     assert orthanc.sop_uids(study_uid, "SEG") == [first.seg_uid]  # so the PACS holds it once
@@ -58,13 +63,7 @@ def test_the_measurement_sr_goes_with_its_seg_exactly_once(orthanc, tmp_path):
     }
     assert evidence == {first.seg_uid, pydicom.dcmread(paths[0]).SOPInstanceUID}
 
-    db = sqlite3.connect(node.spool.root / "jobs.sqlite")  # kill -9 after both were acknowledged, before the records
-    with db:
-        db.execute("DELETE FROM sent")
-        db.execute("UPDATE jobs SET state = 'running'")
-    db.close()
-    node.jobs.recover(max_attempts=3)
-    node.run(node.jobs.claim())
+    _crash_after_acknowledged_before_recorded_and_restart(node)  # after the SEG and the SR were acknowledged
     assert node.jobs.get(series_uid).seg_uid == first.seg_uid
     assert orthanc.sop_uids(study_uid, "SR") == [sr_uid] and orthanc.sop_uids(study_uid, "SEG") == [first.seg_uid]
     assert node.jobs.was_sent(sr_uid, "pacs") and node.jobs.was_sent(first.seg_uid, "pacs")
