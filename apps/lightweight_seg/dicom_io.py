@@ -97,7 +97,8 @@ def _reason(err: BaseException) -> str:
 
 @dataclass
 class Stack:
-    """Frames one SEG covers. ``frames`` is grey float32 ``(N, H, W)``; ``frame_sources[i]`` is the
+    """Frames one SEG covers. ``frames`` is grey ``(N, H, W)``, uint8 for 8-bit colour ultrasound and float32
+    otherwise (see :func:`~lightweight_nets.io.dicom.dicom_grey_frames`); ``frame_sources[i]`` is the
     (dataset, 1-based frame number or None for single-frame instances) that frame ``i`` came from."""
 
     series_uid: str
@@ -538,7 +539,8 @@ def _make_stack(series_uid: str, decoded: list[tuple[Dataset, np.ndarray]]) -> S
     for ds in instances:
         multi = "NumberOfFrames" in ds
         frame_sources += [(ds, k + 1 if multi else None) for k in range(number_of_frames(ds))]
-    frames = np.concatenate([grey[ds.SOPInstanceUID] for ds in instances])
+    parts = [grey[ds.SOPInstanceUID] for ds in instances]
+    frames = parts[0] if len(parts) == 1 else np.concatenate(parts)  # a cine is not copied
     return Stack(
         series_uid=series_uid,
         modality=str(instances[0].Modality),

@@ -38,7 +38,6 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import pack_bits
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import UltrasoundImageStorage
@@ -158,7 +157,9 @@ def _add_cine_frames(seg: hd.seg.Segmentation, labels: np.ndarray, source: Datas
         masks.append(labels == segment_number)
     seg.PerFrameFunctionalGroupsSequence = frames
     seg.NumberOfFrames = len(frames)
-    seg.PixelData = pack_bits(np.concatenate(masks).astype(np.uint8))
+    masks = masks[0] if len(masks) == 1 else np.concatenate(masks)
+    packed = np.packbits(masks.ravel(), bitorder="little").tobytes()  # PS3.5 8.1.1: bit 0 first, no copy of a bool
+    seg.PixelData = packed + b"\x00" * (len(packed) % 2)  # even length
 
 
 def _content_description(spec: BundleSpec) -> str:

@@ -22,13 +22,13 @@ def segment_frames(
     frames = np.asarray(frames)
     if frames.ndim == 2:
         frames = frames[None]
-    labels = []
+    labels = np.empty(frames.shape, dtype=np.uint8)  # filled batch by batch: a long cine is never held twice
     for start in range(0, len(frames), BATCH_FRAMES):
         chunk = frames[start : start + BATCH_FRAMES]
         with torch.inference_mode():
             logits = predictor.predict(preprocessing(chunk))
-        labels.append(postprocessing(logits, chunk.shape[1:]))
-    return np.concatenate(labels)
+        labels[start : start + len(chunk)] = postprocessing(logits, chunk.shape[1:])
+    return labels
 
 
 def segment_volume(

@@ -66,7 +66,8 @@ def dicom_pixel_spacing_mm(ds) -> tuple[float, float] | None:
 
 
 def dicom_grey_frames(ds) -> np.ndarray:
-    """All frames of a DICOM instance as grey float32 ``(F, H, W)``.
+    """All frames of a DICOM instance as grey ``(F, H, W)``: uint8 where the source is 8-bit YBR colour (the
+    ultrasound cine: a quarter of the memory of float32, which a long cine needs), float32 otherwise.
 
     YBR_FULL and YBR_FULL_422 are decoded without pydicom's conversion to RGB and their Y plane is kept: Y is
     the BT.601 luma that ``to_grey`` computes, so the conversion, a large part of decoding a JPEG cine
@@ -82,7 +83,7 @@ def dicom_grey_frames(ds) -> np.ndarray:
     pixels, decoded = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, raw=True)
     photometric = decoded["photometric_interpretation"]  # as decoded: pydicom corrects it from a JPEG codestream
     if photometric in ("YBR_FULL", "YBR_FULL_422"):
-        grey = pixels[..., 0].astype(np.float32)
+        grey = np.ascontiguousarray(pixels[..., 0])
     elif photometric == "PALETTE COLOR":
         grey = to_grey(apply_color_lut(pixels, ds))
     elif int(ds.get("SamplesPerPixel", 1)) == 1:  # not through to_grey, which would take a width of 3 or 4 for colour
@@ -109,11 +110,11 @@ def _jpeg_baseline_luma(ds) -> np.ndarray | None:
         or not str(ds.get("PhotometricInterpretation", "")).startswith("YBR")
     ):
         return None
-    frames = []
-    for fragment in generate_frames(ds.PixelData, number_of_frames=number_of_frames(ds)):
+    frames = np.empty((number_of_frames(ds), int(ds.Rows), int(ds.Columns)), dtype=np.uint8)
+    for frame, fragment in zip(frames, generate_frames(ds.PixelData, number_of_frames=len(frames)), strict=True):
         with Image.open(io.BytesIO(fragment)) as image:
             image.draft("L", image.size)
-            if image.mode != "L" or image.size != (int(ds.Columns), int(ds.Rows)):
+            if image.mode != "L" or image.size != (frame.shape[1], frame.shape[0]):
                 return None
-            frames.append(np.asarray(image, dtype=np.float32))
-    return np.stack(frames)
+            frame[:] = np.asarray(image)
+    return frames
