@@ -4,8 +4,8 @@ the model its bundle's rules route it to.
 
 The pipeline's own report gives read / inference / measure / write; for a 2D model inference is split further into
 preprocess, predict and postprocess by running ``segment_frames`` again on the same frames with each stage timed,
-with the same 2-thread setting as the CPU tables. The CT-sized volume is also run cold in a fresh process, for its
-peak memory.
+with the same 2-thread setting as the CPU tables. The cine and the CT-sized volume are also run cold in a fresh
+process, for their peak memory, and for how much of it the process holds before it reads a byte (imports and models).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = ["CASES", "write_ct_volume", "measure", "markdown_section"]
 
 US_FRAME, US_CINE = "US frame (HC18 sample as DICOM US)", "US cine, 120 frames (color3d_jpeg_baseline)"
 CT_VOLUME = "CT series 512 x 512 x 100 (a sarcoma CT crop resampled)"
-TARGET_FRAME_S, TARGET_CINE_FPS = 0.3, 30.0
+TARGET_FRAME_S, TARGET_CINE_FPS, TARGET_CINE_MIB = 0.3, 60.0, 600.0
 TARGET_VOLUME_S, TARGET_VOLUME_MIB = 20.0, 2048.0
 
 
@@ -81,9 +81,11 @@ from pathlib import Path
 from lightweight_nets.profile import memory_kib
 from lightweight_seg.pipeline import segment_paths
 from lightweight_seg.routing import ModelRouter
-result = segment_paths(Path(sys.argv[1]), Path(sys.argv[2]), models=ModelRouter.from_path(threads=int(sys.argv[3])))
+models = ModelRouter.from_path(threads=int(sys.argv[3]))
+loaded_mib = memory_kib("VmHWM") / 1024
+result = segment_paths(Path(sys.argv[1]), Path(sys.argv[2]), models=models)
 print(json.dumps({"seconds": time.perf_counter() - started, "segs": len(result.outputs),
-                  "peak_rss_mib": memory_kib("VmHWM") / 1024}))
+                  "peak_rss_mib": memory_kib("VmHWM") / 1024, "loaded_rss_mib": loaded_mib}))
 """
 
 
@@ -165,7 +167,7 @@ def measure(threads: int = 2) -> list[dict]:
                 ((uid, series),) = group_series(headers).items()
                 stacks, _ = build_stacks(uid, series)
                 row.update(_split_inference(stacks[0].frames, spec, models.predictor(spec)))
-            if name == CT_VOLUME:
+            if name in (US_CINE, CT_VOLUME):
                 row["cold"] = _cold_run(path, Path(tmp) / "cold", threads)
             rows.append(row)
     return rows
@@ -211,6 +213,14 @@ def markdown_section(rows: list[dict], threads: int = 2) -> str:
             f"- Target: 120-frame US cine >= {TARGET_CINE_FPS:.0f} frames/s end to end: {fps:.1f} frames/s, "
             f"**{'met' if fps >= TARGET_CINE_FPS else 'not met'}**"
         )
+        if "cold" in by_case[US_CINE]:
+            cold = by_case[US_CINE]["cold"]
+            lines.append(
+                f"- Target: that cine in a fresh process < {TARGET_CINE_MIB:.0f} MB peak RSS: "
+                f"{cold['peak_rss_mib']:.0f} MiB, **{'met' if cold['peak_rss_mib'] <= TARGET_CINE_MIB else 'not met'}**"
+                f" ({cold['loaded_rss_mib']:.0f} MiB of it before the first byte is read: the imports, the MONAI "
+                f"Deploy SDK and MONAI among them, and the loaded models)"
+            )
     if CT_VOLUME in by_case:
         cold = by_case[CT_VOLUME]["cold"]
         met = cold["seconds"] <= TARGET_VOLUME_S and cold["peak_rss_mib"] <= TARGET_VOLUME_MIB

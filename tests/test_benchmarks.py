@@ -81,3 +81,4 @@ def test_cold_run_reports_its_own_peak_memory_not_its_parents(tmp_path):
     cold = end_to_end._cold_run(checkout("samples", "dicom", "sts_019_ct"), tmp_path, threads=2)
     assert cold["segs"] == 1
     assert cold["peak_rss_mib"] < parent.nbytes / 2**20  # getrusage's ru_maxrss would report the parent's peak
+    assert 0 < cold["loaded_rss_mib"] < cold["peak_rss_mib"]  # what the process held before reading, then more
