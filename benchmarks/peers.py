@@ -225,13 +225,16 @@ class Row:
 
 
 def checked_predictors(
-    net: nn.Module, batch: torch.Tensor, onnx_path: Path, threads: int
+    net: nn.Module, batch: torch.Tensor, onnx_path: Path | None, threads: int
 ) -> tuple[dict[str, Predictor], dict[str, str]]:
-    """The backends of ``net`` (exported to ``onnx_path``) for ``batch``'s shape, and why any is left out: ONNX
-    Runtime and OpenVINO only where their output on ``batch`` equals PyTorch's within :data:`ATOL`."""
+    """The backends of ``net`` (exported to ``onnx_path``; None where the export failed) for ``batch``'s shape,
+    and why any is left out: ONNX Runtime and OpenVINO only where their output on ``batch`` equals PyTorch's
+    within :data:`ATOL`."""
     eager = TorchPredictor(net, "torch")
     reference = eager.predict(batch)
     predictors: dict[str, Predictor] = {"torch": eager, "torch-bf16": Bf16ChannelsLastPredictor(net)}
+    if onnx_path is None:
+        return predictors, {}
     makers = {"onnx": lambda: OnnxRuntimePredictor(onnx_path, threads)}
     if optional_import("openvino")[1]:
         makers["openvino"] = lambda: OpenVinoPredictor(onnx_path, tuple(batch.shape), threads)
@@ -284,10 +287,11 @@ def measure(
                 onnx_path = Path(folder) / f"{contender.name}_{size}.onnx"
                 try:
                     export_onnx(net, onnx_path, batch)
-                    predictors, row.errors = checked_predictors(net, batch, onnx_path, threads)
-                except Exception as error:
-                    row.errors = {"onnx": f"export: {type(error).__name__}: {first_line(error)}"}
-                    predictors = {"torch": TorchPredictor(net, "torch"), "torch-bf16": Bf16ChannelsLastPredictor(net)}
+                except Exception as error:  # ONNX Runtime and OpenVINO need the export; PyTorch does not
+                    row.errors["onnx"] = f"ONNX export failed: {type(error).__name__}: {first_line(error)}"
+                    onnx_path = None
+                predictors, errors = checked_predictors(net, batch, onnx_path, threads)
+                row.errors.update(errors)
                 timed += [(row, backend, predictor, batch) for backend, predictor in predictors.items()]
         log(f"timing {len(timed)} net x size x backend combinations: {warmup} warm-up runs, {rounds} rounds")
         for _, _, predictor, batch in timed:

@@ -72,3 +72,13 @@ def test_an_export_that_differs_from_its_net_is_not_timed(tmp_path):
     assert "onnx" in predictors and errors == {}
     predictors, errors = checked_predictors(other, batch, onnx_path, threads=2)
     assert "onnx" not in predictors and "differs from PyTorch's" in errors["onnx"]
+
+
+def test_the_nnunet_peer_is_nnunets_2d_plan_for_256_by_256():
+    """7 stages, 32 to 512 features, stride 1 then 2: six halvings, instance norm with affine parameters."""
+    plain = next(c for c in CONTENDERS if c.name == "nnunet_plain_conv_unet").network()
+    convs = [m for m in plain.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted({c.out_channels for c in convs}) == [32, 64, 128, 256, 512]
+    assert [c.stride for c in convs].count((2, 2)) == 6 and len(convs) == 14
+    assert all(n.affine for n in plain.modules() if isinstance(n, torch.nn.InstanceNorm2d))
+    assert plain(torch.rand(1, 1, 128, 128)).shape == (1, 1, 128, 128)
