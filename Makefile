@@ -83,6 +83,13 @@ test-map: venv deploy-sdk system-packages
 bench: venv
 	$(PY) -m benchmarks
 
+# Our fetal-head nets against the peers users would pick instead (MONAI, nnU-Net, segmentation-models-pytorch),
+# docs/benchmarks_peers.md. The `bench` extra (`$(PY) -m pip install -c requirements.txt -e '.[bench]'`) adds
+# OpenVINO and the segmentation-models-pytorch peers; without it they are skipped.
+.PHONY: bench-peers
+bench-peers: venv
+	$(PY) -m benchmarks.peers
+
 # The OHIF viewer test (tests/ohif): playwright-core from its lock file, and OHIF's built viewer, the dist/ of
 # @ohif/app, unpacked from the package itself (checked against its registry sha512): its own dependencies are not
 # all published, so it cannot be installed, and the test needs only dist/.

@@ -1,12 +1,20 @@
 """CPU benchmarks of the network zoo across inference backends: ``python -m benchmarks`` (``make bench``).
 
-They are developer tools: they measure the repository checkout's samples/ and its bundles' training outputs
-(teacher, ablation weights, validation splits), which an installed copy does not hold.
+Beside it: ``python -m benchmarks.training`` (training step per layout and precision), ``python -m
+benchmarks.empty_frames`` (the "nothing here" rule) and ``python -m benchmarks.peers`` (our fetal-head nets against
+the peers users would pick instead). They are developer tools: they measure the repository checkout's samples/ and
+its bundles' training outputs (teacher, ablation weights, validation splits), which an installed copy does not hold.
 """
 
+import os
+import platform
+from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["NotACheckoutError", "checkout"]
+import onnxruntime
+import torch
+
+__all__ = ["NotACheckoutError", "checkout", "machine_line"]
 
 _REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -25,3 +33,23 @@ def checkout(*parts: str) -> Path:
             "(git clone, then make venv), not from an installed copy"
         )
     return path
+
+
+def machine_line(started: datetime) -> str:
+    """The line that names the machine and the libraries of a run started at ``started`` (and its load now)."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    minutes = (datetime.now(UTC) - started).total_seconds() / 60
+    return (
+        f"{started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min), {cpu}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; load average at the end {load} "
+        "(a virtual machine: other work on the same host slows every backend alike and adds noise, so compare "
+        "ratios within this run)."
+    )

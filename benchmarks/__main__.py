@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import onnxruntime
-import torch
-
-from benchmarks import NotACheckoutError, checkout, end_to_end
+from benchmarks import NotACheckoutError, checkout, end_to_end, machine_line
 from benchmarks.cpu import Case, NetResult, Timing, benchmark_net
 from benchmarks.report import BASELINE, STUDENT, write_report
 from lightweight_nets import list_nets
@@ -34,25 +29,6 @@ QUICK_CASES = (
     Case("2D", (1, 1, 256, 256), runs=10, warmup=2, threads=(2,), peak_rss=False),
     Case("3D", (1, 1, 64, 64, 64), runs=3, warmup=1, threads=(2,), peak_rss=False),
 )
-
-
-def _environment(started: datetime) -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    minutes = (datetime.now(UTC) - started).total_seconds() / 60
-    return (
-        f"{started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min), {cpu}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; load average at the end {load} "
-        "(a virtual machine: other work on the same host slows every backend alike and adds noise, so compare "
-        "ratios within this run)."
-    )
 
 
 def _load(path: Path) -> tuple[list[NetResult], list[dict] | None, str, str]:
@@ -120,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             measured.append(benchmark_net(name, QUICK_CASES if args.quick else FULL_CASES))
             new = {r.name: r for r in measured}
             results = [new.pop(r.name, r) for r in kept] + list(new.values())
-            environment = _environment(started)
+            environment = machine_line(started)
             if args.update:
                 environment = f"{kept_environment} Then {', '.join(names)} re-measured with `{command}`: {environment}"
             _save(results, None, environment, kept_command, raw)

@@ -1,0 +1,84 @@
+"""``python -m benchmarks.peers`` on a small input: real peers and our nets, real exports checked against PyTorch,
+every backend, real evaluations of trained weights, the report, its JSON and its chart."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.peers import CONTENDERS, checked_predictors, main
+from lightweight_nets.export import export_onnx
+from lightweight_nets.profile import count_parameters
+
+pytestmark = pytest.mark.slow
+
+NETS = ("monai_basic_unet", "thin_unet")  # a peer without weights, one of ours with trained weights
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    markdown = tmp_path_factory.mktemp("peers") / "peers.md"
+    quick = ["--sizes", "128", "--rounds", "2", "--warmup", "1", "--limit", "1"]
+    main(["--nets", *NETS, *quick, "--markdown", str(markdown)])
+    return markdown
+
+
+def test_every_net_is_timed_on_every_backend_with_its_own_size(report):
+    saved = json.loads(report.with_suffix(".json").read_text())
+    contenders = {c.name: c for c in CONTENDERS}
+    assert [row["net"] for row in saved["rows"]] == list(NETS)
+    for row in saved["rows"]:
+        assert row["errors"] == {}
+        assert {"onnx", "torch", "torch-bf16"} <= set(row["latencies_ms"])  # ORT made it through its check
+        assert all(len(times) == 2 and min(times) > 0 for times in row["latencies_ms"].values())
+        assert row["parameters"] == count_parameters(contenders[row["net"]].network())
+        assert row["gflops"] > 0
+
+
+def test_trained_weights_are_evaluated_and_bf16_masks_compared(report):
+    accuracy = json.loads(report.with_suffix(".json").read_text())["accuracy"]
+    thin_unet = accuracy["thin_unet_128"]
+    assert thin_unet["size"] == 128 and thin_unet["images"] == 1
+    assert thin_unet["dice"] > 0.8  # trained weights on a real HC18 validation image
+    assert thin_unet["bf16_pixel_agreement"] > 0.99
+    assert not any(a["net"] == "monai_basic_unet" for a in accuracy.values())  # untrained: speed only
+
+
+def test_report_states_the_targets_and_shows_the_chart(report):
+    text = report.read_text()
+    assert "| thin_unet | ours | 128 x 128 |" in text and "| monai_basic_unet | peer | 128 x 128 |" in text
+    assert "- target >= 150 fps on 2 threads, `thin_unet` at 128 x 128: ORT fp32" in text
+    assert "- `served` at 256 x 256: not in this run" in text
+    assert "](peers.png)" in text
+    with Image.open(report.with_suffix(".png")) as image:
+        assert image.format == "PNG"
+
+
+def test_from_json_rewrites_the_same_report_without_measuring(report):
+    before = report.read_text()
+    report.write_text("")
+    main(["--from-json", "--markdown", str(report)])
+    assert report.read_text() == before
+
+
+def test_an_export_that_differs_from_its_net_is_not_timed(tmp_path):
+    student = next(c for c in CONTENDERS if c.name == "student16")
+    torch.manual_seed(1)
+    exported, other = student.network(), student.network()  # same architecture, other random weights
+    batch = torch.rand(1, 1, 64, 64)
+    onnx_path = export_onnx(exported, tmp_path / "student16.onnx", batch)
+    predictors, errors = checked_predictors(exported, batch, onnx_path, threads=2)
+    assert "onnx" in predictors and errors == {}
+    predictors, errors = checked_predictors(other, batch, onnx_path, threads=2)
+    assert "onnx" not in predictors and "differs from PyTorch's" in errors["onnx"]
+
+
+def test_the_nnunet_peer_is_nnunets_2d_plan_for_256_by_256():
+    """7 stages, 32 to 512 features, stride 1 then 2: six halvings, instance norm with affine parameters."""
+    plain = next(c for c in CONTENDERS if c.name == "nnunet_plain_conv_unet").network()
+    convs = [m for m in plain.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted({c.out_channels for c in convs}) == [32, 64, 128, 256, 512]
+    assert [c.stride for c in convs].count((2, 2)) == 6 and len(convs) == 14
+    assert all(n.affine for n in plain.modules() if isinstance(n, torch.nn.InstanceNorm2d))
+    assert plain(torch.rand(1, 1, 128, 128)).shape == (1, 1, 128, 128)
