@@ -3,12 +3,13 @@ docs/benchmarks_peers.md (+ .json, + .png).
 
 Peers: MONAI's UNet as in the spleen bundle, MONAI's BasicUNet (its defaults), nnU-Net's default 2D PlainConvUNet
 for a 256 x 256 input, and segmentation-models-pytorch's Unet with MobileNetV2 and EfficientNet-B0 encoders (no
-pretrained weights, nothing downloaded). Ours: the fetal-head bundle's served network, the 16-channel thin separable
-student (the candidate default) and thin_unet. Every net at each input size (one grey frame, batch 1) on ONNX
-Runtime fp32 (the app's default backend), PyTorch eager fp32, PyTorch eager under bf16 autocast in channels-last,
-and OpenVINO fp32 where it imports. ONNX Runtime's and OpenVINO's outputs are checked against PyTorch's
-(atol 1e-3) before any timing; bf16 is judged by its masks on real HC18 images instead. Then every net and backend
-runs once per round, in interleaved rounds after a warm-up, so load from other processes falls on all alike.
+pretrained weights, nothing downloaded). Ours: the fetal-head bundle's served network (the 16-channel thin separable
+student at 128 x 128), the default before it (32 channels at 256 x 256) and the served model's teacher. Every net at
+each input size (one grey frame, batch 1) on ONNX Runtime fp32 (the app's default backend), PyTorch eager fp32,
+PyTorch eager under bf16 autocast in channels-last, and OpenVINO fp32 where it imports. ONNX Runtime's and
+OpenVINO's outputs are checked against PyTorch's (atol 1e-3) before any timing; bf16 is judged by its masks on real
+HC18 images instead. Then every net and backend runs once per round, in interleaved rounds after a warm-up, so load
+from other processes falls on all alike.
 
 Accuracy comes from the fetal-head bundle's ``configs/train_jobs.json`` jobs whose weights exist: the bundle's
 ``evaluate.json`` (HC18 validation split: Dice, HC error in mm), cached in the JSON by the weights' SHA-256, so a
@@ -174,14 +175,19 @@ CONTENDERS = (
         "segmentation-models-pytorch `Unet`, EfficientNet-B0 encoder",
         build=partial(_smp_unet, "efficientnet-b0"),
     ),
-    Contender("served", True, "the served fetal-head network (`inference.json` `network_def`)", jobs=("model",)),
     Contender(
-        "student16",
+        "served",
         True,
-        "`thin_separable_student`, 16 channels (the candidate default)",
-        jobs=("student16_128_distilled", "student16_128"),
+        "the served fetal-head network (`inference.json` `network_def`: `thin_separable_student`, 16 channels)",
+        jobs=("model", "thin_separable_student"),
     ),
-    Contender("thin_unet", True, "`thin_unet`, 32 channels (the 128 x 128 teacher)", jobs=("thin_unet_128",)),
+    Contender(
+        "previous_default",
+        True,
+        "the default before it: `thin_separable_student`, 32 channels, at 256 x 256",
+        jobs=("student32_256_distilled", "student32_256"),
+    ),
+    Contender("teacher", True, "`thin_unet`, 32 channels (the served model's teacher)", jobs=("teacher",)),
 )
 
 

@@ -81,7 +81,7 @@ def test_each_series_goes_to_its_model_with_that_models_contract(mixed_study, tm
     ]
     # each model received its own grid
     assert {shape[2:] for shape in models.batches["breast_lesion_us"]} == {(128, 128)}
-    assert {shape[2:] for shape in models.batches["fetal_head_us"]} == {(256, 256)}
+    assert {shape[2:] for shape in models.batches["fetal_head_us"]} == {(128, 128)}
     # measurements as each bundle asks: a head circumference for the head only
     (head,), (lesion,) = reports["fetal_head_us"]["segments"], reports["breast_lesion_us"]["segments"]
     hc = head["head_circumference_mm_per_frame"][0]
@@ -231,5 +231,5 @@ def test_a_bundle_without_its_model_fails_at_start_up(tmp_path):
 def test_keep_all_components_overrides_every_bundle():
     models = ModelRouter.from_path(keep_all_components=True)
     assert not any(spec.postprocessing.keep_largest for spec in models.bundles.values())
-    assert models.bundles["fetal_head_us"].preprocessing.spatial_size == (256, 256)
+    assert models.bundles["fetal_head_us"].preprocessing.spatial_size == (128, 128)
     assert np.isclose(models.bundles["fetal_head_us"].postprocessing.threshold, 0.5)

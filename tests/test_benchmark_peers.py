@@ -13,7 +13,7 @@ from lightweight_nets.profile import count_parameters
 
 pytestmark = pytest.mark.slow
 
-NETS = ("monai_basic_unet", "thin_unet")  # a peer without weights, one of ours with trained weights
+NETS = ("monai_basic_unet", "teacher")  # a peer without weights, one of ours with trained weights
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +38,18 @@ def test_every_net_is_timed_on_every_backend_with_its_own_size(report):
 
 def test_trained_weights_are_evaluated_and_bf16_masks_compared(report):
     accuracy = json.loads(report.with_suffix(".json").read_text())["accuracy"]
-    thin_unet = accuracy["thin_unet_128"]
-    assert thin_unet["size"] == 128 and thin_unet["images"] == 1
-    assert thin_unet["dice"] > 0.8  # trained weights on a real HC18 validation image
-    assert thin_unet["bf16_pixel_agreement"] > 0.99
+    teacher = accuracy["teacher"]
+    assert teacher["size"] == 128 and teacher["images"] == 1
+    assert teacher["dice"] > 0.8  # trained weights on a real HC18 validation image
+    assert teacher["bf16_pixel_agreement"] > 0.99
     assert not any(a["net"] == "monai_basic_unet" for a in accuracy.values())  # untrained: speed only
 
 
 def test_report_states_the_targets_and_shows_the_chart(report):
     text = report.read_text()
-    assert "| thin_unet | ours | 128 x 128 |" in text and "| monai_basic_unet | peer | 128 x 128 |" in text
-    assert "- target >= 150 fps on 2 threads, `thin_unet` at 128 x 128: ORT fp32" in text
-    assert "- `served` at 256 x 256: not in this run" in text
+    assert "| teacher | ours | 128 x 128 |" in text and "| monai_basic_unet | peer | 128 x 128 |" in text
+    assert "- target >= 150 fps on 2 threads, `teacher` at 128 x 128: ORT fp32" in text
+    assert "- `served` at 128 x 128: not in this run" in text
     assert "](peers.png)" in text
     with Image.open(report.with_suffix(".png")) as image:
         assert image.format == "PNG"
@@ -63,11 +63,11 @@ def test_from_json_rewrites_the_same_report_without_measuring(report):
 
 
 def test_an_export_that_differs_from_its_net_is_not_timed(tmp_path):
-    student = next(c for c in CONTENDERS if c.name == "student16")
+    student = next(c for c in CONTENDERS if c.name == "served")
     torch.manual_seed(1)
     exported, other = student.network(), student.network()  # same architecture, other random weights
     batch = torch.rand(1, 1, 64, 64)
-    onnx_path = export_onnx(exported, tmp_path / "student16.onnx", batch)
+    onnx_path = export_onnx(exported, tmp_path / "served.onnx", batch)
     predictors, errors = checked_predictors(exported, batch, onnx_path, threads=2)
     assert "onnx" in predictors and errors == {}
     predictors, errors = checked_predictors(other, batch, onnx_path, threads=2)

@@ -165,8 +165,9 @@ def test_config_instantiates(bundle_id, workflow):
 
 
 def test_network_is_chosen_by_one_value():
-    parser = parser_for(FETAL, "train", **{"network_def#name": "lighter_unet", "network_def#group_size": 8})
-    assert type(parser.get_parsed_content("network_def")).__name__ == "LiUNet"
+    parser = parser_for(FETAL, "train", **{"network_def#name": "flat_unet"})
+    net = parser.get_parsed_content("network_def")
+    assert type(net).__name__ == "FlatUNet" and net.head.in_channels == 16  # the served width carries over
 
 
 def test_overrides_reach_the_run_by_name(tmp_path):
@@ -322,7 +323,7 @@ def test_two_step_training_and_distillation(tmp_path, sample_split):
         "train",
         model_file=str(tmp_path / "teacher.pt"),
         run_name="teacher",
-        **{"network_def#name": "thin_unet"},
+        **{"network_def#name": "thin_unet", "network_def#channels": 32},  # distill.json's teacher_def
         **common,
     ).get_parsed_content("run")
     assert teacher.is_file() and list(tmp_path.glob("teacher/*/training_curves.png"))
@@ -331,7 +332,7 @@ def test_two_step_training_and_distillation(tmp_path, sample_split):
     student = parser.get_parsed_content("run")
     state = torch.load(student, weights_only=True)
     assert not any(k.startswith(("adapters", "teacher")) for k in state), "adapters/teacher leaked into the export"
-    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 44779
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 14203
     module = parser.get_parsed_content("module")
     for key, value in module.teacher.state_dict().items():  # the frozen teacher did not move
         assert torch.equal(value, teacher_before[key]), key
@@ -447,8 +448,8 @@ def _broken_copy(tmp_path: Path, edit) -> Path:
     "edit, problem",
     [
         (
-            lambda name, c: name == "inference.json" and c["preprocessing"].update(spatial_size=[128, 128]),
-            "network_data_format input [256, 256] differs from inference.json preprocessing [128, 128]",
+            lambda name, c: name == "inference.json" and c["preprocessing"].update(spatial_size=[256, 256]),
+            "network_data_format input [128, 128] differs from inference.json preprocessing [256, 256]",
         ),
         (
             lambda name, c: name == "inference.json" and c["segments"][0].update(measurements=["diameter"]),
