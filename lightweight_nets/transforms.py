@@ -93,19 +93,20 @@ class Preprocessing:
         return f"Preprocessing(spatial_size={list(self.spatial_size)}, intensity={self.intensity!r}{window})"
 
     def _scale(self, batch: torch.Tensor) -> torch.Tensor:
+        """In place (a long cine's batch is not copied again); a constant frame becomes 0."""
         if self.intensity == "window":
             low, high = self.window
-            return (batch.clamp(low, high) - low) / (high - low)
+            return batch.clamp_(low, high).sub_(low).div_(high - low)
         if self.intensity == "zscore":
             mean = batch.mean(dim=(2, 3), keepdim=True)
             std = batch.std(dim=(2, 3), keepdim=True, correction=0)
-            return torch.where(std > 0, (batch - mean) / torch.where(std > 0, std, 1.0), 0.0)
+            return batch.sub_(mean).div_(torch.where(std > 0, std, 1.0))
         low = batch.amin(dim=(2, 3), keepdim=True)
         span = batch.amax(dim=(2, 3), keepdim=True) - low
-        return torch.where(span > 0, (batch - low) / torch.where(span > 0, span, 1.0), 0.0)
+        return batch.sub_(low).div_(torch.where(span > 0, span, 1.0))
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
-        frames = np.asarray(frames, dtype=np.float32)
+        frames = np.array(frames, dtype=np.float32)  # a copy of its own: the scaling works in place on it
         if frames.ndim == 2:
             frames = frames[None]
         if frames.ndim != 3:

@@ -11,7 +11,7 @@ from lightweight_nets.transforms import Postprocessing, Preprocessing, VolumePre
 
 __all__ = ["BATCH_FRAMES", "segment_frames", "segment_volume"]
 
-BATCH_FRAMES = 16  # frames per forward pass: bounds memory for long cines without slowing small inputs
+BATCH_FRAMES = 8  # frames per forward pass: bounds memory for long cines without slowing small inputs
 
 
 def segment_frames(
