@@ -31,6 +31,9 @@ QUICK_CASES = (
 )
 
 
+END_TO_END_AGAIN = "End to end re-measured"
+
+
 def _load(path: Path) -> tuple[list[NetResult], list[dict] | None, str, str]:
     """Results, end-to-end rows (None in a run saved without them), environment and command saved by :func:`_save`."""
     saved = json.loads(path.read_text())
@@ -69,12 +72,27 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="re-measure only --nets and put their results in the saved run in place of the old ones",
     )
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="re-measure only the end-to-end section (after a model or pipeline change), keep the nets' tables",
+    )
     args = parser.parse_args(argv)
     raw = args.markdown.with_suffix(".json")
     command = " ".join(["python -m benchmarks", shlex.join(argv if argv is not None else sys.argv[1:])]).strip()
-    if args.update and not (args.nets and raw.is_file()):
-        parser.error(f"--update needs --nets and a saved run ({raw}) to update")
-    if args.from_json:
+    if (args.update or args.end_to_end) and not raw.is_file():
+        parser.error(f"--update and --end-to-end need a saved run ({raw}) to update")
+    if args.update and not args.nets:
+        parser.error("--update needs --nets")
+    if args.end_to_end:
+        results, _, environment, kept_command = _load(raw)
+        started = datetime.now(UTC)
+        end_to_end_rows = end_to_end.measure()
+        environment = environment.split(END_TO_END_AGAIN)[0].rstrip()  # the last re-measurement replaces the one before
+        environment = f"{environment} {END_TO_END_AGAIN} with `{command}`: {machine_line(started)}"
+        _save(results, end_to_end_rows, environment, kept_command, raw)
+        command = kept_command
+    elif args.from_json:
         if not raw.is_file():
             parser.error(f"{raw}: no saved results to rewrite the report from")
         results, end_to_end_rows, environment, command = _load(raw)

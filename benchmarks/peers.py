@@ -179,7 +179,7 @@ CONTENDERS = (
         "served",
         True,
         "the served fetal-head network (`inference.json` `network_def`: `thin_separable_student`, 16 channels)",
-        jobs=("model", "thin_separable_student"),
+        jobs=("model", "distilled"),
     ),
     Contender(
         "previous_default",

@@ -17,12 +17,11 @@ from lightweight_seg.pipeline import segment_paths
 HC18 = REPO / "samples" / "hc18"
 
 
-def test_the_fetal_model_finds_no_head_on_a_third_of_the_frames_of_a_non_obstetric_cine(models):
+def test_the_fetal_model_finds_no_head_on_half_the_frames_of_a_non_obstetric_cine(models):
     """color3d_jpeg_baseline shows no fetal head; without the rule a "head" is found on all 120 frames, with it
-    on 80 (docs/empty_frames.md: the 128 x 128 default tells these frames apart less well than the 256 x 256 model
-    before it, whose rule kept 48). Read and segmented as the app does (``segment_paths`` reads the series into
-    stacks and segments each with ``segment_frames``; writing its SEG and SR takes longer than a test should), and
-    an empty frame measures no head circumference."""
+    on 64 (docs/empty_frames.md; the 256 x 256 model before it kept 48). Read and segmented as the app does
+    (``segment_paths`` reads the series into stacks and segments each with ``segment_frames``; writing its SEG and
+    SR takes longer than a test should), and an empty frame measures no head circumference."""
     headers, errors = read_headers([input_path("color3d_jpeg_baseline.dcm")])
     ((uid, series),) = group_series(headers).items()
     (stack,), errors = build_stacks(uid, series)
@@ -30,7 +29,7 @@ def test_the_fetal_model_finds_no_head_on_a_third_of_the_frames_of_a_non_obstetr
     spec = models.bundles["fetal_head_us"]
     labels = segment_frames(stack.frames, spec.load_predictor(), spec.preprocessing, spec.postprocessing)
     found = labels.reshape(len(labels), -1).any(axis=1)
-    assert len(found) == 120 and found.mean() <= 0.7
+    assert len(found) == 120 and found.mean() <= 0.6
     measured = measure_segment(labels == 1, ["head_circumference"], stack.pixel_spacing_mm, stack.slice_spacing_mm)
     per_frame = measured["head_circumference_mm_per_frame"]
     assert all((value is None) == (not on) for value, on in zip(per_frame, found))

@@ -1,5 +1,6 @@
 """TorchScript and ONNX export of every registered net, the backends behind Predictor, int8 quantisation, bundles."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -36,6 +37,15 @@ def smallest_input(net: torch.nn.Module, spatial_dims: int = 2) -> torch.Tensor:
 def eval_net(name: str, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
     return create_net(name, in_channels=1, out_channels=1, **kwargs).eval()
+
+
+FETAL = Path(__file__).resolve().parents[1] / "bundle" / "fetal_head_us"
+
+
+def student() -> torch.nn.Module:
+    """The distillation student at the width the fetal bundle serves (its inference.json network_def)."""
+    network_def = json.loads((FETAL / "configs" / "inference.json").read_text())["network_def"]
+    return eval_net(STUDENT, channels=network_def["channels"])
 
 
 def onnx_logits(path, batch: torch.Tensor) -> np.ndarray:
@@ -93,9 +103,10 @@ def test_3d_in_plane_only_pooling_exports_with_the_same_logits(tmp_path):
 
 @pytest.fixture(scope="module")
 def student_files(tmp_path_factory):
-    """The distillation student exported to all three formats, with its eager net and a test batch."""
+    """The distillation student at the fetal bundle's width exported to all three formats, with its eager net and a
+    test batch."""
     folder = tmp_path_factory.mktemp("student")
-    net = eval_net(STUDENT)
+    net = student()
     example = smallest_input(net)
     torch.save(net.state_dict(), folder / "model.pt")
     export_torchscript(net, folder / "model.ts", example)
@@ -108,7 +119,7 @@ def test_load_predictor_every_suffix_gives_the_same_logits(student_files):
     with torch.no_grad():
         expected = net(batch)
     for suffix, backend in [(".pt", "torch"), (".ts", "torchscript"), (".onnx", "onnx")]:
-        predictor = load_predictor(folder / f"model{suffix}", eval_net(STUDENT), threads=1)
+        predictor = load_predictor(folder / f"model{suffix}", student(), threads=1)
         assert predictor.backend == backend
         for given in (batch, batch.numpy()):
             logits = predictor.predict(given)
@@ -163,7 +174,7 @@ def test_load_weights_is_the_one_pt_loader_with_one_message(student_files, tmp_p
         with pytest.raises((FileNotFoundError, ValueError), match=re.escape(f"{path}: {message}")):
             load_predictor(path, eval_net("thin_unet"))
     torch.manual_seed(1)
-    other = create_net(STUDENT, in_channels=1, out_channels=1).eval()
+    other = create_net(STUDENT, in_channels=1, out_channels=1, channels=net.head.in_channels).eval()
     with torch.no_grad():
         assert not torch.equal(other(batch), net(batch))
         assert torch.equal(load_weights(other, folder / "model.pt")(batch), net(batch))
@@ -182,9 +193,6 @@ def test_int8_quantisation_keeps_the_masks(student_files, tmp_path):
     assert load_predictor(dynamic).predict(batch).shape == fp32.shape
     with pytest.raises(FileNotFoundError, match="no such ONNX model"):
         quantize_int8(tmp_path / "missing.onnx", tmp_path / "out.onnx")
-
-
-FETAL = Path(__file__).resolve().parents[1] / "bundle" / "fetal_head_us"
 
 
 def test_a_bundle_serves_its_fastest_shipped_backend(student_files, tmp_path):
@@ -212,7 +220,7 @@ def test_a_bundle_serves_its_fastest_shipped_backend(student_files, tmp_path):
         assert predictor.backend == backend
         assert torch.allclose(predictor.predict(batch), expected, atol=1e-4)
     # the bundle config's form: the network given by the config, not built by the reader
-    predictor = load_bundle_predictor(tmp_path, eval_net(STUDENT), "torch")
+    predictor = load_bundle_predictor(tmp_path, student(), "torch")
     assert torch.allclose(predictor.predict(batch), expected, atol=1e-5)
 
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):

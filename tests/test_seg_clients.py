@@ -7,7 +7,9 @@ source frame with the pixels of the app's label map, in every one of them.
 * OHIF's reader, ``@cornerstonejs/adapters`` ``createFromDICOMSegBuffer`` with dcmjs, in node (tests/clients).
 
 Every ultrasound input (single-frame grey, RGB, palette, JPEG 2000; the 2-frame palette image; two JPEG cines; the
-demo), a CT and an MR, all through the fetal-head model, forced (the SEG plumbing, not a result). ``make test``
+demo) and an MR through the fetal-head model, forced (the SEG plumbing, not a result), and the limb CT series of
+the samples through the model its rules route it to (the sarcoma CT model: a 47-slice SEG of a real tumour; the
+fetal model finds nothing on a CT). ``make test``
 installs the clients (``make seg-clients``)."""
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ CASES = [
     "examples_ybr_color.dcm",
     pytest.param("color3d_jpeg_baseline.dcm", marks=pytest.mark.slow),
     "us_hc18_006.dcm",
-    "CT_small.dcm",
+    "sts_019_ct",
     "MR_small.dcm",
 ]
+ROUTED = {"sts_019_ct"}  # segmented by the model the bundles' rules choose, the others by the fetal model, forced
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Written:
 
 
 def _source(name: str) -> Path:
-    return REPO / "samples" / "dicom" / name if name.startswith("us_hc18") else input_path(name)
+    return REPO / "samples" / "dicom" / name if name.startswith(("us_hc18", "sts_")) else input_path(name)
 
 
 def _require(path: Path, what: str) -> None:
@@ -64,19 +67,21 @@ def _require(path: Path, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def written(fetal_only, fetal, tmp_path_factory):
+def written(models, fetal_only, tmp_path_factory):
     """The SEG of each case, written by the app, once for the module (a dict filled as the cases ask)."""
     cache: dict[str, Written] = {}
 
     def write(name: str) -> Written:
         if name not in cache:
             output_dir = tmp_path_factory.mktemp(Path(name).stem)
-            result = segment_paths(_source(name), output_dir, models=fetal_only)
+            router = models if name in ROUTED else fetal_only
+            result = segment_paths(_source(name), output_dir, models=router)
             assert result.errors == [] and len(result.outputs) == 1
             headers, errors = read_headers(find_files(_source(name))[0])
             (stack,), decode_errors = build_stacks(headers[0].SeriesInstanceUID, headers)
             assert errors == decode_errors == []
-            labels = segment_stack(stack, fetal, fetal_only.predictor(fetal))
+            spec = router.bundles[result.outputs[0].model]
+            labels = segment_stack(stack, spec, router.predictor(spec))
             cache[name] = Written(result.outputs[0].seg_path, stack, labels)
         return cache[name]
 
@@ -192,7 +197,7 @@ def test_cornerstone_adapter_maps_every_seg_frame_to_its_source_frame(written, n
     _assert_same_masks(read_back, case, "cornerstone")
 
 
-@pytest.mark.parametrize("name", ["OBXXXX1A.dcm", "US1_UNCR.dcm", "CT_small.dcm"])
+@pytest.mark.parametrize("name", ["OBXXXX1A.dcm", "US1_UNCR.dcm", "MR_small.dcm"])
 def test_seg_names_its_content_creator_and_colours(written, fetal, name):
     seg = pydicom.dcmread(written(name).seg_path)
     assert seg.ContentCreatorName == f"lightweight-seg^{fetal.id}"

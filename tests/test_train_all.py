@@ -38,12 +38,12 @@ def test_plan_orders_teachers_first_and_splits_the_budget_along_the_chain():
     keys = [job.key for job in jobs]
     assert (
         keys.index("fetal_head_us/teacher/seed1")
+        < keys.index("fetal_head_us/distilled/seed1")
         < keys.index("fetal_head_us/model/seed1")
-        < keys.index("fetal_head_us/thin_separable_student/seed1")
     )
     assert chain_depth(jobs) == 3 and len(jobs) == 8
-    only = plan([REPO / "bundle" / "fetal_head_us"], seeds=[0], only=["thin_separable_student"])
-    assert [job.name for job in only] == ["teacher", "model", "thin_separable_student"]
+    only = plan([REPO / "bundle" / "fetal_head_us"], seeds=[0], only=["model"])
+    assert [job.name for job in only] == ["teacher", "distilled", "model"]
     assert is_finished({"stopped": "early_stopping", "epochs": 3}, 200)
     assert not is_finished({"stopped": "max_time", "epochs": 3}, 200)
     assert not is_finished({"stopped": "max_epochs", "epochs": 1}, 2)
@@ -99,23 +99,26 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
         load_weights(create_net(**teacher_def), root / "models" / "teacher.pt")
         assert (root / "logs" / "model.metrics.csv").is_file() and (root / "docs" / "training_record.md").is_file()
     model = json.loads((out / "fetal_head_us" / "model" / "seed0" / "summary.json").read_text())
+    distilled = json.loads((out / "fetal_head_us" / "distilled" / "seed0" / "summary.json").read_text())
     teacher = json.loads((out / "fetal_head_us" / "teacher" / "seed0" / "summary.json").read_text())
-    assert model["overrides"]["teacher_file"] == teacher["weights"]
+    assert distilled["overrides"]["teacher_file"] == teacher["weights"]  # the fetal model: as many epochs, no teacher
+    assert "teacher_file" not in model["overrides"] and model["early_stopping"] is False
     assert model["epochs"] == 1 and model["stopped"] == "max_epochs" and "val_dice" in model
     assert {(s["bundle"], s["job"]) for s in json.loads((out / "summary.json").read_text())} == {
-        (b, j) for b in ("fetal_head_us", "breast_lesion_us") for j in ("teacher", "model")
+        ("fetal_head_us", "distilled"),
+        *((b, j) for b in ("fetal_head_us", "breast_lesion_us") for j in ("teacher", "model")),
     }
 
     assert main([*common, "--max-epochs", "2"]) == 0  # asked for more epochs: every run resumes
     second = capfd.readouterr().out
-    assert second.count("resumes from last.ckpt") == 4 and "epoch 1 " not in second
+    assert second.count("resumes from last.ckpt") == 5 and "epoch 1 " not in second
     model = json.loads((out / "fetal_head_us" / "model" / "seed0" / "summary.json").read_text())
     assert model["epochs"] == 2 and model["resumed_from"].endswith("last.ckpt")
     rows = (out / "fetal_head_us" / "model" / "seed0" / "metrics.csv").read_text().splitlines()
     assert {line.split(",")[0] for line in rows[1:]} >= {"0", "1"}  # both epochs in the one log
 
     assert main([*common, "--max-epochs", "2"]) == 0
-    assert capfd.readouterr().out.count("already finished") == 4
+    assert capfd.readouterr().out.count("already finished") == 5
 
 
 def test_experiments_are_planned_only_when_asked_and_after_what_sets_their_epochs():

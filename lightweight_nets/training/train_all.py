@@ -302,12 +302,15 @@ def write_summary(summaries: list[dict], output: Path) -> Path:
 
 def _evaluation_table(summaries: list[dict]) -> list[str]:
     """Rows of the runs evaluated with their bundle's evaluate.json: Dice and HD95 (mm) per label, mean +- std over
-    the validation volumes (``evaluate_volumes``' summary)."""
+    the validation volumes (``evaluate_volumes``' summary) or images (a 2D model's ``evaluate``: one foreground)."""
     rows = []
     for s in summaries:
         evaluation = s.get("evaluation") or {}
-        for label, dice in evaluation.get("dice", {}).items():
-            hd95 = evaluation.get("hd95_mm", {}).get(label, {})
+        dice_by_label, hd95_by_label = evaluation.get("dice", {}), evaluation.get("hd95_mm", {})
+        if "mean" in dice_by_label:  # a 2D model's evaluation: one foreground, HD95 in mm under "hd95"
+            dice_by_label, hd95_by_label = {"foreground": dice_by_label}, {"foreground": evaluation.get("hd95", {})}
+        for label, dice in dice_by_label.items():
+            hd95 = hd95_by_label.get(label, {})
             rows.append(
                 f"| {s['bundle']} | {s['job']} | {s['seed']} | {label} | {_mean_std(dice)} | {_mean_std(hd95)} | "
                 f"{dice.get('n', '-')} |"
