@@ -19,12 +19,13 @@ from lightweight_nets.export import export_onnx, export_torchscript, quantize_in
 from lightweight_nets.inference.predictors import BACKENDS, Predictor, TorchPredictor, load_predictor, load_weights
 from lightweight_nets.io.images import read_image
 from lightweight_nets.profile import MIB, build_net, count_flops, count_parameters, peak_rss_mib, weight_bytes
-from lightweight_nets.transforms import resize_mask
+from lightweight_nets.transforms import Preprocessing, resize_mask
 
 __all__ = ["MEASURED_BACKENDS", "Case", "Timing", "NetResult", "trained_weights", "hc18_images", "benchmark_net"]
 
 # every served backend from eager up (the tables' column order), then int8, which is measured but never served
 MEASURED_BACKENDS = (*reversed(BACKENDS), "onnx-int8")
+DEFAULT_NETWORK_KEYS = {"_target_", "name", "spatial_dims", "in_channels", "out_channels"}  # a zoo net as registered
 CALIBRATION_IMAGES = 4  # the first HC18 samples calibrate int8; the rest measure its accuracy
 
 
@@ -93,22 +94,26 @@ def _hc18_bundle() -> Path:
 
 
 def trained_weights(name: str) -> Path | None:
-    """The HC18 state dict the fetal-head bundle ships for net ``name``, if any: its served model, its teacher
-    (``models/teacher.pt``) or an ablation (``experiments/<name>.pt``)."""
+    """The HC18 state dict the fetal-head bundle ships for net ``name`` at its registered defaults, if any: its
+    served model or its teacher (``models/teacher.pt``) where the bundle builds that net with no argument of its
+    own (the served 16-channel student is not the zoo's 32-channel default), or an ablation
+    (``experiments/<name>.pt``)."""
     bundle = _hc18_bundle()
     spec = BundleSpec.load(bundle)
     served = {
-        spec.network_config.get("name"): bundle / "models" / "model.pt",
-        spec.teacher_config.get("name"): bundle / "models" / "teacher.pt",
+        config.get("name"): bundle / "models" / file
+        for config, file in ((spec.network_config, "model.pt"), (spec.teacher_config, "teacher.pt"))
+        if set(config) <= DEFAULT_NETWORK_KEYS
     }
     candidate = served.get(name, bundle / "experiments" / f"{name}.pt")
     return candidate if candidate.is_file() else None
 
 
-def hc18_images() -> tuple[torch.Tensor, torch.Tensor]:
-    """The HC18 samples as the fetal-head bundle's network inputs (N, 1, 256, 256) and their reference masks on
-    the same grid."""
-    preprocessing = BundleSpec.load(_hc18_bundle()).preprocessing
+def hc18_images(spatial_size: Sequence[int] = (256, 256)) -> tuple[torch.Tensor, torch.Tensor]:
+    """The HC18 samples as network inputs ``(N, 1, *spatial_size)`` with the fetal-head bundle's intensity scheme,
+    and their reference masks on the same grid: 256 x 256 by default, the grid the zoo's trained weights were made at,
+    whatever grid the bundle serves now."""
+    preprocessing = Preprocessing(spatial_size, BundleSpec.load(_hc18_bundle()).preprocessing.intensity)
     images = sorted(checkout("samples", "hc18", "images").glob("*.png"))
     inputs = torch.cat([preprocessing(read_image(path).pixels) for path in images])
     masks = torch.stack(

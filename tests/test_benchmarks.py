@@ -34,7 +34,7 @@ def test_report_states_each_target_and_links_its_charts(results, tmp_path):
     report = written[0].read_text()
     assert "- 2 thread(s): target >= 150 fps on the best backend" in report
     assert "- Target: US frame DICOM -> SEG, warm, <= 0.3 s:" in report
-    assert "- Target: 120-frame US cine >= 30 frames/s end to end:" in report
+    assert "- Target: 120-frame US cine >= 60 frames/s end to end:" in report
     assert "failed" not in report
     for chart in written[1:]:
         assert f"]({chart.name})" in report

@@ -27,8 +27,11 @@ from lightweight_seg.pipeline import segment_paths
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "out" / "ohif"
-OTHER_CASES = ["CT_small.dcm", "MR_small.dcm"]  # no shipped model is for them: the fetal model, forced
-US_CASES = [name for name in SINGLE_FILE_INPUTS if name not in OTHER_CASES] + ["demo_us_hc18"]
+# no shipped model is for MR_small: the fetal model, forced, finds a "head" on it; on CT_small the 128 x 128 fetal
+# model finds nothing at all, so there would be no overlay to check (a CT SEG is read back by the clients of
+# tests/test_seg_clients.py instead)
+OTHER_CASES = ["MR_small.dcm"]
+US_CASES = [name for name in SINGLE_FILE_INPUTS if name not in ("CT_small.dcm", *OTHER_CASES)] + ["demo_us_hc18"]
 MIN_IOU = 0.8  # drawn overlay vs the SEG mask on the image grid (measured: 1.0 on CT and MR; 5 px off: 0.55)
 
 
