@@ -14,6 +14,8 @@ $(VENV_STAMP): requirements.txt pyproject.toml
 	test -d .venv || python3.11 -m venv .venv
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c requirements.txt -e '.[app,pacs,dev]'
+	# nnU-Net's PlainConvUNet for the peers benchmark: without timm and its CUDA torchvision (pyproject.toml, dev)
+	$(PY) -m pip install -q --no-deps -c requirements.txt dynamic-network-architectures
 	touch $@
 
 # Debian tools the tests use: dciodvfy (dicom3tools), dcmtk, a real Orthanc PACS, the MAP image builders, and
