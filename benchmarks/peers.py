@@ -46,7 +46,7 @@ from lightweight_nets.inference.predictors import OnnxRuntimePredictor, Predicto
 from lightweight_nets.io.files import atomic_path
 from lightweight_nets.io.images import read_image
 from lightweight_nets.profile import count_flops, count_parameters, markdown_table
-from lightweight_nets.training.train_all import JOBS_CONFIG
+from lightweight_nets.training.train_all import JOBS_CONFIG, bundle_jobs, job_overrides
 from lightweight_nets.training.train_job import bundle_config, evaluate
 
 __all__ = [
@@ -194,18 +194,17 @@ CONTENDERS = (
 def bundle_job(name: str, run_dir: Path | None = None) -> tuple[dict, Path]:
     """Job ``name`` of the fetal-head bundle's ``configs/train_jobs.json`` as
     :func:`~lightweight_nets.training.train_job.evaluate` takes it, and the path of its weights."""
-    from monai.bundle import ConfigParser
-
     bundle = checkout(*BUNDLE)
-    jobs = json.loads((bundle / JOBS_CONFIG).read_text())["jobs"]
+    jobs = bundle_jobs(bundle)
     if name not in jobs:
         raise ValueError(f"{bundle / JOBS_CONFIG}: no job {name!r}")
     spec = jobs[name]
-    overrides = dict(spec.get("overrides", {}))
-    if spec.get("network"):  # "file.json#key": a network defined in another config of the bundle
-        file, _, key = spec["network"].partition("#")
-        overrides["network_def"] = ConfigParser.load_config_file(str(bundle / "configs" / file))[key]
-    job = {"bundle": str(bundle), "configs": spec["configs"], "overrides": overrides, "run_dir": str(run_dir)}
+    job = {
+        "bundle": str(bundle),
+        "configs": spec["configs"],
+        "overrides": job_overrides(bundle, spec),
+        "run_dir": str(run_dir),
+    }
     return job, bundle / spec["weights"]
 
 

@@ -43,7 +43,18 @@ from pathlib import Path
 
 from lightweight_nets.io.files import atomic_path
 
-__all__ = ["Job", "plan", "chain_depth", "is_finished", "run_all", "write_summary", "install", "main"]
+__all__ = [
+    "Job",
+    "bundle_jobs",
+    "job_overrides",
+    "plan",
+    "chain_depth",
+    "is_finished",
+    "run_all",
+    "write_summary",
+    "install",
+    "main",
+]
 
 JOBS_CONFIG = Path("configs") / "train_jobs.json"
 DEFAULT_JOBS = {
@@ -74,7 +85,7 @@ class Job:
         return output / self.bundle.name / self.name / f"seed{self.seed}"
 
 
-def _bundle_jobs(root: Path) -> dict:
+def bundle_jobs(root: Path) -> dict:
     path = root / JOBS_CONFIG
     if not path.is_file():
         return DEFAULT_JOBS
@@ -103,7 +114,7 @@ def plan(bundles: list[Path], seeds: list[int], only: list[str] | None = None, e
     need); experiment jobs only with ``experiments``."""
     jobs: list[Job] = []
     for root in bundles:
-        specs = {n: s for n, s in _bundle_jobs(root).items() if experiments or not s.get("experiment")}
+        specs = {n: s for n, s in bundle_jobs(root).items() if experiments or not s.get("experiment")}
         wanted = set(specs if not only else [n for n in specs if n in only])
         pending = list(wanted)
         while pending:  # what the wanted jobs need comes too
@@ -161,10 +172,7 @@ def _read_summary(run_dir: Path) -> dict:
 def _job_file(job: Job, args: argparse.Namespace, output: Path, done: dict[str, dict], max_time_s: int) -> Path:
     """Write the job's settings (what the worker runs, kept beside the run for the record)."""
     spec, run_dir = job.spec, job.run_dir(output)
-    overrides = {**spec.get("overrides", {}), **dict(args.set)}
-    if spec.get("network"):
-        file, _, key = spec["network"].partition("#")
-        overrides["network_def"] = _config_item(job.bundle / "configs" / file, key)
+    overrides = {**job_overrides(job.bundle, spec), **dict(args.set)}
     if spec.get("teacher"):
         overrides["teacher_file"] = done[f"{job.bundle.name}/{spec['teacher']}/seed{job.seed}"]["weights"]
     max_epochs, early_stopping = args.max_epochs, True
@@ -198,6 +206,16 @@ def _job_file(job: Job, args: argparse.Namespace, output: Path, done: dict[str, 
     with atomic_path(run_dir / "job.json") as tmp:
         tmp.write_text(json.dumps(settings, indent=1) + "\n")
     return run_dir / "job.json"
+
+
+def job_overrides(bundle: Path, spec: dict) -> dict:
+    """A job's config overrides as ``train_jobs.json`` gives them (``spec``), with its ``network`` (``FILE#KEY`` of
+    another config of the bundle) as the ``network_def`` override."""
+    overrides = dict(spec.get("overrides", {}))
+    if spec.get("network"):
+        file, _, key = spec["network"].partition("#")
+        overrides["network_def"] = _config_item(bundle / "configs" / file, key)
+    return overrides
 
 
 def _config_item(path: Path, key: str):
