@@ -10,11 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn as nn
 
 from lightweight_nets import create_net, list_nets
 from lightweight_nets.bundle import BundleSpec, load_bundle_predictor, served_backend
 from lightweight_nets.export import export_onnx, export_torchscript, quantize_int8
-from lightweight_nets.inference.predictors import BACKENDS, load_predictor, load_weights
+from lightweight_nets.inference.predictors import BACKENDS, TorchPredictor, load_predictor, load_weights
 
 STUDENT = "thin_separable_student"
 # An ONNX export takes ~10 s, so by default only the student and the weight-standardised, GroupNorm SD-UNet (the one
@@ -228,3 +229,29 @@ def test_a_bundle_serves_its_fastest_shipped_backend(student_files, tmp_path):
     (tmp_path / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="model.ts: no such model file"):
         spec.load_predictor("torchscript")
+
+
+def test_every_backend_computes_subnormal_floats_as_zero(tmp_path):
+    """Trained weights hold subnormal floats and their products make more, which this CPU computes many times
+    slower; every predictor flushes them (the single-frame session, the frame pool, PyTorch), and the model's
+    result is a plain ONNX Runtime session's otherwise."""
+    weight = onnx.numpy_helper.from_array(np.full((1, 1, 1, 1), 1e-30, np.float32), "weight")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mul", ["image", "weight"], ["logits"])],
+        "subnormal",
+        [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["n", 1, 4, 4])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", 1, 4, 4])],
+        [weight],
+    )
+    path = tmp_path / "subnormal.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8), path)
+    frames = np.full((3, 1, 4, 4), 1e-10, np.float32)  # 1e-10 x 1e-30 = 1e-40: a subnormal float32
+    torch.set_flush_denormal(False)  # as in a fresh process (an earlier predictor set it on this thread)
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": frames})[0]
+    assert (plain > 0).all()
+    predictor = load_predictor(path, threads=2)
+    assert (predictor.predict(frames[:1]) == 0).all()
+    assert (predictor.predict(frames) == 0).all() and predictor._frame_session is not None
+    scale = nn.Conv2d(1, 1, 1, bias=False)
+    nn.init.constant_(scale.weight, 1e-30)
+    assert (TorchPredictor(scale, "torch").predict(torch.as_tensor(frames)) == 0).all()

@@ -27,6 +27,7 @@ __all__ = [
     "Predictor",
     "TorchPredictor",
     "OnnxRuntimePredictor",
+    "flush_subnormals",
     "load_weights",
     "load_predictor",
 ]
@@ -48,20 +49,30 @@ class Predictor(Protocol):
     def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor: ...
 
 
+def flush_subnormals() -> None:
+    """Compute subnormal floats as zero on the calling thread (threads it starts later inherit it): trained weights
+    hold subnormal values and their products make more, which the CPU computes many times slower
+    (docs/benchmarks.md). Every ``predict`` calls it: the thread that predicts need not be the one that loaded."""
+    torch.set_flush_denormal(True)
+
+
 class TorchPredictor:
-    """A PyTorch module (eager or TorchScript) in eval mode, run without autograd."""
+    """A PyTorch module (eager or TorchScript) in eval mode, run without autograd, subnormals flushed."""
 
     def __init__(self, module: nn.Module | torch.jit.ScriptModule, backend: str):
         self.module = module.eval()
         self.backend = backend
 
     def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        flush_subnormals()
         with torch.no_grad():
             return self.module(torch.as_tensor(batch, dtype=torch.float32)).float()
 
 
 class OnnxRuntimePredictor:
-    """An ONNX Runtime CPU session with all graph optimisations on.
+    """An ONNX Runtime CPU session with all graph optimisations on and subnormal floats computed as zero
+    (``session.set_denormal_as_zero``: 5.6 -> 0.9 ms a frame for the fetal-head net, masks unchanged,
+    docs/benchmarks.md).
 
     A batch of several frames is split over ``threads`` concurrent single-threaded runs (one session serves
     them all): the small nets here gain little from one run's intra-op threads, so a cine runs faster this way
@@ -83,6 +94,7 @@ class OnnxRuntimePredictor:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         try:
             return ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ORT raises its own exception types, with multi-line messages
@@ -91,7 +103,10 @@ class OnnxRuntimePredictor:
     def _run_frames_in_parallel(self, array: np.ndarray) -> np.ndarray:
         if self._frame_session is None:
             self._frame_session = self._session(1)
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ort-frames")
+            # a single-threaded session runs on the calling thread, whose subnormal flag ONNX Runtime does not set
+            self._pool = ThreadPoolExecutor(
+                self.threads, thread_name_prefix="ort-frames", initializer=flush_subnormals
+            )
         chunks = np.array_split(array, min(self.threads, len(array)))
         return np.concatenate(
             list(self._pool.map(lambda chunk: self._frame_session.run(None, {self.input_name: chunk})[0], chunks))
@@ -104,6 +119,7 @@ class OnnxRuntimePredictor:
                 f"{self.model_path}: expects a {self.input_rank}-D batch (N, C, spatial...), got shape {array.shape}"
             )
         array = np.ascontiguousarray(array, dtype=np.float32)
+        flush_subnormals()  # ONNX Runtime's option covers its own threads, not the caller's
         if len(array) > 1 and self.threads > 1:
             logits = self._run_frames_in_parallel(array)
         else:
