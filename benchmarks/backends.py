@@ -13,12 +13,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lightweight_nets.inference.predictors import flush_subnormals
+
 __all__ = ["Bf16ChannelsLastPredictor", "OpenVinoPredictor", "outputs_match"]
 
 
 class Bf16ChannelsLastPredictor:
     """A copy of ``net`` in the channels-last layout, run under ``torch.autocast('cpu', dtype=torch.bfloat16)``;
-    logits come back as float32 in the default layout."""
+    logits come back as float32 in the default layout; subnormals flushed, as in the served predictors."""
 
     backend = "torch-bf16"
 
@@ -27,6 +29,7 @@ class Bf16ChannelsLastPredictor:
 
     def predict(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         batch = torch.as_tensor(batch, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+        flush_subnormals()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             return self.module(batch).float().contiguous()
 

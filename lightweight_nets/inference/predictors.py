@@ -104,9 +104,7 @@ class OnnxRuntimePredictor:
         if self._frame_session is None:
             self._frame_session = self._session(1)
             # a single-threaded session runs on the calling thread, whose subnormal flag ONNX Runtime does not set
-            self._pool = ThreadPoolExecutor(
-                self.threads, thread_name_prefix="ort-frames", initializer=flush_subnormals
-            )
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ort-frames", initializer=flush_subnormals)
         chunks = np.array_split(array, min(self.threads, len(array)))
         return np.concatenate(
             list(self._pool.map(lambda chunk: self._frame_session.run(None, {self.input_name: chunk})[0], chunks))
