@@ -200,10 +200,12 @@ def _gestational_age(formula: GestationalAgeFormula):
     """The per-frame gestational age measurement of one formula, from the head circumference as reported (so that
     the age is the formula of the number beside it); where none is given, the reason is."""
 
-    def measure(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -> dict:
-        circumferences = _per_frame_head_circumference_mm(masks, pixel_spacing_mm, slice_spacing_mm)
+    def measure(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm, head_circumferences=None) -> dict:
+        if head_circumferences is None:  # not measured yet for these masks (the ellipse fits are the cost)
+            circumferences = _per_frame_head_circumference_mm(masks, pixel_spacing_mm, slice_spacing_mm)
+            head_circumferences = circumferences["head_circumference_mm_per_frame"]
         weeks, reasons = [], []
-        for hc in circumferences["head_circumference_mm_per_frame"]:
+        for hc in head_circumferences:
             value, reason = (None, "no head circumference") if hc is None else formula.weeks(hc)
             weeks.append(None if value is None else round(value, 2))
             reasons.append(reason)
@@ -260,7 +262,10 @@ def measure_segment(
         if problem:
             not_measured[name] = problem
         else:
-            result.update(MEASUREMENTS[name](masks, pixel_spacing_mm, slice_spacing_mm))
+            measured = {}  # a gestational age reuses the head circumferences measured just before
+            if name.startswith("gestational_age_") and "head_circumference_mm_per_frame" in result:
+                measured["head_circumferences"] = result["head_circumference_mm_per_frame"]
+            result.update(MEASUREMENTS[name](masks, pixel_spacing_mm, slice_spacing_mm, **measured))
     if not_measured:
         result["not_measured"] = not_measured
     return result

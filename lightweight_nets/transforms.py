@@ -233,33 +233,64 @@ def resize_mask(mask: np.ndarray, spatial_size: Sequence[int]) -> torch.Tensor:
     return convert_to_tensor(Resize(spatial_size, mode="nearest")(mask), track_meta=False).float()
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every pixel (voxel) of a binary mask; None for an empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(k for k in range(mask.ndim) if k != axis)))
+        if not len(present):
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected (2D) or 26-connected (3D) component of a binary mask; empty for an empty mask."""
-    components, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
-    if not count:
-        return components > 0
-    return components == np.argmax(np.bincount(components.ravel())[1:]) + 1
+    """The largest 8-connected (2D) or 26-connected (3D) component of a binary mask; empty for an empty mask.
+    Labelled within the mask's bounding box (a fraction of a cine frame)."""
+    largest = np.zeros(mask.shape, dtype=bool)
+    box = _bounding_box(mask)
+    if box is None:
+        return largest
+    components, _ = ndimage.label(mask[box], structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
+    largest[box] = components == np.argmax(np.bincount(components.ravel())[1:]) + 1
+    return largest
 
 
 def _moment_ellipse_iou(mask: np.ndarray) -> float:
     """IoU of a mask with the ellipse (ellipsoid in 3D) of the same centre and second moments: 1 for a filled
     ellipse, lower for thin, branched or ragged shapes. A uniform ellipse with semi-axis a has variance a^2 / 4
     along it (a^2 / 5 in 3D), so its inside is where the Mahalanobis distance squared is at most ndim + 2; it is
-    drawn on its bounding box only."""
-    points = np.argwhere(mask).astype(np.float64)
-    if len(points) < 3:
+    drawn on its bounding box only. The moments are sums over the mask's own bounding box, through its 1D and 2D
+    marginals (exact integers), not over a list of its pixels."""
+    extent = _bounding_box(mask)
+    count = 0 if extent is None else int(mask[extent].sum())
+    if count < 3:
         return 0.0
-    centre = points.mean(axis=0)
-    covariance = np.cov(points, rowvar=False)
+    crop = mask[extent].astype(np.float64)
+    axes = range(mask.ndim)
+    index = [np.arange(n, dtype=np.float64) for n in crop.shape]
+    sums = np.empty((mask.ndim, mask.ndim))  # sum over the mask of x_j * x_k
+    for j in axes:
+        for k in axes:
+            if k >= j:
+                marginal = crop.sum(axis=tuple(a for a in axes if a not in (j, k)))
+                sums[j, k] = sums[k, j] = index[j] @ marginal @ index[k] if j != k else marginal @ index[j] ** 2
+    mean = np.array([crop.sum(axis=tuple(a for a in axes if a != j)) @ index[j] for j in axes]) / count
+    covariance = (sums - count * np.outer(mean, mean)) / (count - 1)  # as np.cov: unbiased
+    centre = mean + [part.start for part in extent]
     if np.linalg.matrix_rank(covariance) < mask.ndim:
         return 0.0
     reach = np.sqrt((mask.ndim + 2) * np.diag(covariance))
     low = np.maximum(np.floor(centre - reach), 0).astype(int)
     high = np.minimum(np.ceil(centre + reach) + 1, mask.shape).astype(int)
     box = tuple(slice(a, b) for a, b in zip(low, high))
-    grid = np.stack(np.indices(high - low), axis=-1).reshape(-1, mask.ndim) + low - centre
-    distance = np.einsum("ij,jk,ik->i", grid, np.linalg.inv(covariance), grid)
-    inside = (distance <= mask.ndim + 2).reshape(high - low)
+    offsets = [  # each axis's offsets from the centre, shaped to broadcast over the box
+        (np.arange(a, b) - c).reshape([-1 if axis == k else 1 for k in range(mask.ndim)])
+        for axis, (a, b, c) in enumerate(zip(low, high, centre))
+    ]
+    inverse = np.linalg.inv(covariance)
+    distance = sum(inverse[j, k] * offsets[j] * offsets[k] for j in range(mask.ndim) for k in range(mask.ndim))
+    inside = distance <= mask.ndim + 2
     overlap = (inside & mask[box]).sum()
     return float(overlap / (inside.sum() + mask.sum() - overlap))
 

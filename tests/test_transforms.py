@@ -125,6 +125,29 @@ def test_ellipse_iou_and_area_fraction_tell_a_head_from_a_streak_and_a_speck():
     assert [bool(frame.any()) for frame in by_size] == [True, True, False]
 
 
+def _ellipse_iou_from_pixels(mask: np.ndarray) -> float:
+    """The moment-ellipse IoU the plain way: the pixels' mean and covariance, the Mahalanobis distance everywhere."""
+    points = np.argwhere(mask).astype(float)
+    inverse = np.linalg.inv(np.cov(points, rowvar=False))
+    grid = np.stack(np.indices(mask.shape), axis=-1) - points.mean(axis=0)
+    inside = np.einsum("...j,jk,...k->...", grid, inverse, grid) <= mask.ndim + 2
+    return (inside & mask).sum() / (inside | mask).sum()
+
+
+def test_ellipse_iou_from_marginals_is_the_pixel_list_computation():
+    """The evidence's ellipse IoU (moments from the bounding box's marginals) equals the plain computation, for a
+    tilted off-centre ellipse cut by the frame's edge, a ragged blob and a 3D ellipsoid."""
+    rows, columns = np.mgrid[:120, :160]
+    u, v = (columns - 140) * 0.8 + (rows - 50) * 0.6, -(columns - 140) * 0.6 + (rows - 50) * 0.8
+    tilted = (u / 45) ** 2 + (v / 20) ** 2 <= 1
+    ragged = tilted & (np.random.default_rng(0).random(tilted.shape) > 0.3)
+    x, y, z = np.mgrid[:30, :40, :20]
+    ellipsoid = ((x - 14) / 9) ** 2 + ((y - 22) / 14) ** 2 + ((z - 9) / 6) ** 2 <= 1
+    for mask in (tilted, ragged, ellipsoid):
+        expected = _ellipse_iou_from_pixels(mask)
+        assert component_evidence(mask, np.ones(mask.shape), ["ellipse_iou"])["ellipse_iou"] == pytest.approx(expected)
+
+
 def test_presence_with_softmax_removes_only_the_label_without_evidence():
     """Label 1 sure, label 2 barely above background: the rule removes label 2 and leaves label 1 untouched."""
     logits = torch.zeros(1, 3, 40, 40)
