@@ -208,20 +208,18 @@ class VolumePreprocessing:
         to_model = torch.linalg.solve(prepared.affine.to(torch.float64), image.affine.to(torch.float64))
         values = torch.as_tensor(output, dtype=torch.float32)[None]  # (1, C, X', Y', Z')
         sizes = torch.tensor(values.shape[2:], dtype=torch.float64)
+        # grid_sample's coordinate of model axis k, in [-1, 1], is affine in the input voxel (x, y, z): a sum of
+        # one term per input axis, each a vector per index, broadcast over the slab; its axes in (z, y, x) order
+        scale = 2 / (sizes - 1).clamp(min=1)
+        linear = (to_model[:3, :3] * scale[:, None]).flip(0)
+        offset = (to_model[:3, 3] * scale - 1).flip(0)
         shape = image.shape[1:]
+        along = [torch.arange(n, dtype=torch.float64)[:, None] * linear[:, axis] for axis, n in enumerate(shape)]
+        in_plane = along[0][:, None, None] + along[1][None, :, None] + offset  # (X, Y, 1, 3)
         result = torch.empty((values.shape[1], *shape), dtype=torch.float32)
-        x, y = torch.meshgrid(
-            torch.arange(shape[0], dtype=torch.float64), torch.arange(shape[1], dtype=torch.float64), indexing="ij"
-        )
         for start in range(0, shape[2], _SLAB):
-            z = torch.arange(start, min(start + _SLAB, shape[2]), dtype=torch.float64)
-            index = torch.stack(
-                [x[..., None].expand(-1, -1, len(z)), y[..., None].expand(-1, -1, len(z)), z.expand(*shape[:2], -1)],
-                dim=-1,
-            )
-            model = index @ to_model[:3, :3].T + to_model[:3, 3]
-            grid = (2 * model / (sizes - 1).clamp(min=1) - 1).flip(-1).to(torch.float32)  # grid_sample wants (z, y, x)
-            result[..., start : start + len(z)] = torch.nn.functional.grid_sample(
+            grid = (in_plane + along[2][None, None, start : start + _SLAB]).to(torch.float32)
+            result[..., start : start + grid.shape[2]] = torch.nn.functional.grid_sample(
                 values, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
             )[0]
         return result
