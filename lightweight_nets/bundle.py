@@ -169,7 +169,8 @@ class BundleSpec:
     """What one served model is and needs, read from its bundle (see the module docstring).
 
     ``id`` is the bundle's folder name (what ``--model`` names); ``name`` and ``version`` come from the metadata
-    and identify the algorithm in the SEG and the report.
+    and identify the algorithm in the SEG and the report. ``backend`` is the bundle's own choice of backend
+    (``inference.json``'s "backend", measured per model: "auto" is the first shipped of ``BACKENDS``).
     """
 
     root: Path
@@ -183,6 +184,7 @@ class BundleSpec:
     series_rules: tuple[dict, ...]
     _parser: object = field(repr=False, compare=False)
     measurement_codes: dict[str, MeasurementCoding] = field(default_factory=dict)
+    backend: str = "auto"
 
     @classmethod
     def load(cls, root: str | Path) -> BundleSpec:
@@ -243,6 +245,9 @@ class BundleSpec:
                 raise BundleError(
                     f"{config}: series_rules: every rule needs a name and non-empty conditions, got {rule!r}"
                 )
+        backend = item("backend", str) if "backend" in parser else "auto"
+        if backend != "auto" and backend not in BACKENDS:
+            raise BundleError(f"{config}: backend must be auto or one of {', '.join(BACKENDS)}, got {backend!r}")
         metadata = parser.get("_meta_", {})
         spec = cls(
             root=root,
@@ -256,6 +261,7 @@ class BundleSpec:
             series_rules=rules,
             _parser=parser,
             measurement_codes=codes,
+            backend=backend,
         )
         spec._check_network_data_format(metadata.get("network_data_format", {}), metadata_path)
         return spec
@@ -303,9 +309,14 @@ class BundleSpec:
         distill = self.root / "configs" / "distill.json"
         return dict(ConfigParser.load_config_file(str(distill)).get("teacher_def", {})) if distill.is_file() else {}
 
+    def served_backend(self, backend: str = "auto") -> str:
+        """The backend that serves this bundle: ``backend``, or for "auto" the bundle's own choice, itself "auto"
+        for the first shipped of ``BACKENDS`` (:func:`served_backend`)."""
+        return served_backend(self.root, self.backend if backend == "auto" else backend)
+
     def load_predictor(self, backend: str = "auto", threads: int | None = None) -> Predictor:
-        """The served model, backend as :func:`served_backend` picks it."""
-        backend = served_backend(self.root, backend)
+        """The served model, backend as :meth:`served_backend` picks it."""
+        backend = self.served_backend(backend)
         return load_bundle_predictor(self.root, self.network() if backend == "torch" else None, backend, threads)
 
     @property

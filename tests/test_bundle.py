@@ -161,7 +161,7 @@ def test_config_instantiates(bundle_id, workflow):
         assert module.layers == net.feature_layers
         assert not any(p.requires_grad for p in module.teacher.parameters())
     if workflow == "inference":
-        assert parser.get_parsed_content("predictor").backend == "onnx"
+        assert parser.get_parsed_content("predictor").backend == spec.served_backend()  # the app's choice too
 
 
 def test_network_is_chosen_by_one_value():

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from lightweight_nets import create_net, list_nets
-from lightweight_nets.bundle import BundleSpec, load_bundle_predictor, served_backend
+from lightweight_nets.bundle import BundleError, BundleSpec, load_bundle_predictor, served_backend
 from lightweight_nets.export import export_onnx, export_torchscript, quantize_int8
 from lightweight_nets.inference.predictors import BACKENDS, TorchPredictor, load_predictor, load_weights
 
@@ -229,6 +229,21 @@ def test_a_bundle_serves_its_fastest_shipped_backend(student_files, tmp_path):
     (tmp_path / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="model.ts: no such model file"):
         spec.load_predictor("torchscript")
+
+
+def test_a_bundle_may_choose_its_backend(tmp_path):
+    """inference.json's "backend" is what "auto" serves (a 3D net runs faster on TorchScript than on ONNX Runtime
+    on this CPU); an explicit backend still wins, and an unknown one is a BundleError naming the file."""
+    shutil.copytree(FETAL, tmp_path / "bundle", ignore=shutil.ignore_patterns("experiments", "logs", "docs", "data"))
+    config = tmp_path / "bundle" / "configs" / "inference.json"
+    text = config.read_text()
+    config.write_text(text.replace('"backend": "auto"', '"backend": "torchscript"'))
+    spec = BundleSpec.load(tmp_path / "bundle")
+    assert spec.backend == "torchscript" and spec.load_predictor().backend == "torchscript"
+    assert spec.load_predictor("onnx").backend == "onnx"
+    config.write_text(text.replace('"backend": "auto"', '"backend": "tensorrt"'))
+    with pytest.raises(BundleError, match="inference.json: backend must be auto or one of"):
+        BundleSpec.load(tmp_path / "bundle")
 
 
 def test_every_backend_computes_subnormal_floats_as_zero(tmp_path):

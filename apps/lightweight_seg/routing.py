@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from lightweight_nets.bundle import BundleError, BundleSpec, find_bundles, served_backend
+from lightweight_nets.bundle import BundleError, BundleSpec, find_bundles
 from lightweight_nets.inference.predictors import Predictor
 from lightweight_nets.transforms import Postprocessing
 from lightweight_seg.dicom_io import InputError, selection_score
@@ -35,7 +35,7 @@ class ModelRouter:
         bundles: the served bundles (their ids must differ).
         force: the id of the bundle that gets every series, whatever its rules say.
         keep_all_components: keep every connected component, whatever a bundle's post-processing says.
-        backend: the inference backend of every model ("auto": the fastest a bundle ships).
+        backend: the inference backend of every model ("auto": each bundle's own choice, else the fastest it ships).
         threads: CPU threads per model (default: all this process may use).
     """
 
@@ -57,7 +57,7 @@ class ModelRouter:
             )
         for spec in bundles:  # a bundle without its model fails at start-up, not on its first series
             try:
-                served_backend(spec.root, backend)
+                spec.served_backend(backend)
             except (OSError, ValueError) as error:
                 raise InputError(str(error)) from None
         if keep_all_components:
