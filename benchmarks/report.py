@@ -270,9 +270,9 @@ def write_report(
             for case, threads in _cases(results)
             if case == "2D"
         )
-        + '. A bundle\'s "auto" backend (`BundleSpec.load_predictor`) is the first of '
-        "`lightweight_nets.inference.predictors.BACKENDS` that it ships; int8 is never automatic because it changes "
-        "the outputs (see below).\n",
+        + '. A bundle serves the backend its `inference.json` names (`BundleSpec.served_backend`; the 3D bundles '
+        'TorchScript, measured below); "auto" is the first of `lightweight_nets.inference.predictors.BACKENDS` that '
+        "it ships; int8 is never automatic because it changes the outputs (see below).\n",
     ]
     for case, threads in _cases(results):
         sections += [f"## {case}, {threads} thread(s)\n", _summary_table(results, case, threads)]
