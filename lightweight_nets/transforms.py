@@ -267,13 +267,16 @@ def _moment_ellipse_iou(mask: np.ndarray) -> float:
     crop = mask[extent].astype(np.float64)
     axes = range(mask.ndim)
     index = [np.arange(n, dtype=np.float64) for n in crop.shape]
-    sums = np.empty((mask.ndim, mask.ndim))  # sum over the mask of x_j * x_k
+
+    def marginal(*kept: int) -> np.ndarray:  # the crop summed over every other axis, the kept ones in order
+        return crop.sum(axis=tuple(a for a in axes if a not in kept))
+
+    sums = np.empty((mask.ndim, mask.ndim))  # over the mask, the sum of x_j * x_k
     for j in axes:
-        for k in axes:
-            if k >= j:
-                marginal = crop.sum(axis=tuple(a for a in axes if a not in (j, k)))
-                sums[j, k] = sums[k, j] = index[j] @ marginal @ index[k] if j != k else marginal @ index[j] ** 2
-    mean = np.array([crop.sum(axis=tuple(a for a in axes if a != j)) @ index[j] for j in axes]) / count
+        sums[j, j] = marginal(j) @ index[j] ** 2
+        for k in range(j + 1, mask.ndim):
+            sums[j, k] = sums[k, j] = index[j] @ marginal(j, k) @ index[k]
+    mean = np.array([marginal(j) @ index[j] for j in axes]) / count
     covariance = (sums - count * np.outer(mean, mean)) / (count - 1)  # as np.cov: unbiased
     centre = mean + [part.start for part in extent]
     if np.linalg.matrix_rank(covariance) < mask.ndim:
