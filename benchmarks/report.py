@@ -270,7 +270,7 @@ def write_report(
             for case, threads in _cases(results)
             if case == "2D"
         )
-        + '. A bundle serves the backend its `inference.json` names (`BundleSpec.served_backend`; the 3D bundles '
+        + ". A bundle serves the backend its `inference.json` names (`BundleSpec.served_backend`; the 3D bundles "
         'TorchScript, measured below); "auto" is the first of `lightweight_nets.inference.predictors.BACKENDS` that '
         "it ships; int8 is never automatic because it changes the outputs (see below).\n",
     ]
