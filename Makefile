@@ -87,10 +87,18 @@ bench: venv
 
 # Our fetal-head nets against the peers users would pick instead (MONAI, nnU-Net, segmentation-models-pytorch),
 # docs/benchmarks_peers.md. The `bench` extra (`$(PY) -m pip install -c requirements.txt -e '.[bench]'`) adds
-# OpenVINO and the segmentation-models-pytorch peers; without it they are skipped.
-.PHONY: bench-peers
-bench-peers: venv
+# OpenVINO; segmentation-models-pytorch is built and exported in a venv of its own (.venv-smp, about 5.6 GB: its
+# torchvision loads only beside PyPI's torch 2.14.1, a CUDA build run on the CPU); without either they are skipped.
+.PHONY: bench-peers venv-smp
+bench-peers: venv venv-smp
 	$(PY) -m benchmarks.peers
+
+SMP_STAMP := .venv-smp/.installed
+venv-smp: $(SMP_STAMP)
+$(SMP_STAMP): benchmarks/smp/requirements.txt
+	test -d .venv-smp || python3.11 -m venv .venv-smp
+	.venv-smp/bin/python -m pip install -q -r benchmarks/smp/requirements.txt
+	touch $@
 
 # The OHIF viewer test (tests/ohif): playwright-core from its lock file, and OHIF's built viewer, the dist/ of
 # @ohif/app, unpacked from the package itself (checked against its registry sha512): its own dependencies are not

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +87,8 @@ class Contender:
         jobs: fetal-head ``train_jobs.json`` jobs: the first one's ``network_def`` builds the net, and every job's
             weights that exist are evaluated; the first existing ones are loaded for timing.
         build: builds the net where there is no job.
+        export: for a peer that does not import beside this project's torch: builds and exports it at an input
+            side, in a folder, in its own venv (:class:`ExportedPeer`); it is timed on its ONNX export only.
     """
 
     name: str
@@ -93,6 +96,7 @@ class Contender:
     description: str
     jobs: tuple[str, ...] = ()
     build: Callable[[], nn.Module] | None = None
+    export: Callable[[int, Path], ExportedPeer] | None = None
 
     def network(self) -> nn.Module:
         if self.build is not None:
@@ -142,11 +146,50 @@ def _plain_conv_unet() -> nn.Module:
     )
 
 
-def _smp_unet(encoder: str) -> nn.Module:
-    smp, found = optional_import("segmentation_models_pytorch")
-    if not found:
-        raise ImportError(f"segmentation-models-pytorch does not import: {first_line(smp._exception)}")
-    return smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=1)
+@dataclass(frozen=True)
+class ExportedPeer:
+    """A peer exported in its own venv: the ONNX model, the frame it was checked on and its PyTorch fp32 logits
+    there, its parameter count and GFLOPs, and that venv's torch."""
+
+    onnx_path: Path
+    batch: torch.Tensor
+    logits: torch.Tensor
+    parameters: int
+    gflops: float
+    torch: str
+
+
+SMP_VENV = ".venv-smp"  # `make venv-smp`, from benchmarks/smp/requirements.txt
+
+
+def _smp_export(encoder: str, size: int, folder: Path) -> ExportedPeer:
+    """segmentation-models-pytorch's ``Unet`` with ``encoder`` (random weights), built and exported by
+    ``benchmarks/smp/export.py`` in its venv: its torchvision does not load beside this project's CPU torch."""
+    python = checkout() / SMP_VENV / "bin" / "python"
+    if not python.is_file():
+        raise FileNotFoundError(
+            f"{python}: no such venv (make venv-smp); segmentation-models-pytorch needs torchvision, which does not "
+            "load beside this project's CPU torch"
+        )
+    out = folder / f"smp_{encoder}_{size}"
+    run = subprocess.run(
+        [str(python), str(checkout("benchmarks", "smp", "export.py")), encoder, str(size), str(out)],
+        env={**os.environ, "PYTHONPATH": str(checkout())},
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode:
+        last = (run.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"benchmarks/smp/export.py {encoder} {size}: {last}")
+    check = np.load(out / "check.npz")
+    return ExportedPeer(
+        out / "net.onnx",
+        torch.from_numpy(check["batch"]),
+        torch.from_numpy(check["logits"]),
+        int(check["parameters"]),
+        float(check["gflops"]),
+        str(check["torch"]),
+    )
 
 
 CONTENDERS = (
@@ -167,13 +210,13 @@ CONTENDERS = (
         "smp_unet_mobilenet_v2",
         False,
         "segmentation-models-pytorch `Unet`, MobileNetV2 encoder",
-        build=partial(_smp_unet, "mobilenet_v2"),
+        export=partial(_smp_export, "mobilenet_v2"),
     ),
     Contender(
         "smp_unet_efficientnet_b0",
         False,
         "segmentation-models-pytorch `Unet`, EfficientNet-B0 encoder",
-        build=partial(_smp_unet, "efficientnet-b0"),
+        export=partial(_smp_export, "efficientnet-b0"),
     ),
     Contender(
         "served",
@@ -236,10 +279,19 @@ def checked_predictors(
     and why any is left out: ONNX Runtime and OpenVINO only where their output on ``batch`` equals PyTorch's
     within :data:`ATOL`."""
     eager = TorchPredictor(net, "torch")
-    reference = eager.predict(batch)
     predictors: dict[str, Predictor] = {"torch": eager, "torch-bf16": Bf16ChannelsLastPredictor(net)}
     if onnx_path is None:
         return predictors, {}
+    exported, errors = onnx_predictors(onnx_path, batch, eager.predict(batch), threads)
+    return {**predictors, **exported}, errors
+
+
+def onnx_predictors(
+    onnx_path: Path, batch: torch.Tensor, reference: torch.Tensor, threads: int
+) -> tuple[dict[str, Predictor], dict[str, str]]:
+    """ONNX Runtime and OpenVINO on an ONNX model for ``batch``'s shape, each only where its output on ``batch``
+    equals ``reference`` (the PyTorch fp32 logits) within :data:`ATOL`, and why any is left out."""
+    predictors: dict[str, Predictor] = {}
     makers = {"onnx": lambda: OnnxRuntimePredictor(onnx_path, threads)}
     if optional_import("openvino")[1]:
         makers["openvino"] = lambda: OpenVinoPredictor(onnx_path, tuple(batch.shape), threads)
@@ -270,6 +322,9 @@ def measure(
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         for contender in contenders:
+            if contender.export is not None:
+                timed += _exported_rows(contender, sizes, Path(folder), threads, rows, skipped, log)
+                continue
             try:
                 net = contender.network()
                 weights = contender.trained_weights()
@@ -308,6 +363,35 @@ def measure(
                 predictor.predict(batch)
                 row.latencies_ms.setdefault(backend, []).append(1000.0 * (time.perf_counter() - start))
     return rows, skipped
+
+
+def _exported_rows(
+    contender: Contender,
+    sizes: list[int],
+    folder: Path,
+    threads: int,
+    rows: list[Row],
+    skipped: dict[str, str],
+    log: Callable[[str], None],
+) -> list[tuple[Row, str, Predictor, torch.Tensor]]:
+    """A peer exported in its own venv at every size: its rows (added to ``rows``, or why not to ``skipped``) and
+    what to time, its ONNX backends checked against its own venv's PyTorch logits."""
+    timed = []
+    for size in sizes:
+        log(f"{contender.name} {size} x {size}: exporting in its own venv and checking the backends")
+        try:
+            peer = contender.export(size, folder)
+        except Exception as error:  # no venv, or the export failed: the rest of the run goes on
+            skipped[contender.name] = f"{type(error).__name__}: {first_line(error)}"
+            log(f"{contender.name}: skipped, {skipped[contender.name]}")
+            return timed
+        row = Row(contender.name, contender.ours, size, peer.parameters, peer.gflops)
+        rows.append(row)
+        predictors, row.errors = onnx_predictors(peer.onnx_path, peer.batch, peer.logits, threads)
+        for backend in ("torch", "torch-bf16"):
+            row.errors[backend] = f"built in its own venv (torch {peer.torch}, torchvision): timed on its ONNX export"
+        timed += [(row, backend, predictor, peer.batch) for backend, predictor in predictors.items()]
+    return timed
 
 
 def _sha256(path: Path) -> str:
@@ -507,7 +591,10 @@ def write_report(saved: dict, markdown: Path) -> list[Path]:
         "said. ONNX Runtime and OpenVINO run the net's ONNX export (opset 21, `lightweight_nets.export.export_onnx`); "
         f"their outputs were checked against PyTorch fp32 (max abs difference <= {ATOL:g}) before timing. bf16 is "
         "PyTorch eager under `torch.autocast('cpu', dtype=torch.bfloat16)` with the net and input in channels-last; "
-        "its masks are compared with fp32 below. All nets and backends ran once per round, "
+        "its masks are compared with fp32 below. segmentation-models-pytorch's nets are built and exported in "
+        "a venv of their own (`benchmarks/smp`, `make venv-smp`: their torchvision does not load beside this "
+        "project's CPU torch), checked against that venv's PyTorch and timed on their ONNX export. "
+        "All nets and backends ran once per round, "
         f"{saved['rounds']} interleaved rounds after {saved['warmup']} warm-up runs each; median ms (fps = 1000 / "
         "median). Nets with trained weights (see Accuracy) carry them, the others random ones (the speed is the same). "
         "On a machine "

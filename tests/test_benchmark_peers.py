@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.peers import CONTENDERS, checked_predictors, main
+from benchmarks import checkout
+from benchmarks.peers import CONTENDERS, SMP_VENV, checked_predictors, main, measure
 from lightweight_nets.export import export_onnx
 from lightweight_nets.profile import count_parameters
 
@@ -82,3 +83,18 @@ def test_the_nnunet_peer_is_nnunets_2d_plan_for_256_by_256():
     assert [c.stride for c in convs].count((2, 2)) == 6 and len(convs) == 14
     assert all(n.affine for n in plain.modules() if isinstance(n, torch.nn.InstanceNorm2d))
     assert plain(torch.rand(1, 1, 128, 128)).shape == (1, 1, 128, 128)
+
+
+def test_an_smp_peer_is_exported_in_its_own_venv_or_skipped_with_the_reason():
+    """segmentation-models-pytorch does not import beside this project's torch: with `make venv-smp` its net is
+    exported there, checked against that venv's PyTorch and timed on ONNX Runtime; without the venv it is skipped
+    with a one-line reason that names the make target."""
+    contender = next(c for c in CONTENDERS if c.name == "smp_unet_mobilenet_v2")
+    rows, skipped = measure([contender], [64], rounds=1, warmup=0, threads=2, log=lambda line: None)
+    if not (checkout() / SMP_VENV / "bin" / "python").is_file():
+        assert rows == [] and "make venv-smp" in skipped[contender.name]
+        return
+    (row,) = rows
+    assert skipped == {} and row.size == 64 and row.parameters > 1_000_000 and row.gflops > 0
+    assert len(row.latencies_ms["onnx"]) == 1 and "onnx" not in row.errors  # it passed the check against PyTorch
+    assert "own venv" in row.errors["torch"]
