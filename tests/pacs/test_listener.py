@@ -58,8 +58,8 @@ def test_every_shipped_model_served_warm_each_series_to_its_own(orthanc, listene
     config = write_config(tmp_path / "node.json", orthanc, model=None)
     listener = listener_factory(config)
     assert (
-        "model ready: breast_lesion_us (onnx), fetal_head_us (onnx), hippocampus_mr (onnx), sarcoma_ct (onnx)"
-        in listener.log()
+        "model ready: breast_lesion_us (onnx), fetal_head_us (onnx), hippocampus_mr (torchscript), "
+        "sarcoma_ct (torchscript)" in listener.log()
     )
     breast = write_ultrasound(tmp_path / "breast.dcm", SHARED_DATA / "busi" / "images" / "benign_3.png", "BREAST")
     uncompressed = pydicom.dcmread(breast)  # storescu proposes uncompressed transfer syntaxes only
