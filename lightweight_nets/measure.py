@@ -15,6 +15,8 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import EllipseModel, find_contours
 
+from lightweight_nets.transforms import bounding_box
+
 __all__ = [
     "ellipse_perimeter",
     "FittedEllipse",
@@ -45,10 +47,9 @@ def _spacing_pair(pixel_spacing_mm: tuple[float, float] | float) -> np.ndarray:
 def _contours_px(mask: np.ndarray) -> list[np.ndarray]:
     """The mask's outlines as (row, column) pixel-index points on the 0.5 level (half way between a pixel in and a
     pixel out), traced on the mask's bounding box only."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # the same contour, traced on far fewer pixels
-    offset = np.array([rows[0] - 1.0, cols[0] - 1.0])  # undo the padding and the crop
-    return [contour + offset for contour in find_contours(np.pad(box.astype(np.float32), 1), 0.5)]
+    box = bounding_box(mask)  # the same contour, traced on far fewer pixels
+    offset = np.array([part.start - 1.0 for part in box])  # undo the padding and the crop
+    return [contour + offset for contour in find_contours(np.pad(mask[box].astype(np.float32), 1), 0.5)]
 
 
 def _scoord(points_rc: np.ndarray) -> list[list[float]]:

@@ -29,6 +29,7 @@ __all__ = [
     "INTENSITY_SCHEMES",
     "ACTIVATIONS",
     "to_grey",
+    "bounding_box",
     "Preprocessing",
     "VolumePreprocessing",
     "Postprocessing",
@@ -231,7 +232,7 @@ def resize_mask(mask: np.ndarray, spatial_size: Sequence[int]) -> torch.Tensor:
     return convert_to_tensor(Resize(spatial_size, mode="nearest")(mask), track_meta=False).float()
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest box holding every pixel (voxel) of a binary mask; None for an empty mask."""
     box = []
     for axis in range(mask.ndim):
@@ -246,7 +247,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected (2D) or 26-connected (3D) component of a binary mask; empty for an empty mask.
     Labelled within the mask's bounding box (a fraction of a cine frame)."""
     largest = np.zeros(mask.shape, dtype=bool)
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     if box is None:
         return largest
     components, _ = ndimage.label(mask[box], structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
@@ -260,7 +261,7 @@ def _moment_ellipse_iou(mask: np.ndarray) -> float:
     along it (a^2 / 5 in 3D), so its inside is where the Mahalanobis distance squared is at most ndim + 2; it is
     drawn on its bounding box only. The moments are sums over the mask's own bounding box, through its 1D and 2D
     marginals (exact integers), not over a list of its pixels."""
-    extent = _bounding_box(mask)
+    extent = bounding_box(mask)
     count = 0 if extent is None else int(mask[extent].sum())
     if count < 3:
         return 0.0
