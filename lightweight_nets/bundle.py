@@ -138,14 +138,19 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / INFERENCE_CONFIG).is_file()
 
 
+def _check_backend(backend: str) -> str:
+    """``backend`` itself if it names a backend or "auto"; else a ``ValueError`` that lists them."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected auto, {', '.join(BACKENDS)}")
+    return backend
+
+
 def served_backend(bundle_root: str | Path, backend: str = "auto") -> str:
     """The backend that serves a bundle: ``backend`` itself, or for "auto" the first of
     :data:`~lightweight_nets.inference.predictors.BACKENDS` (fastest measured first) whose ``models/model.*`` the
     bundle ships."""
     models = Path(bundle_root) / "models"
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected auto, {', '.join(BACKENDS)}")
-    if backend != "auto":
+    if _check_backend(backend) != "auto":
         return backend
     shipped = [name for name in BACKENDS if (models / f"model{MODEL_SUFFIXES[name]}").is_file()]
     if not shipped:
@@ -246,8 +251,10 @@ class BundleSpec:
                     f"{config}: series_rules: every rule needs a name and non-empty conditions, got {rule!r}"
                 )
         backend = item("backend", str) if "backend" in parser else "auto"
-        if backend != "auto" and backend not in BACKENDS:
-            raise BundleError(f"{config}: backend must be auto or one of {', '.join(BACKENDS)}, got {backend!r}")
+        try:
+            _check_backend(backend)
+        except ValueError as error:
+            raise BundleError(f"{config}: backend: {error}") from None
         metadata = parser.get("_meta_", {})
         spec = cls(
             root=root,
