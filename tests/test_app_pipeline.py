@@ -21,7 +21,7 @@ from test_app_support import (
 
 from lightweight_seg.dicom_io import Stack, build_stacks, find_files, read_headers
 from lightweight_seg.pipeline import segment_paths, segment_stack
-from lightweight_seg.seg_writer import build_seg
+from lightweight_seg.seg_writer import _packed_frames, build_seg
 
 
 def _stacks(name: str) -> list[Stack]:
@@ -105,6 +105,13 @@ def test_cine_frames_keep_their_order_and_references(fetal, segments, tmp_path):
     )
     for number in range(1, segments + 1):
         np.testing.assert_array_equal(read_back[..., number - 1].astype(bool), labels == number)
+
+
+def test_cine_masks_packed_a_few_frames_at_a_time_equal_the_whole_cine_packed():
+    """Frames of 35 pixels end mid-byte: the bits left over from one chunk (and segment) must start the next."""
+    labels = np.random.default_rng(0).integers(0, 3, (11, 5, 7), dtype=np.uint8)
+    whole = np.packbits(np.concatenate([labels == 1, labels == 2]).ravel(), bitorder="little").tobytes()
+    assert _packed_frames(labels, [1, 2], frames_at_once=3) == whole + b"\x00" * (len(whole) % 2)
 
 
 def test_ct_series_read_back_by_source_instance(fetal):

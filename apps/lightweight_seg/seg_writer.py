@@ -140,7 +140,7 @@ def _add_cine_frames(seg: hd.seg.Segmentation, labels: np.ndarray, source: Datas
     time_dimension.FunctionalGroupPointer = Tag("FrameContentSequence")
     time_dimension.DimensionDescriptionLabel = "Temporal Position Index"
     seg.DimensionIndexSequence.append(time_dimension)
-    frames, masks = [], []
+    frames, numbers = [], []
     shared = seg.SharedFunctionalGroupsSequence[0]
     for first in seg.PerFrameFunctionalGroupsSequence:  # one item per segment (shared identification for one)
         identification = first if "SegmentIdentificationSequence" in first else shared
@@ -154,12 +154,26 @@ def _add_cine_frames(seg: hd.seg.Segmentation, labels: np.ndarray, source: Datas
             item.FrameContentSequence[0].DimensionIndexValues = [segment_index, number]
             item.FrameContentSequence[0].TemporalPositionIndex = number
             frames.append(item)
-        masks.append(labels == segment_number)
+        numbers.append(segment_number)
     seg.PerFrameFunctionalGroupsSequence = frames
     seg.NumberOfFrames = len(frames)
-    masks = masks[0] if len(masks) == 1 else np.concatenate(masks)
-    packed = np.packbits(masks.ravel(), bitorder="little").tobytes()  # PS3.5 8.1.1: bit 0 first, no copy of a bool
-    seg.PixelData = packed + b"\x00" * (len(packed) % 2)  # even length
+    seg.PixelData = _packed_frames(labels, numbers)
+
+
+def _packed_frames(labels: np.ndarray, segment_numbers: list[int], frames_at_once: int = 8) -> bytes:
+    """The binary frames of each segment in turn (``labels == number``), bit-packed back to back as PS3.5 8.1.1
+    says (bit 0 first, no padding between frames) and padded to an even length; made a few frames at a time, so
+    that a long cine's masks are never held whole (bits left over from one chunk start the next)."""
+    packed, carry = [], np.zeros(0, dtype=bool)
+    for number in segment_numbers:
+        for start in range(0, len(labels), frames_at_once):
+            bits = np.concatenate([carry, (labels[start : start + frames_at_once] == number).ravel()])
+            whole = len(bits) - len(bits) % 8
+            packed.append(np.packbits(bits[:whole], bitorder="little"))
+            carry = bits[whole:]
+    packed.append(np.packbits(carry, bitorder="little"))
+    data = np.concatenate(packed).tobytes()
+    return data + b"\x00" * (len(data) % 2)
 
 
 def _content_description(spec: BundleSpec) -> str:
