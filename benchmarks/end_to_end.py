@@ -30,8 +30,13 @@ __all__ = ["CASES", "write_ct_volume", "measure", "markdown_section"]
 
 US_FRAME, US_CINE = "US frame (HC18 sample as DICOM US)", "US cine, 120 frames (color3d_jpeg_baseline)"
 CT_VOLUME = "CT series 512 x 512 x 100 (a sarcoma CT crop resampled)"
-TARGET_FRAME_S, TARGET_CINE_FPS, TARGET_CINE_MIB = 0.3, 60.0, 600.0
-TARGET_VOLUME_S, TARGET_VOLUME_MIB = 20.0, 2048.0
+TARGET_FRAME_S, TARGET_CINE_FPS, TARGET_CINE_MB = 0.3, 60.0, 600.0
+TARGET_VOLUME_S, TARGET_VOLUME_MB = 20.0, 2000.0  # the issues' MB and GB: 10^6 and 10^9 bytes
+
+
+def _mb(mib: float) -> float:
+    """MiB (what the kernel reports, 2^20 bytes) in MB (10^6 bytes, the unit of the targets)."""
+    return mib * 2**20 / 1e6
 
 
 def write_ct_volume(folder: Path, shape: tuple[int, int, int] = (512, 512, 100)) -> Path:
@@ -216,17 +221,19 @@ def markdown_section(rows: list[dict], threads: int = 2) -> str:
         if "cold" in by_case[US_CINE]:
             cold = by_case[US_CINE]["cold"]
             lines.append(
-                f"- Target: that cine in a fresh process < {TARGET_CINE_MIB:.0f} MB peak RSS: "
-                f"{cold['peak_rss_mib']:.0f} MiB, **{'met' if cold['peak_rss_mib'] <= TARGET_CINE_MIB else 'not met'}**"
+                f"- Target: that cine in a fresh process < {TARGET_CINE_MB:.0f} MB peak RSS: "
+                f"{_mb(cold['peak_rss_mib']):.0f} MB ({cold['peak_rss_mib']:.0f} MiB), "
+                f"**{'met' if _mb(cold['peak_rss_mib']) < TARGET_CINE_MB else 'not met'}**"
                 f" ({cold['loaded_rss_mib']:.0f} MiB of it before the first byte is read: the imports, the MONAI "
                 f"Deploy SDK and MONAI among them, and the loaded models)"
             )
     if CT_VOLUME in by_case:
         cold = by_case[CT_VOLUME]["cold"]
-        met = cold["seconds"] <= TARGET_VOLUME_S and cold["peak_rss_mib"] <= TARGET_VOLUME_MIB
+        met = cold["seconds"] <= TARGET_VOLUME_S and _mb(cold["peak_rss_mib"]) < TARGET_VOLUME_MB
         lines.append(
             f"- Target: a 512 x 512 x 100 CT series end to end in a fresh process (imports and model "
-            f"loading included) < {TARGET_VOLUME_S:.0f} s and < {TARGET_VOLUME_MIB / 1024:.0f} GB peak RSS: "
-            f"{cold['seconds']:.1f} s, {cold['peak_rss_mib']:.0f} MiB, **{'met' if met else 'not met'}**"
+            f"loading included) < {TARGET_VOLUME_S:.0f} s and < {TARGET_VOLUME_MB / 1000:.0f} GB peak RSS: "
+            f"{cold['seconds']:.1f} s, {_mb(cold['peak_rss_mib']):.0f} MB ({cold['peak_rss_mib']:.0f} MiB), "
+            f"**{'met' if met else 'not met'}**"
         )
     return "\n".join(lines) + "\n\n"
