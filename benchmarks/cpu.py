@@ -96,7 +96,7 @@ def _hc18_bundle() -> Path:
 def trained_weights(name: str) -> Path | None:
     """The HC18 state dict the fetal-head bundle ships for net ``name`` at its registered defaults, if any: its
     served model or its teacher (``models/teacher.pt``) where the bundle builds that net with no argument of its
-    own (the served 16-channel student is not the zoo's 32-channel default), or an ablation
+    own (a served net built with arguments of its own, channels say, is not the zoo's default), or an ablation
     (``experiments/<name>.pt``)."""
     bundle = _hc18_bundle()
     spec = BundleSpec.load(bundle)

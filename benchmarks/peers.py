@@ -3,8 +3,9 @@ docs/benchmarks_peers.md (+ .json, + .png).
 
 Peers: MONAI's UNet as in the spleen bundle, MONAI's BasicUNet (its defaults), nnU-Net's default 2D PlainConvUNet
 for a 256 x 256 input, and segmentation-models-pytorch's Unet with MobileNetV2 and EfficientNet-B0 encoders (no
-pretrained weights, nothing downloaded). Ours: the fetal-head bundle's served network (the 16-channel thin separable
-student at 128 x 128), the default before it (32 channels at 256 x 256) and the served model's teacher. Every net at
+pretrained weights, nothing downloaded). Ours: the fetal-head bundle's served network (the 32-channel thin separable
+student at 128 x 128), the same network at 16 channels (the 0.4.0 default), the 0.3.0 default (32 channels at
+256 x 256) and the distillation teacher. Every net at
 each input size (one grey frame, batch 1) on ONNX Runtime fp32 (the app's default backend), PyTorch eager fp32,
 PyTorch eager under bf16 autocast in channels-last, and OpenVINO fp32 where it imports. ONNX Runtime's and
 OpenVINO's outputs are checked against PyTorch's (atol 1e-3) before any timing; bf16 is judged by its masks on real
@@ -221,16 +222,22 @@ CONTENDERS = (
     Contender(
         "served",
         True,
-        "the served fetal-head network (`inference.json` `network_def`: `thin_separable_student`, 16 channels)",
-        jobs=("model", "distilled"),
+        "the served fetal-head network (`inference.json` `network_def`: `thin_separable_student`, 32 channels)",
+        jobs=("model",),
+    ),
+    Contender(
+        "student16",
+        True,
+        "the 0.4.0 default: the same network at 16 channels, trained without and with distillation",
+        jobs=("student16_128", "distilled"),
     ),
     Contender(
         "previous_default",
         True,
-        "the default before it: `thin_separable_student`, 32 channels, at 256 x 256",
+        "the 0.3.0 default: `thin_separable_student`, 32 channels, at 256 x 256",
         jobs=("student32_256_distilled", "student32_256"),
     ),
-    Contender("teacher", True, "`thin_unet`, 32 channels (the served model's teacher)", jobs=("teacher",)),
+    Contender("teacher", True, "`thin_unet`, 32 channels (the distillation teacher)", jobs=("teacher",)),
 )
 
 
@@ -412,7 +419,8 @@ def evaluate_jobs(
     contenders: list[Contender], cached: dict[str, dict], limit: int | None, log: Callable[[str], None]
 ) -> dict[str, dict]:
     """By job: the HC18 validation Dice and HC error of every job's existing weights (``evaluate.json``) and their
-    bf16 mask agreement; an entry of ``cached`` with the same weights (SHA-256) and ``limit`` is reused."""
+    bf16 mask agreement; an entry of ``cached`` with the same weights (SHA-256), job setup (its config files and
+    overrides) and ``limit`` is reused."""
     results = {}
     for contender in contenders:
         for name in contender.jobs:
@@ -421,9 +429,10 @@ def evaluate_jobs(
                 if not weights.is_file():
                     continue
                 digest = _sha256(weights)
+                setup = json.dumps([job["configs"], job["overrides"]], sort_keys=True)
                 kept = cached.get(name, {})
-                if kept.get("sha256") == digest and kept.get("limit") == limit:
-                    results[name] = kept
+                if kept.get("sha256") == digest and kept.get("setup") == setup and kept.get("limit") == limit:
+                    results[name] = {**kept, "net": contender.name, "ours": contender.ours}  # the row it is in now
                     continue
                 log(f"{name}: evaluating {weights.name} on the HC18 validation split")
                 job["limit"] = limit
@@ -437,6 +446,7 @@ def evaluate_jobs(
                     "size": int(preprocessing.spatial_size[0]),
                     "weights": str(weights.relative_to(checkout(*BUNDLE))),
                     "sha256": digest,
+                    "setup": setup,
                     "limit": limit,
                     "images": summary["images"],
                     "dice": summary["dice"]["mean"],
@@ -597,10 +607,12 @@ def write_report(saved: dict, markdown: Path) -> list[Path]:
         "All nets and backends ran once per round, "
         f"{saved['rounds']} interleaved rounds after {saved['warmup']} warm-up runs each; median ms (fps = 1000 / "
         "median). Nets with trained weights (see Accuracy) carry them, the others random ones (the speed is the same). "
-        "On a machine "
-        "whose cores other work keeps busy, PyTorch's OpenMP threads waste their time slices spinning at every "
-        "barrier (here a 15 ms net took 800 ms): there run it with `OMP_WAIT_POLICY=PASSIVE` (noted above), which "
-        "costs PyTorch a little on an idle machine.\n",
+        "PyTorch's OpenMP threads keep spinning after each PyTorch turn and take the cores from the next net's "
+        "ONNX Runtime run (the served net, 2026-12-06: 4.2-6.5 ms after a PyTorch turn, 3.3 ms with "
+        "`OMP_WAIT_POLICY=PASSIVE`), and on a machine whose cores other work keeps busy they waste their time "
+        "slices spinning at every barrier (a 15 ms net took 800 ms): `make bench-peers` runs it with "
+        "`OMP_WAIT_POLICY=PASSIVE` (the line above says which policy a run had), which costs PyTorch a little on "
+        "an idle machine.\n",
         "## Targets (issue 17)\n",
         _targets(rows, saved["threads"]),
         "## Speed\n",
