@@ -167,7 +167,8 @@ def test_config_instantiates(bundle_id, workflow):
 def test_network_is_chosen_by_one_value():
     parser = parser_for(FETAL, "train", **{"network_def#name": "flat_unet"})
     net = parser.get_parsed_content("network_def")
-    assert type(net).__name__ == "FlatUNet" and net.head.in_channels == 16  # the served width carries over
+    served_width = parser.get_parsed_content("network_def#channels")
+    assert type(net).__name__ == "FlatUNet" and net.head.in_channels == served_width == 32  # it carries over
 
 
 def test_overrides_reach_the_run_by_name(tmp_path):
@@ -332,7 +333,8 @@ def test_two_step_training_and_distillation(tmp_path, sample_split):
     student = parser.get_parsed_content("run")
     state = torch.load(student, weights_only=True)
     assert not any(k.startswith(("adapters", "teacher")) for k in state), "adapters/teacher leaked into the export"
-    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 14203
+    exported = sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
+    assert exported == sum(p.numel() for p in parser.get_parsed_content("network_def").parameters())
     module = parser.get_parsed_content("module")
     for key, value in module.teacher.state_dict().items():  # the frozen teacher did not move
         assert torch.equal(value, teacher_before[key]), key

@@ -39,11 +39,13 @@ def test_plan_orders_teachers_first_and_splits_the_budget_along_the_chain():
     assert (
         keys.index("fetal_head_us/teacher/seed1")
         < keys.index("fetal_head_us/distilled/seed1")
-        < keys.index("fetal_head_us/model/seed1")
+        < keys.index("fetal_head_us/student16_128/seed1")
     )
-    assert chain_depth(jobs) == 3 and len(jobs) == 8
-    only = plan([REPO / "bundle" / "fetal_head_us"], seeds=[0], only=["model"])
-    assert [job.name for job in only] == ["teacher", "distilled", "model"]
+    assert chain_depth(jobs) == 3 and len(jobs) == 10
+    fetal = REPO / "bundle" / "fetal_head_us"
+    assert [job.name for job in plan([fetal], seeds=[0], only=["model"])] == ["model"]  # the served one needs none
+    only = plan([fetal], seeds=[0], only=["student16_128"])
+    assert [job.name for job in only] == ["teacher", "distilled", "student16_128"]
     assert is_finished({"stopped": "early_stopping", "epochs": 3}, 200)
     assert not is_finished({"stopped": "max_time", "epochs": 3}, 200)
     assert not is_finished({"stopped": "max_epochs", "epochs": 1}, 2)
@@ -82,10 +84,13 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
             ignore=shutil.ignore_patterns("models", "experiments", "logs", "runs"),
         )
     out = tmp_path / "runs"
-    common = [str(bundles), "-o", str(out), "--only", "model", "--data-root", str(SHARED_DATA), *TINY]
+    # the served models, and the fetal-head distillation comparison's undistilled twin (teacher -> distilled -> it)
+    only = ["--only", "model", "student16_128"]
+    common = [str(bundles), "-o", str(out), *only, "--data-root", str(SHARED_DATA), *TINY]
     assert main([*common, "--max-epochs", "1", "--install"]) == 0
     first = capfd.readouterr().out
-    assert first.index("[fetal_head_us/teacher/seed0] done") < first.index("[fetal_head_us/model/seed0] starts")
+    assert first.index("[fetal_head_us/teacher/seed0] done") < first.index("[fetal_head_us/distilled/seed0] starts")
+    assert first.index("[breast_lesion_us/teacher/seed0] done") < first.index("[breast_lesion_us/model/seed0] starts")
     assert "[fetal_head_us/model/seed0] epoch 1 " in first
 
     for name in ("fetal_head_us", "breast_lesion_us"):
@@ -98,27 +103,28 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
         }
         load_weights(create_net(**teacher_def), root / "models" / "teacher.pt")
         assert (root / "logs" / "model.metrics.csv").is_file() and (root / "docs" / "training_record.md").is_file()
-    model = json.loads((out / "fetal_head_us" / "model" / "seed0" / "summary.json").read_text())
+    twin = json.loads((out / "fetal_head_us" / "student16_128" / "seed0" / "summary.json").read_text())
     distilled = json.loads((out / "fetal_head_us" / "distilled" / "seed0" / "summary.json").read_text())
     teacher = json.loads((out / "fetal_head_us" / "teacher" / "seed0" / "summary.json").read_text())
-    assert distilled["overrides"]["teacher_file"] == teacher["weights"]  # the fetal model: as many epochs, no teacher
-    assert "teacher_file" not in model["overrides"] and model["early_stopping"] is False
-    assert model["epochs"] == 1 and model["stopped"] == "max_epochs" and "val_dice" in model
+    assert distilled["overrides"]["teacher_file"] == teacher["weights"]  # the twin: as many epochs, no teacher
+    assert "teacher_file" not in twin["overrides"] and twin["early_stopping"] is False
+    assert twin["epochs"] == 1 and twin["stopped"] == "max_epochs" and "val_dice" in twin
     assert {(s["bundle"], s["job"]) for s in json.loads((out / "summary.json").read_text())} == {
         ("fetal_head_us", "distilled"),
+        ("fetal_head_us", "student16_128"),
         *((b, j) for b in ("fetal_head_us", "breast_lesion_us") for j in ("teacher", "model")),
     }
 
     assert main([*common, "--max-epochs", "2"]) == 0  # asked for more epochs: every run resumes
     second = capfd.readouterr().out
-    assert second.count("resumes from last.ckpt") == 5 and "epoch 1 " not in second
+    assert second.count("resumes from last.ckpt") == 6 and "epoch 1 " not in second
     model = json.loads((out / "fetal_head_us" / "model" / "seed0" / "summary.json").read_text())
     assert model["epochs"] == 2 and model["resumed_from"].endswith("last.ckpt")
     rows = (out / "fetal_head_us" / "model" / "seed0" / "metrics.csv").read_text().splitlines()
     assert {line.split(",")[0] for line in rows[1:]} >= {"0", "1"}  # both epochs in the one log
 
     assert main([*common, "--max-epochs", "2"]) == 0
-    assert capfd.readouterr().out.count("already finished") == 5
+    assert capfd.readouterr().out.count("already finished") == 6
 
 
 def test_experiments_are_planned_only_when_asked_and_after_what_sets_their_epochs():
