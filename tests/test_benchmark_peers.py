@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from benchmarks import checkout
-from benchmarks.peers import CONTENDERS, SMP_VENV, checked_predictors, main, measure
+from benchmarks.peers import CONTENDERS, SMP_VENV, _accuracy_target, checked_predictors, main, measure
 from lightweight_nets.export import export_onnx
 from lightweight_nets.profile import count_parameters
 
@@ -98,3 +98,20 @@ def test_an_smp_peer_is_exported_in_its_own_venv_or_skipped_with_the_reason():
     assert skipped == {} and row.size == 64 and row.parameters > 1_000_000 and row.gflops > 0
     assert len(row.latencies_ms["onnx"]) == 1 and "onnx" not in row.errors  # it passed the check against PyTorch
     assert "own venv" in row.errors["torch"]
+
+
+def test_the_accuracy_clause_compares_the_served_model_with_the_most_accurate_weights():
+    def accuracy(served: float) -> dict:
+        return {
+            "model": {"dice": served, "weights": "models/model.pt"},
+            "teacher": {"dice": 0.9731, "weights": "models/teacher.pt"},
+            "student16_128": {"dice": 0.9648, "weights": "experiments/student16_128.pt"},
+        }
+
+    assert "(`teacher`, `models/teacher.pt`: 0.9731)" in _accuracy_target(accuracy(0.9709))
+    assert "-0.22 points **met**" in _accuracy_target(accuracy(0.9709))
+    assert "-0.83 points **not met**" in _accuracy_target(accuracy(0.9648))
+    assert "(`model`, `models/model.pt`: 0.9741), served `model`: 0.9741, +0.00 points **met**" in _accuracy_target(
+        accuracy(0.9741)
+    )  # the served model may be the most accurate itself
+    assert "not evaluated" in _accuracy_target({})
