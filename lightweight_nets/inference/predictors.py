@@ -76,9 +76,9 @@ class OnnxRuntimePredictor:
 
     A batch of several frames runs frame by frame, ``threads`` single-threaded runs at a time (one session serves
     them all): the small nets here gain little from one run's intra-op threads, so a cine runs faster this way
-    than through intra-op threads (docs/benchmarks.md), and each run's buffers hold one frame, not a share of the
-    batch (120-frame cine: 28 MiB instead of 55, and 0.16 s instead of 0.21 s). One frame alone runs on all
-    ``threads``; the single-threaded session is made on the first batch of several frames."""
+    than through intra-op threads, and each run's buffers hold one frame, not a share of the batch (less memory
+    and faster than halves on a cine: docs/benchmarks.md). One frame alone runs on all ``threads``; the
+    single-threaded session is made on the first batch of several frames."""
 
     backend = "onnx"
 
