@@ -91,7 +91,7 @@ bench: venv
 # torchvision loads only beside PyPI's torch 2.14.1, a CUDA build run on the CPU); without either they are skipped.
 .PHONY: bench-peers venv-smp
 bench-peers: venv venv-smp
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m benchmarks.peers
+	$(PY) -m benchmarks.peers
 
 SMP_STAMP := .venv-smp/.installed
 venv-smp: $(SMP_STAMP)

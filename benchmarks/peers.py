@@ -9,8 +9,9 @@ student at 128 x 128), the same network at 16 channels (the 0.4.0 default), the 
 each input size (one grey frame, batch 1) on ONNX Runtime fp32 (the app's default backend), PyTorch eager fp32,
 PyTorch eager under bf16 autocast in channels-last, and OpenVINO fp32 where it imports. ONNX Runtime's and
 OpenVINO's outputs are checked against PyTorch's (atol 1e-3) before any timing; bf16 is judged by its masks on real
-HC18 images instead. Then every net and backend runs once per round, in interleaved rounds after a warm-up, so load
-from other processes falls on all alike.
+HC18 images instead. Then every net and backend takes a turn in each of the interleaved rounds after a warm-up (a
+sleep, an untimed run, a few timed runs back to back), so that load from other processes falls on all alike and no
+backend's spinning threads slow the next one.
 
 Accuracy comes from the fetal-head bundle's ``configs/train_jobs.json`` jobs whose weights exist: the bundle's
 ``evaluate.json`` (HC18 validation split: Dice, HC error in mm), cached in the JSON by the weights' SHA-256, so a
@@ -76,6 +77,8 @@ BASELINE = "monai_unet"  # the speed-ups are over it at the largest input size
 TARGET_FPS, TARGET_SPEEDUP = 150.0, 3.0  # issue 17: the default on 2 threads
 TARGET_DICE_GAP = 0.005  # issue 17: the default within 0.5 Dice points of the best model shipped
 ATOL = 1e-3
+SETTLE_MS = 50.0  # libgomp spins about 300,000 times (milliseconds) after a parallel region before it sleeps
+TURN_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -322,9 +325,13 @@ def measure(
     warmup: int,
     threads: int,
     log: Callable[[str], None],
+    turn_runs: int = 1,
+    settle_ms: float = 0.0,
 ) -> tuple[list[Row], dict[str, str]]:
-    """Every net at every size on every backend, in interleaved rounds; returns the rows and, by net, why a net
-    or a net at one size was not measured at all."""
+    """Every net at every size on every backend, in interleaved rounds: in each round each of them takes a turn of
+    ``settle_ms`` of sleep (the last turn's spinning threads go idle), one untimed run (its own threads wake) and
+    ``turn_runs`` timed runs back to back, as frames run in a serving process. Returns the rows and, by net, why
+    a net or a net at one size was not measured at all."""
     torch.set_num_threads(threads)
     rows, skipped, timed = [], {}, []  # timed: (row, backend, predictor, batch)
     generator = torch.Generator().manual_seed(0)
@@ -367,9 +374,12 @@ def measure(
                 predictor.predict(batch)
         for _ in range(rounds):
             for row, backend, predictor, batch in timed:
-                start = time.perf_counter()
+                time.sleep(settle_ms / 1000.0)
                 predictor.predict(batch)
-                row.latencies_ms.setdefault(backend, []).append(1000.0 * (time.perf_counter() - start))
+                for _ in range(turn_runs):
+                    start = time.perf_counter()
+                    predictor.predict(batch)
+                    row.latencies_ms.setdefault(backend, []).append(1000.0 * (time.perf_counter() - start))
     return rows, skipped
 
 
@@ -618,15 +628,14 @@ def write_report(saved: dict, markdown: Path) -> list[Path]:
         "its masks are compared with fp32 below. segmentation-models-pytorch's nets are built and exported in "
         "a venv of their own (`benchmarks/smp`, `make venv-smp`: their torchvision does not load beside this "
         "project's CPU torch), checked against that venv's PyTorch and timed on their ONNX export. "
-        "All nets and backends ran once per round, "
-        f"{saved['rounds']} interleaved rounds after {saved['warmup']} warm-up runs each; median ms (fps = 1000 / "
-        "median). Nets with trained weights (see Accuracy) carry them, the others random ones (the speed is the same). "
-        "PyTorch's OpenMP threads keep spinning after each PyTorch turn and take the cores from the next net's "
-        "ONNX Runtime run (the served net, 2026-12-06: 4.2-6.5 ms after a PyTorch turn, 3.3 ms with "
-        "`OMP_WAIT_POLICY=PASSIVE`), and on a machine whose cores other work keeps busy they waste their time "
-        "slices spinning at every barrier (a 15 ms net took 800 ms): `make bench-peers` runs it with "
-        "`OMP_WAIT_POLICY=PASSIVE` (the line above says which policy a run had), which costs PyTorch a little on "
-        "an idle machine.\n",
+        f"{saved['rounds']} interleaved rounds after {saved['warmup']} warm-up runs each; in each round every net "
+        f"and backend took a turn: {saved['settle_ms']:g} ms of sleep, one untimed run, then "
+        f"{saved['turn_runs']} timed runs back to back, as a serving process runs frames; median ms "
+        "(fps = 1000 / median). Nets with trained weights (see Accuracy) carry them, the others random ones (the "
+        "speed is the same). The sleep and the untimed run are there because each backend's threads keep spinning "
+        "after its runs (PyTorch's OpenMP ones for milliseconds) and take the cores from the next backend: timed "
+        "right after a PyTorch turn the served net ran 4.2-6.5 ms instead of 2.6 (2026-12-06). "
+        f"OMP_WAIT_POLICY is named above: `PASSIVE` stops the spinning but slows PyTorch itself.\n",
         "## Targets (issue 17)\n",
         _targets(rows, saved["threads"]) + _accuracy_target(saved.get("accuracy", {})),
         "## Speed\n",
@@ -661,6 +670,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=30, help="timed rounds (default: 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs of each before the rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of every backend (default: 2)")
+    parser.add_argument("--turn-runs", type=int, default=TURN_RUNS, help=f"timed runs in a turn (default: {TURN_RUNS})")
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=SETTLE_MS,
+        help=f"sleep before each timed run, for the last run's spinning threads to go idle (default: {SETTLE_MS:g})",
+    )
     parser.add_argument("--limit", type=int, default=None, help="validation images per evaluation (default: all)")
     parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks_peers.md"), help="report to write")
     parser.add_argument("--from-json", action="store_true", help="rewrite the report from the saved results")
@@ -683,7 +699,9 @@ def main(argv: list[str] | None = None) -> None:
         log = partial(print, file=sys.stderr, flush=True)
         cached = json.loads(raw.read_text()).get("accuracy", {}) if raw.is_file() else {}
         started = datetime.now(UTC)
-        rows, skipped = measure(contenders, args.sizes, args.rounds, args.warmup, args.threads, log)
+        rows, skipped = measure(
+            contenders, args.sizes, args.rounds, args.warmup, args.threads, log, args.turn_runs, args.settle_ms
+        )
         accuracy = evaluate_jobs(contenders, cached, args.limit, log)
         openvino, found = optional_import("openvino")
         saved = {
@@ -694,6 +712,8 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads,
             "rounds": args.rounds,
             "warmup": args.warmup,
+            "turn_runs": args.turn_runs,
+            "settle_ms": args.settle_ms,
             "rows": [asdict(row) for row in rows],
             "not_measured": skipped,
             "accuracy": accuracy,
