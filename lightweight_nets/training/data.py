@@ -182,7 +182,7 @@ class VolumeDataModule(SegmentationDataModule):
         dataset_dir: folder with ``images/`` and ``labels/``.
         split_file: JSON with ``train`` and ``validation`` file-name lists.
         preprocessing: the bundle's volume preprocessing (orientation, spacing, intensity, patch size).
-        batch_size: training patches per step.
+        batch_size: training volumes per step (a step trains on ``batch_size * samples_per_volume`` patches).
         samples_per_volume: patches drawn from each training volume per epoch.
         num_workers: data loader workers.
         augment: apply :func:`volume_augmentation` to training patches.

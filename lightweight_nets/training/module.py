@@ -23,6 +23,9 @@ __all__ = ["SegmentationModule", "DistillationModule", "make_loss", "feature_wei
 LOSSES = {
     "dice": lambda: DiceLoss(sigmoid=True),  # one foreground channel
     "dice_bce": lambda: DiceCELoss(sigmoid=True),  # one foreground channel, Dice + binary cross-entropy
+    # the same with one Dice over the whole batch: for 2D slices of a volume, many of which hold no foreground (a
+    # per-slice Dice of an empty slice stays near 1 whatever the net does)
+    "dice_bce_batch": lambda: DiceCELoss(sigmoid=True, batch=True),
     "dice_ce": lambda: DiceCELoss(softmax=True, to_onehot_y=True),  # background + one channel per label
 }
 
@@ -49,7 +52,7 @@ class SegmentationModule(pl.LightningModule):
         inferer: how validation runs the network on a whole item (default: one forward pass).
         channels_last: train in the channels-last memory layout (on a CPU, faster for 3D depthwise convs:
             docs/benchmarks.md).
-        loss: ``dice`` or ``dice_bce``.
+        loss: a key of :data:`LOSSES`.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         lr_factor: ReduceLROnPlateau factor.
