@@ -325,8 +325,8 @@ def measure(
     warmup: int,
     threads: int,
     log: Callable[[str], None],
-    turn_runs: int = 1,
-    settle_ms: float = 0.0,
+    turn_runs: int = TURN_RUNS,
+    settle_ms: float = SETTLE_MS,
 ) -> tuple[list[Row], dict[str, str]]:
     """Every net at every size on every backend, in interleaved rounds: in each round each of them takes a turn of
     ``settle_ms`` of sleep (the last turn's spinning threads go idle), one untimed run (its own threads wake) and
@@ -634,7 +634,7 @@ def write_report(saved: dict, markdown: Path) -> list[Path]:
         "(fps = 1000 / median). Nets with trained weights (see Accuracy) carry them, the others random ones (the "
         "speed is the same). The sleep and the untimed run are there because each backend's threads keep spinning "
         "after its runs (PyTorch's OpenMP ones for milliseconds) and take the cores from the next backend: timed "
-        "right after a PyTorch turn the served net ran 4.2-6.5 ms instead of 2.6 (2026-12-06). "
+        "right after a PyTorch turn the served net ran 4.2-6.5 ms instead of 2.9 (2026-12-06). "
         f"OMP_WAIT_POLICY is named above: `PASSIVE` stops the spinning but slows PyTorch itself.\n",
         "## Targets (issue 17)\n",
         _targets(rows, saved["threads"]) + _accuracy_target(saved.get("accuracy", {})),
@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
         "--settle-ms",
         type=float,
         default=SETTLE_MS,
-        help=f"sleep before each timed run, for the last run's spinning threads to go idle (default: {SETTLE_MS:g})",
+        help=f"sleep before each turn, for the last turn's spinning threads to go idle (default: {SETTLE_MS:g})",
     )
     parser.add_argument("--limit", type=int, default=None, help="validation images per evaluation (default: all)")
     parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks_peers.md"), help="report to write")
