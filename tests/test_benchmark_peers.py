@@ -90,7 +90,7 @@ def test_an_smp_peer_is_exported_in_its_own_venv_or_skipped_with_the_reason():
     exported there, checked against that venv's PyTorch and timed on ONNX Runtime; without the venv it is skipped
     with a one-line reason that names the make target."""
     contender = next(c for c in CONTENDERS if c.name == "smp_unet_mobilenet_v2")
-    rows, skipped = measure([contender], [64], rounds=1, warmup=0, threads=2, log=lambda line: None)
+    rows, skipped = measure([contender], [64], rounds=1, warmup=0, threads=2, log=lambda line: None, turn_runs=1)
     if not (checkout() / SMP_VENV / "bin" / "python").is_file():
         assert rows == [] and "make venv-smp" in skipped[contender.name]
         return
