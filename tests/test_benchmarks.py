@@ -74,6 +74,28 @@ def test_training_benchmark_times_every_layout_and_precision_through_the_lightni
     assert Image.open(markdown.with_suffix(".png")).size[0] > 0
 
 
+def test_training_benchmark_3d_times_each_zoo_network_once_with_the_hippocampus_recipe():
+    import json
+
+    from benchmarks import training
+    from lightweight_nets.bundle import BundleSpec
+
+    bundle = checkout("bundle", "hippocampus_mr")
+    runs = training.zoo3d_modules(bundle)
+    assert {"served model", "teacher", "thin_separable_student", "basic_unet"} <= set(runs)
+    assert "thin_unet_distilled" not in runs  # the served network again, distilled: timed once
+    recipe = json.loads((bundle / "configs" / "train.json").read_text())
+    make_module, shape, labels, batch_size = runs["thin_separable_student"]
+    assert shape == tuple(BundleSpec.load(bundle).preprocessing.spatial_size) and labels == 2
+    assert batch_size == recipe["datamodule"]["batch_size"] * recipe["datamodule"]["samples_per_volume"]
+    module = make_module(True)
+    assert module.hparams.channels_last and module.hparams.loss == recipe["module"]["loss"]
+    assert sum(p.numel() for p in module.net.parameters()) < sum(
+        p.numel() for p in runs["teacher"][0](True).net.parameters()
+    )
+    assert training.seconds_per_step(*runs["served model"], True, "bf16-mixed", steps=1, warmup=1) > 0
+
+
 def test_cold_run_reports_its_own_peak_memory_not_its_parents(tmp_path):
     import numpy as np
 
