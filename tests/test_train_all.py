@@ -216,3 +216,61 @@ def test_a_sarcoma_experiment_trains_evaluates_and_installs_under_experiments(tm
     net = create_net(**network_def, pool_factors=[[2, 2, 1]] + [[2, 2, 2]] * 3)
     load_weights(net, root / "experiments" / "pool_in_plane_first.pt")
     assert (root / "models" / "model.pt").is_file() and not (root / "models" / "pool_in_plane_first.pt").exists()
+
+
+def _worsening_module():
+    import lightning.pytorch as pl
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", float(self.current_epoch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.ones(4, 2), batch_size=2)
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(torch.ones(2, 2), batch_size=2)
+
+    return Module()
+
+
+@pytest.mark.parametrize("bundle", ["fetal_head_us", "hippocampus_mr"])
+def test_a_run_resumes_from_its_latest_epoch_with_this_invocations_time_budget(bundle, tmp_path):
+    import lightning.pytorch as pl
+    from monai.bundle import ConfigParser
+
+    from lightweight_nets.training.train_job import SessionTimer
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundle" / bundle / "configs" / "train.json"))
+    callbacks = parser.get("trainer#callbacks")  # the bundle's own: early stopping, best and last checkpoints
+
+    def trainer(max_epochs: int) -> pl.Trainer:
+        timer = {"_target_": "lightweight_nets.training.train_job.SessionTimer", "duration": {"seconds": 3600}}
+        built = ConfigParser({"callbacks": [*callbacks, timer]}).get_parsed_content("callbacks")
+        logger = pl.loggers.CSVLogger(tmp_path, name="", version="")  # checkpoints in tmp_path/checkpoints
+        return pl.Trainer(max_epochs=max_epochs, callbacks=built, logger=logger, enable_progress_bar=False)
+
+    first = trainer(3)
+    first.fit(_worsening_module())
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["epoch"] == 2  # the latest epoch, not the best one (the first)
+    assert "epoch=0" in next(c.best_model_path for c in first.checkpoint_callbacks if c.monitor)
+    (state,) = (v for k, v in checkpoint["callbacks"].items() if k == SessionTimer.__qualname__)
+    state["time_elapsed"]["train"] = 10 * 3600.0  # as if the guard had cut it: its hour long spent
+    torch.save(checkpoint, last)
+
+    resumed = trainer(4)
+    resumed.fit(_worsening_module(), ckpt_path=str(last))
+    assert resumed.current_epoch == 4  # trained its fourth epoch: the budget counts this process's time only

@@ -20,14 +20,15 @@ def fit(
     model_file: str | Path,
     resume_from: str | Path | None = None,
 ) -> Path:
-    """Train (from the Lightning checkpoint ``resume_from``, e.g. a run's ``checkpoints/last.ckpt``, when given),
-    reload the best checkpoint (lowest validation loss) and save the network's state dict to ``model_file``
-    (atomically); also plot the training curves beside the logs."""
+    """Train (from the Lightning checkpoint ``resume_from`` when given, e.g. a run's ``checkpoints/last.ckpt``: its
+    latest epoch), reload the best checkpoint (lowest validation loss) and save the network's state dict to
+    ``model_file`` (atomically); also plot the training curves beside the logs."""
     # the run's own checkpoint holds MONAI objects beside the tensors (the module's hyperparameters): not weights-only
     trainer.fit(
         module, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=False
     )
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # the checkpoint that monitors the validation loss (the bundles' other one keeps each epoch's last.ckpt to resume)
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     if best:
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)

@@ -16,12 +16,22 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 
 from lightweight_nets.io.files import atomic_path
 from lightweight_nets.training.run import plot_training_curves
 
-__all__ = ["EpochLine", "bundle_config", "configure", "evaluate", "best_epoch", "how_it_stopped", "train", "main"]
+__all__ = [
+    "EpochLine",
+    "SessionTimer",
+    "bundle_config",
+    "configure",
+    "evaluate",
+    "best_epoch",
+    "how_it_stopped",
+    "train",
+    "main",
+]
 
 PLAIN_DATA_MODULE = "lightweight_nets.training.data.SegmentationDataModule"
 DEVICE_DATA_MODULE = "lightweight_nets.training.device_data.DeviceSegmentationDataModule"
@@ -41,6 +51,15 @@ class EpochLine(Callback):
             f"[{self.tag}] epoch {trainer.current_epoch + 1} {values} ({(time.monotonic() - self.start) / 60:.1f} min)",
             flush=True,
         )
+
+
+class SessionTimer(Timer):
+    """Lightning's ``Timer`` (the ``max_time`` guard) counting this process's time only: Lightning's own restores the
+    time a resumed checkpoint had already spent, so a run cut by the guard stopped again at once when resumed with
+    a new budget."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Keep no time from the checkpoint."""
 
 
 def bundle_config(job: dict, configs: list[str]):
@@ -88,11 +107,11 @@ def configure(job: dict):
         if job.get("early_stopping", True) or not str(c.get("_target_", "")).endswith("EarlyStopping")
     ]
     callbacks.append({"_target_": f"{__name__}.EpochLine", "tag": job["tag"]})
+    if job.get("max_time_s"):
+        callbacks.append({"_target_": f"{__name__}.SessionTimer", "duration": {"seconds": int(job["max_time_s"])}})
     trainer.update(callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False)
     if job.get("precision"):
         trainer["precision"] = job["precision"]
-    if job.get("max_time_s"):
-        trainer["max_time"] = {"seconds": int(job["max_time_s"])}
     parser["trainer"] = trainer
     return parser
 
