@@ -50,7 +50,7 @@ from lightweight_nets.io.files import atomic_path
 from lightweight_nets.io.images import read_image
 from lightweight_nets.profile import count_flops, count_parameters, markdown_table
 from lightweight_nets.training.train_all import JOBS_CONFIG, bundle_jobs, job_overrides
-from lightweight_nets.training.train_job import bundle_config, evaluate
+from lightweight_nets.training.train_job import evaluate, job_config
 
 __all__ = [
     "BACKENDS",
@@ -115,7 +115,7 @@ class Contender:
 
     def _config(self):
         job, _ = bundle_job(self.jobs[0])
-        return bundle_config(job, job["configs"])
+        return job_config(job, job["configs"])
 
     def trained_weights(self) -> Path | None:
         existing = [weights for weights in (bundle_job(name)[1] for name in self.jobs) if weights.is_file()]
@@ -448,7 +448,7 @@ def evaluate_jobs(
                 log(f"{name}: evaluating {weights.name} on the HC18 validation split")
                 job["limit"] = limit
                 summary = evaluate(job, weights)
-                parser = bundle_config(job, job["configs"])
+                parser = job_config(job, job["configs"])
                 net = load_weights(parser.get_parsed_content("network_def").eval(), weights)
                 preprocessing = parser.get_parsed_content("preprocessing")
                 results[name] = {

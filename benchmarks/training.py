@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks import checkout
 from lightweight_nets import create_net
-from lightweight_nets.bundle import BundleSpec
+from lightweight_nets.bundle import BundleSpec, read_bundle_configs
 from lightweight_nets.io.files import atomic_path
 from lightweight_nets.profile import markdown_table
 from lightweight_nets.training.module import DistillationModule, SegmentationModule
@@ -105,15 +105,11 @@ def zoo3d_modules(bundle: Path | None = None) -> dict[str, tuple]:
     """The 3D runs: every network of the hippocampus bundle's zoo (:func:`benchmarks.zoo3d.trained_networks`) in
     the module that bundle's ``configs/train.json`` builds, on its patch size, labels and step size (volumes a
     step x patches a volume); ``{name: (make_module(channels_last), patch shape, labels, batch size)}``."""
-    from monai.bundle import ConfigParser
-
     from benchmarks.zoo3d import trained_networks
 
     bundle = bundle or checkout("bundle", "hippocampus_mr")
     spec = BundleSpec.load(bundle)
-    config = ConfigParser()
-    config.read_config([str(bundle / "configs" / name) for name in ("inference.json", "train.json")])
-    config["bundle_root"] = str(bundle)
+    config = read_bundle_configs(bundle, ("inference.json", "train.json"))
     step = config["datamodule"]["batch_size"] * config["datamodule"]["samples_per_volume"]
 
     def make(network_def: dict):

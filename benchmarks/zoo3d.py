@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import NotACheckoutError, checkout
-from lightweight_nets.bundle import BundleSpec
+from lightweight_nets.bundle import BundleSpec, read_bundle_configs
 from lightweight_nets.evaluate import evaluate_volumes
 from lightweight_nets.export import export_onnx
 from lightweight_nets.inference.predictors import load_predictor, load_weights
@@ -70,13 +70,9 @@ def _build(network_def: dict) -> torch.nn.Module:
 def compare(limit: int | None = None, threads: int = 2, bundle: Path | None = None) -> list[dict]:
     """One row per trained network (see the module docstring), evaluated on the bundle's validation split (default:
     the checkout's hippocampus bundle)."""
-    from monai.bundle import ConfigParser
-
     bundle = bundle or checkout("bundle", "hippocampus_mr")
     spec = BundleSpec.load(bundle)
-    evaluation = ConfigParser()
-    evaluation.read_config([str(bundle / "configs" / f) for f in ("inference.json", "evaluate.json")])
-    evaluation["bundle_root"] = str(bundle)
+    evaluation = read_bundle_configs(bundle, ("inference.json", "evaluate.json"))
     dataset_dir, split = evaluation.get_parsed_content("dataset_dir"), evaluation.get_parsed_content("split_file")
     patch = torch.zeros(1, 1, *spec.preprocessing.spatial_size)
     rows = []

@@ -30,6 +30,7 @@ __all__ = [
     "load_bundle_predictor",
     "is_bundle",
     "find_bundles",
+    "read_bundle_configs",
 ]
 
 INFERENCE_CONFIG = Path("configs") / "inference.json"
@@ -138,6 +139,20 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / INFERENCE_CONFIG).is_file()
 
 
+def read_bundle_configs(root: str | Path, names: tuple[str, ...] | list[str] = ("inference.json",)):
+    """The bundle's ``configs/<names>`` merged in order by ``monai.bundle.ConfigParser`` (a later file overrides an
+    earlier one, as ``monai.bundle run --config_file "[a, b]"`` does), with its metadata as ``_meta_`` and
+    ``bundle_root`` set: how every caller reads a bundle's configs."""
+    from monai.bundle import ConfigParser
+
+    root = Path(root).resolve()
+    parser = ConfigParser()
+    parser.read_meta(str(root / METADATA))
+    parser.read_config([str(root / "configs" / name) for name in names])
+    parser["bundle_root"] = str(root)
+    return parser
+
+
 def _check_backend(backend: str) -> str:
     """``backend`` itself if it names a backend or "auto"; else a ``ValueError`` that lists them."""
     if backend != "auto" and backend not in BACKENDS:
@@ -194,8 +209,6 @@ class BundleSpec:
     @classmethod
     def load(cls, root: str | Path) -> BundleSpec:
         """Read and check a bundle; :class:`BundleError` names the file and the problem."""
-        from monai.bundle import ConfigParser
-
         root = Path(root).resolve()
         config, metadata_path = root / INFERENCE_CONFIG, root / METADATA
         for path in (config, metadata_path):
@@ -203,15 +216,12 @@ class BundleSpec:
                 raise BundleError(
                     f"{path}: missing (a model bundle needs configs/inference.json and configs/metadata.json)"
                 )
-        parser = ConfigParser()
         try:
-            parser.read_meta(str(metadata_path))
-            parser.read_config(str(config))
+            parser = read_bundle_configs(root)
         except Exception as error:  # JSON syntax errors and unreadable files
             raise BundleError(
                 f"{config.parent}: unreadable bundle config ({first_line(error, innermost=True)})"
             ) from None
-        parser["bundle_root"] = str(root)
 
         def item(key: str, kind: type | tuple[type, ...]):
             if key not in parser:

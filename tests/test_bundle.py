@@ -16,7 +16,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from lightweight_nets.bundle import BundleError, BundleSpec, find_bundles, load_bundle_predictor
+from lightweight_nets.bundle import BundleError, BundleSpec, find_bundles, load_bundle_predictor, read_bundle_configs
 from lightweight_nets.inference.folders import NothingSegmented
 from lightweight_nets.io.images import read_image
 from lightweight_nets.io.tables import read_pixel_sizes
@@ -64,10 +64,8 @@ MODEL_CARD_SECTIONS = [
 
 
 def parser_for(bundle: Path, workflow: str, **overrides) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_meta(str(bundle / "configs" / "metadata.json"))
-    parser.read_config([str(bundle / "configs" / f) for f in CONFIG_SETS[workflow]])
-    parser.update({"bundle_root": str(bundle), **overrides})
+    parser = read_bundle_configs(bundle, CONFIG_SETS[workflow])
+    parser.update(overrides)
     return parser
 
 

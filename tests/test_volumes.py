@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
 import lightweight_nets
-from lightweight_nets.bundle import BundleSpec
+from lightweight_nets.bundle import BundleSpec, read_bundle_configs
 from lightweight_nets.inference.predictors import TorchPredictor
 from lightweight_nets.inference.segment import segment_volume
 from lightweight_nets.transforms import Postprocessing, VolumePreprocessing
@@ -27,10 +27,8 @@ SAMPLES = ROOT / "samples"
 
 
 def parser_for(bundle: Path, files: list[str], **overrides) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_meta(str(bundle / "configs" / "metadata.json"))
-    parser.read_config([str(bundle / "configs" / f) for f in files])
-    parser.update({"bundle_root": str(bundle), **overrides})
+    parser = read_bundle_configs(bundle, files)
+    parser.update(overrides)
     return parser
 
 

@@ -28,13 +28,10 @@ __all__ = ["training_files", "write_training_grid_copy", "split_into_parts", "ma
 
 def training_files(root: Path) -> tuple[Path, list[str], Preprocessing | object, str]:
     """A bundle's dataset folder, the file names of its split, its preprocessing, and the mask folder's name."""
-    from monai.bundle import ConfigParser
-
+    from lightweight_nets.bundle import read_bundle_configs
     from lightweight_nets.training.split import read_split
 
-    parser = ConfigParser()
-    parser.read_config([str(root / "configs" / "inference.json"), str(root / "configs" / "train.json")])
-    parser["bundle_root"] = str(root)
+    parser = read_bundle_configs(root, ("inference.json", "train.json"))
     dataset, split = Path(parser.get_parsed_content("dataset_dir")), parser.get_parsed_content("split_file")
     names = read_split(split, "train") + read_split(split, "validation")
     preprocessing = parser.get_parsed_content("preprocessing")

@@ -18,13 +18,14 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 
+from lightweight_nets.bundle import read_bundle_configs
 from lightweight_nets.io.files import atomic_path
 from lightweight_nets.training.run import plot_training_curves
 
 __all__ = [
     "EpochLine",
     "SessionTimer",
-    "bundle_config",
+    "job_config",
     "configure",
     "evaluate",
     "best_epoch",
@@ -62,15 +63,10 @@ class SessionTimer(Timer):
         """Keep no time from the checkpoint."""
 
 
-def bundle_config(job: dict, configs: list[str]):
-    """The bundle's ``configs`` merged (``monai.bundle.ConfigParser``) with the job's overrides and data root."""
-    from monai.bundle import ConfigParser
-
-    root = Path(job["bundle"])
-    parser = ConfigParser()
-    parser.read_meta(str(root / "configs" / "metadata.json"))
-    parser.read_config([str(root / "configs" / name) for name in configs])
-    parser["bundle_root"] = str(root)
+def job_config(job: dict, configs: list[str]):
+    """The bundle's ``configs`` merged (:func:`lightweight_nets.bundle.read_bundle_configs`) with the job's
+    overrides and data root."""
+    parser = read_bundle_configs(job["bundle"], configs)
     for key, value in job.get("overrides", {}).items():
         parser[key] = value
     if job.get("data_root"):
@@ -82,7 +78,7 @@ def configure(job: dict):
     """The bundle's merged config with the job's settings applied (see :mod:`lightweight_nets.training.train_all`
     for the job's keys)."""
     run_dir = Path(job["run_dir"])
-    parser = bundle_config(job, job["configs"])
+    parser = job_config(job, job["configs"])
     parser["output_dir"], parser["run_name"] = str(run_dir), ""
     parser["model_file"] = str(run_dir / job["weights_name"])
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -120,7 +116,7 @@ def evaluate(job: dict, weights: Path) -> dict:
     """The bundle's ``configs/evaluate.json`` (on top of the job's configs and overrides) with ``weights``: Dice and
     HD95 in mm on the validation split at the volumes' own grid, comparable between runs at different spacings;
     ``metrics.json`` and the per-image file go to the run's ``evaluation/``."""
-    parser = bundle_config(job, [*job["configs"], "evaluate.json"])
+    parser = job_config(job, [*job["configs"], "evaluate.json"])
     parser["model_file"] = str(weights)
     parser["output_dir"] = str(Path(job["run_dir"]) / "evaluation")
     if job.get("limit") is not None:
