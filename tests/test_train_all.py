@@ -192,7 +192,8 @@ def test_the_sarcoma_net_at_the_native_grid_keeps_the_slice_axis_until_the_voxel
 @pytest.mark.skipif(not (SHARED_DATA / "sts_ct").is_dir(), reason="needs ../shared/data")
 def test_a_sarcoma_experiment_trains_evaluates_and_installs_under_experiments(tmp_path, capfd):
     """One tiny run of the in-plane-first experiment (and the served model that sets its epochs): the job's pooling
-    reaches the net, evaluate.json's Dice and HD95 (mm) land in the summary, and --install writes experiments/."""
+    reaches the net, evaluate.json's Dice and HD95 (mm) land in the summary, --install writes experiments/, and
+    installing the served model again keeps the experiment's row in the bundle's training record."""
     root = tmp_path / "sarcoma_ct"
     shutil.copytree(REPO / "bundle" / "sarcoma_ct", root, ignore=shutil.ignore_patterns("models", "logs", "runs"))
     out = tmp_path / "runs"
@@ -216,6 +217,12 @@ def test_a_sarcoma_experiment_trains_evaluates_and_installs_under_experiments(tm
     net = create_net(**network_def, pool_factors=[[2, 2, 1]] + [[2, 2, 2]] * 3)
     load_weights(net, root / "experiments" / "pool_in_plane_first.pt")
     assert (root / "models" / "model.pt").is_file() and not (root / "models" / "pool_in_plane_first.pt").exists()
+
+    record = root / "docs" / "training_record.json"
+    assert [r["job"] for r in json.loads(record.read_text())] == ["model", "pool_in_plane_first"]
+    assert main([str(root), "-o", str(out), "--only", "model", "--install-only"]) == 0  # the served model again
+    assert [r["job"] for r in json.loads(record.read_text())] == ["model", "pool_in_plane_first"]  # one row a job
+    assert "| sarcoma_ct | pool_in_plane_first | 0 |" in (root / "docs" / "training_record.md").read_text()
 
 
 def _worsening_module():

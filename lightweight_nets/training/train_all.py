@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 JOBS_CONFIG = Path("configs") / "train_jobs.json"
+TRAINING_RECORD = "training_record"  # docs/training_record.json and .md in each bundle: how its weights were trained
 DEFAULT_JOBS = {
     "model": {
         "configs": ["inference.json", "train.json"],
@@ -286,9 +287,9 @@ def run_all(jobs: list[Job], args: argparse.Namespace, output: Path) -> dict[str
     return done
 
 
-def write_summary(summaries: list[dict], output: Path) -> Path:
-    """``summary.json`` (every run) and ``summary.md`` (a table, and mean +- std over seeds) in ``output``."""
-    with atomic_path(output / "summary.json") as tmp:
+def write_summary(summaries: list[dict], output: Path, stem: str = "summary") -> Path:
+    """``<stem>.json`` (every run) and ``<stem>.md`` (a table, and mean +- std over seeds) in ``output``."""
+    with atomic_path(output / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(summaries, indent=1) + "\n")
     lines = [
         "| bundle | job | seed | epochs | stopped by | best epoch | val_loss | val_dice | minutes | device |",
@@ -313,9 +314,9 @@ def write_summary(summaries: list[dict], output: Path) -> Path:
     lines += _evaluation_table(summaries)
     commands = sorted({s["command"] for s in summaries})
     text = "\n".join(["# Training runs", "", *(f"`{c}`" for c in commands), "", *lines]) + "\n"
-    with atomic_path(output / "summary.md") as tmp:
+    with atomic_path(output / f"{stem}.md") as tmp:
         tmp.write_text(text)
-    return output / "summary.md"
+    return output / f"{stem}.md"
 
 
 def _evaluation_table(summaries: list[dict]) -> list[str]:
@@ -345,8 +346,9 @@ def _mean_std(metric: dict) -> str:
 
 
 def install(jobs: list[Job], summaries: dict[str, dict], output: Path, seed: int) -> list[Path]:
-    """Copy one seed's weights, ``metrics.csv`` and curves where each bundle's jobs file puts them, and the bundle's
-    runs as ``docs/training_record.md`` (command, epochs, how each stopped), for its model card."""
+    """Copy one seed's weights, ``metrics.csv`` and curves where each bundle's jobs file puts them, and record how
+    the bundle's installed weights were trained in ``docs/training_record.json`` and ``.md`` (command, epochs, how
+    each stopped), for its model card: a job installed now replaces its earlier row, the other jobs' rows stay."""
     written = []
     for root in sorted({job.bundle for job in jobs}):
         records = []
@@ -363,12 +365,19 @@ def install(jobs: list[Job], summaries: dict[str, dict], output: Path, seed: int
                     shutil.copyfile(source, root / target)
                     written.append(root / target)
             records.append(summaries[job.key])
-        record = root / "docs" / "training_record.md"
-        record.parent.mkdir(parents=True, exist_ok=True)
-        write_summary(records, output / root.name)
-        shutil.copyfile(output / root.name / "summary.md", record)
-        written.append(record)
+        docs = root / "docs"
+        docs.mkdir(parents=True, exist_ok=True)
+        earlier = docs / f"{TRAINING_RECORD}.json"
+        installed_now = {record["job"] for record in records}
+        kept = json.loads(earlier.read_text()) if earlier.is_file() else []
+        kept = [record for record in kept if record["job"] not in installed_now]
+        written += [earlier, write_summary(sorted(kept + records, key=_record_order), docs, TRAINING_RECORD)]
     return written
+
+
+def _record_order(summary: dict) -> tuple:
+    """The shipped weights' rows (``models/``) first, then the experiments, each by job name."""
+    return not str(summary.get("target", "")).startswith("models/"), summary["job"], summary["seed"]
 
 
 def _bundle_roots(paths: list[str]) -> list[Path]:
