@@ -10,6 +10,7 @@ shows. ``python -m benchmarks.zoo3d [--limit N] [--threads 2]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -80,16 +81,17 @@ def compare(limit: int | None = None, threads: int = 2, bundle: Path | None = No
         for name, (recipe, network_def, weights) in trained_networks(bundle).items():
             net = load_weights(_build(network_def), weights).eval()
             onnx = export_onnx(net, Path(tmp) / f"{name}.onnx", patch)
-            summary = evaluate_volumes(
-                load_predictor(onnx, threads=threads),
-                spec.preprocessing,
-                spec.postprocessing,
-                spec.segments,
-                dataset_dir,
-                split,
-                Path(tmp) / name,
-                limit=limit,
-            )
+            with contextlib.redirect_stdout(sys.stderr):  # each net's summary JSON; stdout is for the table
+                summary = evaluate_volumes(
+                    load_predictor(onnx, threads=threads),
+                    spec.preprocessing,
+                    spec.postprocessing,
+                    spec.segments,
+                    dataset_dir,
+                    split,
+                    Path(tmp) / name,
+                    limit=limit,
+                )
             rows.append(
                 {
                     "name": name,
