@@ -1,8 +1,9 @@
 """CPU benchmarks of the network zoo across inference backends: ``python -m benchmarks`` (``make bench``).
 
 Beside it: ``python -m benchmarks.training [--zoo3d]`` (training step per layout and precision, 2D or the 3D
-zoo), ``python -m benchmarks.empty_frames`` (the "nothing here" rule) and ``python -m benchmarks.peers`` (our
-fetal-head nets against the peers users would pick instead). They are developer tools: they measure the repository
+zoo), ``python -m benchmarks.empty_frames`` (the "nothing here" rule), ``python -m benchmarks.peers`` (our
+fetal-head nets against the peers users would pick instead) and ``python -m benchmarks.hc_outline`` (where the
+sonographer's ellipse lies in the HC18 masks). They are developer tools: they measure the repository
 checkout's samples/ and its bundles' training outputs (teacher, ablation weights, validation splits), which an
 installed copy does not hold.
 """

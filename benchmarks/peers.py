@@ -14,9 +14,9 @@ sleep, an untimed run, a few timed runs back to back), so that load from other p
 backend's spinning threads slow the next one.
 
 Accuracy comes from the fetal-head bundle's ``configs/train_jobs.json`` jobs whose weights exist: the bundle's
-``evaluate.json`` (HC18 validation split: Dice, HC error in mm), cached in the JSON by the weights' SHA-256, so a
-re-run evaluates only new weights and ``--from-json`` rewrites the report without measuring. Untrained peers get
-speed only.
+``evaluate.json`` (HC18 validation split: Dice, HC error in mm), cached in the JSON by the weights' and the config
+files' SHA-256, so a re-run evaluates only new weights or changed configs and ``--from-json`` rewrites the report
+without measuring. Untrained peers get speed only.
 """
 
 from __future__ import annotations
@@ -430,8 +430,8 @@ def evaluate_jobs(
     contenders: list[Contender], cached: dict[str, dict], limit: int | None, log: Callable[[str], None]
 ) -> dict[str, dict]:
     """By job: the HC18 validation Dice and HC error of every job's existing weights (``evaluate.json``) and their
-    bf16 mask agreement; an entry of ``cached`` with the same weights (SHA-256), job setup (its config files and
-    overrides) and ``limit`` is reused."""
+    bf16 mask agreement; an entry of ``cached`` with the same weights (SHA-256), job setup (its config files, their
+    contents and its overrides) and ``limit`` is reused."""
     results = {}
     for contender in contenders:
         for name in contender.jobs:
@@ -440,7 +440,9 @@ def evaluate_jobs(
                 if not weights.is_file():
                     continue
                 digest = _sha256(weights)
-                setup = json.dumps([job["configs"], job["overrides"]], sort_keys=True)
+                configs = Path(job["bundle"]) / "configs"  # their contents too: a changed measurement re-evaluates
+                files = {name: _sha256(configs / name) for name in [*job["configs"], "evaluate.json"]}
+                setup = json.dumps([job["configs"], job["overrides"], files], sort_keys=True)
                 kept = cached.get(name, {})
                 if kept.get("sha256") == digest and kept.get("setup") == setup and kept.get("limit") == limit:
                     results[name] = {**kept, "net": contender.name, "ours": contender.ours}  # the row it is in now

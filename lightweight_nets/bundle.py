@@ -100,6 +100,8 @@ class Segment:
         measurements: names from :data:`lightweight_nets.measure.MEASUREMENTS` that the report gives this segment.
         anatomic_region: where the structure is, when the type alone does not say (e.g. SCT 76752008 "Breast").
         type_modifier: narrows the type (e.g. SCT 255549009 "Anterior" for the head of the hippocampus).
+        outline_inset_px: for labels drawn as a filled outline, how far inside their edge (image pixels) lies the
+            line that the reference measurement follows: the head ellipse is fitted that far inside the mask.
     """
 
     number: int
@@ -110,6 +112,7 @@ class Segment:
     measurements: tuple[str, ...] = ()
     anatomic_region: Code | None = None
     type_modifier: Code | None = None
+    outline_inset_px: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.number, int) or self.number < 1:
@@ -132,6 +135,11 @@ class Segment:
                 f"segment {self.number}: unknown measurement {unknown[0]!r}; known: {', '.join(MEASUREMENTS)}"
             )
         object.__setattr__(self, "measurements", tuple(self.measurements))
+        if not isinstance(self.outline_inset_px, (int, float)) or not 0 <= self.outline_inset_px < 10:
+            raise ValueError(
+                f"segment {self.number}: outline_inset_px must be a number of pixels from 0 to 10, "
+                f"got {self.outline_inset_px!r}"
+            )
 
 
 def is_bundle(path: str | Path) -> bool:

@@ -44,12 +44,14 @@ def evaluate(
     reference_hc_column: str | None = None,
     class_csv: str | Path | None = None,
     limit: int | None = None,
+    outline_inset_px: float = 0.0,
 ) -> dict:
     """Segment every image of the split part with the bundle's pre/post-processing, compare the foreground with
     ``dataset_dir/masks``, write ``metrics.json`` (summary) and ``per_image.json`` to ``output_dir`` and return the
     summary. Images with an empty reference mask (BUSI 'normal') count towards ``false_positive_rate_on_empty``
     instead of Dice. With ``reference_hc_column`` (a column of ``pixel_size_csv``, as HC18's) the head
-    circumference of each mask is compared with it; with ``class_csv`` (columns ``filename``, ``class``, as BUSI's
+    circumference of each mask (its ellipse ``outline_inset_px`` inside the edge, as the bundle's segment says) is
+    compared with it; with ``class_csv`` (columns ``filename``, ``class``, as BUSI's
     labels.csv) Dice is also summarised per class."""
     dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
     names = read_split(split_file, part)[:limit]
@@ -85,7 +87,7 @@ def evaluate(
                 else None
             )
         if name in reference_hc:
-            hc = head_circumference_mm(mask, spacing)
+            hc = head_circumference_mm(mask, spacing, outline_inset_px)
             row["hc_mm"] = hc
             row["hc_abs_diff_mm"] = None if hc is None else abs(hc - reference_hc[name])
         per_image.append(row)

@@ -67,11 +67,15 @@ class FittedEllipse:
     axis_points: list[list[float]]
 
 
-def fit_head_ellipse(mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | float) -> FittedEllipse | None:
+def fit_head_ellipse(
+    mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | float, outline_inset_px: float = 0.0
+) -> FittedEllipse | None:
     """The least-squares ellipse of the outer contour of a mask, as in the HC18 challenge. The contour is scaled to
     mm before fitting, so anisotropic pixels are handled; the fitted ellipse is then mapped back to pixels (there
-    its axes are the singular vectors of the mm axes scaled per pixel direction). ``None`` for an empty or
-    degenerate mask."""
+    its axes are the singular vectors of the mm axes scaled per pixel direction). ``outline_inset_px`` moves the
+    ellipse that far inside the contour, in image pixels along each axis: for masks drawn as a filled outline, whose
+    edge lies outside the line the reference measurement follows (a segment's ``outline_inset_px`` in its bundle).
+    ``None`` for an empty or degenerate mask."""
     if mask.sum() < 5:
         return None
     spacing = _spacing_pair(pixel_spacing_mm)
@@ -79,21 +83,28 @@ def fit_head_ellipse(mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | f
     model = EllipseModel.from_estimate(points)
     if not model:
         return None
-    a, b = (abs(float(v)) for v in model.axis_lengths)
     theta = float(model.theta)
-    semi_axes_mm = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) @ np.diag(
-        [a, b]
-    )  # columns: the two semi-axes, (row, column) in mm
+    axes = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])  # unit, (row, col) mm
+    # an inset of n pixels along a unit direction u (mm) is n / |u / spacing| mm long
+    a, b = (
+        abs(float(length)) - outline_inset_px / float(np.linalg.norm(axes[:, i] / spacing))
+        for i, length in enumerate(model.axis_lengths)
+    )
+    if min(a, b) <= 0:
+        return None
+    semi_axes_mm = axes @ np.diag([a, b])  # columns: the two semi-axes, (row, column) in mm
     directions, lengths, _ = np.linalg.svd(semi_axes_mm / spacing[:, None])
     centre = np.asarray(model.center, dtype=float) / spacing
     ends = [centre + sign * lengths[i] * directions[:, i] for i in (0, 1) for sign in (-1, 1)]
     return FittedEllipse(ellipse_perimeter(a, b), _scoord(np.array(ends)))
 
 
-def head_circumference_mm(mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | float) -> float | None:
+def head_circumference_mm(
+    mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | float, outline_inset_px: float = 0.0
+) -> float | None:
     """Head circumference in mm as in the HC18 challenge: the perimeter of :func:`fit_head_ellipse`. ``None`` for
     an empty or degenerate mask."""
-    fitted = fit_head_ellipse(mask, pixel_spacing_mm)
+    fitted = fit_head_ellipse(mask, pixel_spacing_mm, outline_inset_px)
     return None if fitted is None else fitted.perimeter_mm
 
 
@@ -181,8 +192,10 @@ def _per_frame_area_mm2(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -
     return {"area_mm2_per_frame": [round(float(m.sum()) * pixel_area, 2) for m in masks]}
 
 
-def _per_frame_head_circumference_mm(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm) -> dict:
-    fits = [fit_head_ellipse(mask, pixel_spacing_mm) for mask in masks]
+def _per_frame_head_circumference_mm(
+    masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm, outline_inset_px: float = 0.0
+) -> dict:
+    fits = [fit_head_ellipse(mask, pixel_spacing_mm, outline_inset_px) for mask in masks]
     return {
         "head_circumference_mm_per_frame": [None if f is None else round(f.perimeter_mm, 2) for f in fits],
         "head_ellipse_points": [None if f is None else f.axis_points for f in fits],
@@ -201,9 +214,13 @@ def _gestational_age(formula: GestationalAgeFormula):
     """The per-frame gestational age measurement of one formula, from the head circumference as reported (so that
     the age is the formula of the number beside it); where none is given, the reason is."""
 
-    def measure(masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm, head_circumferences=None) -> dict:
+    def measure(
+        masks: np.ndarray, pixel_spacing_mm, slice_spacing_mm, outline_inset_px=0.0, head_circumferences=None
+    ) -> dict:
         if head_circumferences is None:  # not measured yet for these masks (the ellipse fits are the cost)
-            circumferences = _per_frame_head_circumference_mm(masks, pixel_spacing_mm, slice_spacing_mm)
+            circumferences = _per_frame_head_circumference_mm(
+                masks, pixel_spacing_mm, slice_spacing_mm, outline_inset_px
+            )
             head_circumferences = circumferences["head_circumference_mm_per_frame"]
         weeks, reasons = [], []
         for hc in head_circumferences:
@@ -233,6 +250,8 @@ MEASUREMENTS = {
     **{f"gestational_age_{name}": _gestational_age(formula) for name, formula in GESTATIONAL_AGE_FORMULAS.items()},
 }
 
+_FROM_THE_HEAD_ELLIPSE = {"head_circumference", *(f"gestational_age_{name}" for name in GESTATIONAL_AGE_FORMULAS)}
+
 # Where the report gives each measurement's value: per frame (a list, None where there is none) or one number.
 MEASUREMENT_REPORT_KEYS = {
     "area": "area_mm2_per_frame",
@@ -248,12 +267,14 @@ def measure_segment(
     measurements,
     pixel_spacing_mm: tuple[float, float] | None = None,
     slice_spacing_mm: float | None = None,
+    outline_inset_px: float = 0.0,
 ) -> dict:
     """One segment's boolean masks ``(N, H, W)`` -> its pixel count per frame, the number of frames it is on, and
     each named measurement of :data:`MEASUREMENTS` that the known spacing allows (per frame: area in mm^2, head
     circumference in mm with its ellipse, largest diameter in mm with its end points, gestational age in weeks;
     volume in mm^3 for a stack of slices). A measurement the spacing does not allow
-    (unknown, NaN, zero or negative) is left out and named in ``not_measured`` with the reason."""
+    (unknown, NaN, zero or negative) is left out and named in ``not_measured`` with the reason. The head ellipse
+    (and so the gestational age) lies ``outline_inset_px`` inside the masks' edge (:func:`fit_head_ellipse`)."""
     masks = np.asarray(masks, dtype=bool)
     pixels = masks.reshape(len(masks), -1).sum(axis=1)
     result = {"pixels_per_frame": pixels.tolist(), "frames_with_segment": int((pixels > 0).sum())}
@@ -263,9 +284,11 @@ def measure_segment(
         if problem:
             not_measured[name] = problem
         else:
-            measured = {}  # a gestational age reuses the head circumferences measured just before
+            measured = {}
+            if name in _FROM_THE_HEAD_ELLIPSE:
+                measured["outline_inset_px"] = outline_inset_px
             if name.startswith("gestational_age_") and "head_circumference_mm_per_frame" in result:
-                measured["head_circumferences"] = result["head_circumference_mm_per_frame"]
+                measured["head_circumferences"] = result["head_circumference_mm_per_frame"]  # measured just before
             result.update(MEASUREMENTS[name](masks, pixel_spacing_mm, slice_spacing_mm, **measured))
     if not_measured:
         result["not_measured"] = not_measured

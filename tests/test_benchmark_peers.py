@@ -1,6 +1,7 @@
 """``python -m benchmarks.peers`` on a small input: real peers and our nets, real exports checked against PyTorch,
 every backend, real evaluations of trained weights, the report, its JSON and its chart."""
 
+import hashlib
 import json
 
 import pytest
@@ -8,7 +9,15 @@ import torch
 from PIL import Image
 
 from benchmarks import checkout
-from benchmarks.peers import CONTENDERS, SMP_VENV, _accuracy_target, checked_predictors, main, measure
+from benchmarks.peers import (
+    CONTENDERS,
+    SMP_VENV,
+    _accuracy_target,
+    checked_predictors,
+    evaluate_jobs,
+    main,
+    measure,
+)
 from lightweight_nets.export import export_onnx
 from lightweight_nets.profile import count_parameters
 
@@ -44,6 +53,21 @@ def test_trained_weights_are_evaluated_and_bf16_masks_compared(report):
     assert teacher["dice"] > 0.8  # trained weights on a real HC18 validation image
     assert teacher["bf16_pixel_agreement"] > 0.99
     assert not any(a["net"] == "monai_basic_unet" for a in accuracy.values())  # untrained: speed only
+
+
+def test_an_evaluation_is_reused_only_for_the_same_weights_and_config_files(report):
+    """A re-run reuses a saved evaluation; one saved under another version of the bundle's configs (a changed
+    measurement, say) is evaluated again."""
+    cached = json.loads(report.with_suffix(".json").read_text())["accuracy"]
+    teacher, logged = [c for c in CONTENDERS if c.name == "teacher"], []
+    assert evaluate_jobs(teacher, cached, 1, logged.append)["teacher"]["dice"] == cached["teacher"]["dice"]
+    assert not logged
+    inference = checkout("bundle", "fetal_head_us", "configs", "inference.json")
+    digest = hashlib.sha256(inference.read_bytes()).hexdigest()
+    assert digest in cached["teacher"]["setup"]
+    stale = {"teacher": {**cached["teacher"], "setup": cached["teacher"]["setup"].replace(digest, "0" * 64)}}
+    assert evaluate_jobs(teacher, stale, 1, logged.append)["teacher"]["setup"] == cached["teacher"]["setup"]
+    assert logged == ["teacher: evaluating teacher.pt on the HC18 validation split"]
 
 
 def test_report_states_the_targets_and_shows_the_chart(report):

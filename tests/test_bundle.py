@@ -250,15 +250,18 @@ def test_a_copied_bundle_runs_on_its_own(tmp_path):
 
 
 def test_head_circumference_matches_sonographer():
-    """HC from the sonographer's own masks reproduces the sonographer's HC within 2%."""
+    """HC from the sonographer's own masks (filled drawings of the ellipse) reproduces the sonographer's HC within
+    0.2 mm with the bundle's outline inset; the masks' outer edge alone measures 0.4 to 3 mm more."""
     sizes = read_pixel_sizes(SAMPLES / "pixel_size_and_hc.csv")
     reference = {
         r.split(",")[0]: float(r.split(",")[2])
         for r in (SAMPLES / "pixel_size_and_hc.csv").read_text().splitlines()[1:]
     }
+    inset = BundleSpec.load(FETAL).segments[0].outline_inset_px
     for name, spacing in sizes.items():
-        hc = head_circumference_mm(read_image(SAMPLES / "masks" / name).pixels > 0, spacing)
-        assert abs(hc - reference[name]) / reference[name] < 0.02, (name, hc, reference[name])
+        mask = read_image(SAMPLES / "masks" / name).pixels > 0
+        edge, hc = head_circumference_mm(mask, spacing), head_circumference_mm(mask, spacing, inset)
+        assert abs(hc - reference[name]) < 0.2 < edge - reference[name], (name, edge, hc, reference[name])
 
 
 def test_bad_image_is_reported_and_rest_processed(tmp_path):

@@ -43,6 +43,22 @@ def test_the_head_ellipse_in_pixels_is_the_drawn_ellipse_whatever_the_pixel_shap
         assert ellipse_perimeter(a * spacing[0], b * spacing[0]) == pytest.approx(fitted.perimeter_mm, rel=0.01)
 
 
+@pytest.mark.parametrize("spacing", [(0.5, 0.5), (0.3, 0.6)])
+def test_an_outline_inset_measures_the_ellipse_that_far_inside_the_mask(spacing):
+    """A mask drawn 3 pixels wider along both axes (as a filled outline is): with a 3-pixel inset the perimeter and
+    the axis end points are the inner ellipse's, in mm on pixels of this shape; the inset only shrinks."""
+    mask, inner = np.zeros((200, 260), bool), np.zeros((200, 260), bool)
+    centre, (a, b), inset = np.array([100.0, 130.0]), (60.0, 25.0), 3.0
+    mask[ellipse(*centre, a + inset, b + inset, shape=mask.shape)] = True
+    inner[ellipse(*centre, a, b, shape=mask.shape)] = True
+    fitted, expected = fit_head_ellipse(mask, spacing, inset), fit_head_ellipse(inner, spacing)
+    assert fitted.perimeter_mm == pytest.approx(ellipse_perimeter(a * spacing[0], b * spacing[1]), rel=0.01)
+    assert fitted.perimeter_mm == pytest.approx(expected.perimeter_mm, rel=0.01)
+    np.testing.assert_allclose(sorted(fitted.axis_points), sorted(expected.axis_points), atol=0.5)
+    assert fit_head_ellipse(mask, spacing).perimeter_mm > fitted.perimeter_mm
+    assert fit_head_ellipse(mask, spacing, b + inset + 1) is None  # inset past the minor axis: no ellipse
+
+
 def test_an_empty_or_tiny_mask_has_no_ellipse_and_no_diameter():
     assert fit_head_ellipse(np.zeros((10, 10), bool), 1.0) is None
     assert largest_diameter(np.zeros((10, 10), bool), 1.0) is None

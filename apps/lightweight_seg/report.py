@@ -24,7 +24,11 @@ def measurements(stack: Stack, labels: np.ndarray, spec: BundleSpec) -> list[dic
             "number": segment.number,
             "label": segment.label,
             **measure_segment(
-                labels == segment.number, segment.measurements, stack.pixel_spacing_mm, stack.slice_spacing_mm
+                labels == segment.number,
+                segment.measurements,
+                stack.pixel_spacing_mm,
+                stack.slice_spacing_mm,
+                segment.outline_inset_px,
             ),
         }
         for segment in spec.segments

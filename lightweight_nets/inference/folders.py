@@ -96,7 +96,9 @@ def segment_folder(
         write_overlay(image.pixels[None], labels, output_dir / "overlays" / f"{Path(mask_name(path)).stem}.png", colors)
         spacing = image_spacing_mm(image, pixel_sizes)
         for segment in segments:
-            measured = measure_segment(labels == segment.number, segment.measurements, spacing)
+            measured = measure_segment(
+                labels == segment.number, segment.measurements, spacing, outline_inset_px=segment.outline_inset_px
+            )
             row = {"image": path.name, "mask": mask_name(path), "segment": segment.label}
             row.update(
                 {
@@ -207,6 +209,7 @@ def segment_volume_folder(
                 segment.measurements,
                 (float(spacing[0]), float(spacing[1])),
                 float(spacing[2]),
+                segment.outline_inset_px,
             )
             row = {
                 "volume": path.name,
