@@ -15,8 +15,9 @@ backend's spinning threads slow the next one.
 
 Accuracy comes from the fetal-head bundle's ``configs/train_jobs.json`` jobs whose weights exist: the bundle's
 ``evaluate.json`` (HC18 validation split: Dice, HC error in mm), cached in the JSON by the weights' and the config
-files' SHA-256, so a re-run evaluates only new weights or changed configs and ``--from-json`` rewrites the report
-without measuring. Untrained peers get speed only.
+files' SHA-256, so a re-run evaluates only new weights or changed configs, ``--accuracy-only`` does just that
+into the saved results (the timings kept), and ``--from-json`` rewrites the report without measuring. Untrained
+peers get speed only.
 """
 
 from __future__ import annotations
@@ -682,23 +683,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="validation images per evaluation (default: all)")
     parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks_peers.md"), help="report to write")
     parser.add_argument("--from-json", action="store_true", help="rewrite the report from the saved results")
+    parser.add_argument(
+        "--accuracy-only",
+        action="store_true",
+        help="evaluate what changed (weights, configs) into the saved results and rewrite the report; no timing",
+    )
     args = parser.parse_args(argv)
     raw = args.markdown.with_suffix(".json")
     names = [c.name for c in CONTENDERS]
     unknown = sorted(set(args.nets or []) - set(names))
     if unknown:
         parser.error(f"unknown net(s) {', '.join(unknown)}; known: {', '.join(names)}")
-    if args.from_json:
-        if not raw.is_file():
-            parser.error(f"{raw}: no saved results to rewrite the report from")
-        saved = json.loads(raw.read_text())
-    else:
+    log = partial(print, file=sys.stderr, flush=True)
+    contenders = [c for c in CONTENDERS if args.nets is None or c.name in args.nets]
+    if not args.from_json:
         try:
             checkout(*BUNDLE)
         except NotACheckoutError as error:
             sys.exit(f"error: {error}")
-        contenders = [c for c in CONTENDERS if args.nets is None or c.name in args.nets]
-        log = partial(print, file=sys.stderr, flush=True)
+    if args.from_json or args.accuracy_only:
+        if not raw.is_file():
+            parser.error(f"{raw}: no saved results to rewrite the report from")
+        saved = json.loads(raw.read_text())
+        if args.accuracy_only:
+            saved["accuracy"] = {**saved["accuracy"], **evaluate_jobs(contenders, saved["accuracy"], args.limit, log)}
+    else:
         cached = json.loads(raw.read_text()).get("accuracy", {}) if raw.is_file() else {}
         started = datetime.now(UTC)
         rows, skipped = measure(
@@ -720,6 +729,7 @@ def main(argv: list[str] | None = None) -> None:
             "not_measured": skipped,
             "accuracy": accuracy,
         }
+    if not args.from_json:
         with atomic_path(raw) as tmp:
             tmp.write_text(json.dumps(saved, indent=1))
         print(f"wrote {raw}")

@@ -14,7 +14,6 @@ from benchmarks.peers import (
     SMP_VENV,
     _accuracy_target,
     checked_predictors,
-    evaluate_jobs,
     main,
     measure,
 )
@@ -55,19 +54,26 @@ def test_trained_weights_are_evaluated_and_bf16_masks_compared(report):
     assert not any(a["net"] == "monai_basic_unet" for a in accuracy.values())  # untrained: speed only
 
 
-def test_an_evaluation_is_reused_only_for_the_same_weights_and_config_files(report):
-    """A re-run reuses a saved evaluation; one saved under another version of the bundle's configs (a changed
-    measurement, say) is evaluated again."""
-    cached = json.loads(report.with_suffix(".json").read_text())["accuracy"]
-    teacher, logged = [c for c in CONTENDERS if c.name == "teacher"], []
-    assert evaluate_jobs(teacher, cached, 1, logged.append)["teacher"]["dice"] == cached["teacher"]["dice"]
-    assert not logged
+def test_accuracy_only_evaluates_again_what_changed_and_keeps_the_timings(report, tmp_path, capsys):
+    """``--accuracy-only`` on saved results: an evaluation saved under another version of the bundle's configs (a
+    changed measurement, say) is evaluated again, one with the same weights and configs is reused, and the timings
+    stay as they were."""
+    saved = json.loads(report.with_suffix(".json").read_text())
     inference = checkout("bundle", "fetal_head_us", "configs", "inference.json")
     digest = hashlib.sha256(inference.read_bytes()).hexdigest()
-    assert digest in cached["teacher"]["setup"]
-    stale = {"teacher": {**cached["teacher"], "setup": cached["teacher"]["setup"].replace(digest, "0" * 64)}}
-    assert evaluate_jobs(teacher, stale, 1, logged.append)["teacher"]["setup"] == cached["teacher"]["setup"]
-    assert logged == ["teacher: evaluating teacher.pt on the HC18 validation split"]
+    assert digest in saved["accuracy"]["teacher"]["setup"]
+    stale = json.loads(json.dumps(saved))
+    stale["accuracy"]["teacher"].update(setup=saved["accuracy"]["teacher"]["setup"].replace(digest, "0" * 64), dice=0)
+    copy = tmp_path / "peers.md"
+    copy.with_suffix(".json").write_text(json.dumps(stale))
+    command = ["--accuracy-only", "--nets", *NETS, "--limit", "1", "--markdown", str(copy)]
+    main(command)
+    again = json.loads(copy.with_suffix(".json").read_text())
+    assert again["accuracy"] == saved["accuracy"] and again["rows"] == saved["rows"]
+    assert "teacher: evaluating teacher.pt" in capsys.readouterr().err
+    main(command)
+    assert "evaluating" not in capsys.readouterr().err
+    assert copy.read_text() == report.read_text()
 
 
 def test_report_states_the_targets_and_shows_the_chart(report):
