@@ -14,6 +14,7 @@ from lightweight_nets.inference.predictors import load_weights
 from lightweight_nets.training.device_data import DeviceSegmentationDataModule, augment_batch
 from lightweight_nets.training.device_pack import split_into_parts, write_training_grid_copy
 from lightweight_nets.training.train_all import chain_depth, is_finished, main, plan
+from lightweight_nets.training.train_job import EARLIER_LOG, _keep_earlier_rows
 from lightweight_nets.transforms import Preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +126,27 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
 
     assert main([*common, "--max-epochs", "2"]) == 0
     assert capfd.readouterr().out.count("already finished") == 6
+
+
+def test_a_resumed_part_stopped_before_its_end_loses_no_earlier_log_row(tmp_path):
+    """Lightning's CSV logger starts metrics.csv afresh when a run resumes: the earlier parts' rows wait in
+    metrics.earlier.csv, so a part that is itself stopped (the session ends) before it puts them back loses none, and
+    rows of an epoch past the checkpoint are not kept twice."""
+
+    def log(path, steps):
+        path.write_text("epoch,step,val_dice\n" + "".join(f"{s // 10},{s},0.{s:02d}\n" for s in steps))
+
+    def checkpoint(step):
+        torch.save({"global_step": step}, tmp_path / "last.ckpt")
+        return tmp_path / "last.ckpt"
+
+    log(tmp_path / "metrics.csv", range(1, 21))  # part 1 ended at step 20
+    assert [r["step"] for r in _keep_earlier_rows(tmp_path, checkpoint(20))] == [str(s) for s in range(1, 21)]
+    log(tmp_path / "metrics.csv", range(21, 36))  # part 2 logged to step 35, its last checkpoint at 30, then stopped
+    rows = _keep_earlier_rows(tmp_path, checkpoint(30))  # part 3 resumes
+    assert [r["step"] for r in rows] == [str(s) for s in range(1, 31)]
+    assert _keep_earlier_rows(tmp_path, checkpoint(30)) == rows  # part 3 stopped before its logger started
+    assert (tmp_path / EARLIER_LOG).read_text().splitlines()[0] == "epoch,step,val_dice"
 
 
 def test_experiments_are_planned_only_when_asked_and_after_what_sets_their_epochs():

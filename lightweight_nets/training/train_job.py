@@ -37,6 +37,7 @@ __all__ = [
 PLAIN_DATA_MODULE = "lightweight_nets.training.data.SegmentationDataModule"
 DEVICE_DATA_MODULE = "lightweight_nets.training.device_data.DeviceSegmentationDataModule"
 REPORTED = ("train_loss", "val_loss", "val_dice", "val_hd95", "feature_loss")
+EARLIER_LOG = "metrics.earlier.csv"  # a resumed run's earlier log rows, kept until the part now running ends
 
 
 class EpochLine(Callback):
@@ -157,11 +158,12 @@ def train(job: dict) -> dict:
     pl.seed_everything(job["seed"], workers=True, verbose=False)
     parser = configure(job)
     resumed = parser["resume_from"]
-    earlier = _read_rows(run_dir / "metrics.csv") if resumed else []
+    earlier = _keep_earlier_rows(run_dir, Path(resumed)) if resumed else []
     trainer = parser.get_parsed_content("trainer")
     weights = parser.get_parsed_content("run")  # the bundle's own fit: best checkpoint -> weights, curves
     if earlier:
         _prepend_rows(earlier, run_dir / "metrics.csv")
+    (run_dir / EARLIER_LOG).unlink(missing_ok=True)
     summary = {
         "bundle": Path(job["bundle"]).name,
         "job": job["name"],
@@ -199,15 +201,34 @@ def _read_rows(metrics_csv: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _prepend_rows(earlier: list[dict], metrics_csv: Path) -> None:
-    """Put the rows of the run's earlier parts back in front of a resumed part's log (Lightning's CSV logger starts
-    the file afresh), and redraw the curves from the whole log."""
-    rows = earlier + _read_rows(metrics_csv)
+def _write_rows(rows: list[dict], metrics_csv: Path) -> None:
     columns = sorted({key for row in rows for key in row})
     with atomic_path(metrics_csv) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _keep_earlier_rows(run_dir: Path, checkpoint: Path) -> list[dict]:
+    """The log rows of the run's earlier parts up to the step ``checkpoint`` resumes from, also kept in
+    :data:`EARLIER_LOG` until the part now starting ends: Lightning's CSV logger starts ``metrics.csv`` afresh, so
+    a part stopped before its end (a session that ends) would otherwise take them with it. Rows past the checkpoint
+    (an epoch the stopped part did not finish) are left out, as the resumed part logs them again."""
+    step = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+    rows, seen = [], set()
+    for row in _read_rows(run_dir / EARLIER_LOG) + _read_rows(run_dir / "metrics.csv"):
+        key = tuple(sorted(row.items()))  # a part stopped before its logger started: its rows are there twice
+        if row.get("step") and int(row["step"]) <= step and key not in seen:
+            rows.append(row)
+            seen.add(key)
+    _write_rows(rows, run_dir / EARLIER_LOG)
+    return rows
+
+
+def _prepend_rows(earlier: list[dict], metrics_csv: Path) -> None:
+    """Put the rows of the run's earlier parts back in front of a resumed part's log, and redraw the curves from the
+    whole log."""
+    _write_rows(earlier + _read_rows(metrics_csv), metrics_csv)
     plot_training_curves(metrics_csv, metrics_csv.parent / "training_curves.png")
 
 
