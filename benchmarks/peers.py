@@ -442,7 +442,7 @@ def evaluate_jobs(
                     continue
                 digest = _sha256(weights)
                 configs = Path(job["bundle"]) / "configs"  # their contents too: a changed measurement re-evaluates
-                files = {name: _sha256(configs / name) for name in [*job["configs"], "evaluate.json"]}
+                files = {file: _sha256(configs / file) for file in [*job["configs"], "evaluate.json"]}
                 setup = json.dumps([job["configs"], job["overrides"], files], sort_keys=True)
                 kept = cached.get(name, {})
                 if kept.get("sha256") == digest and kept.get("setup") == setup and kept.get("limit") == limit:
