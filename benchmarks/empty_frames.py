@@ -51,7 +51,8 @@ def frame_evidence(spec: BundleSpec, predictor, frames: list[np.ndarray], masks:
     rows = []
     for index, frame in enumerate(frames):
         with torch.inference_mode():
-            probabilities = post.frame_probabilities(predictor.predict(spec.preprocessing(frame)), frame.shape)
+            logits = spec.preprocessing.inferer(spec.preprocessing(frame), predictor.predict)
+            probabilities = post.frame_probabilities(logits, frame.shape)
         labels = post.found_labels(probabilities)
         found = post.evidence(probabilities, labels)[0]
         row = {"evidence": found.get(1)}

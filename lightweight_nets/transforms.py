@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.inferers import SlidingWindowInferer
+from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from monai.transforms import (
     Compose,
     NormalizeIntensityd,
@@ -30,6 +30,7 @@ __all__ = [
     "ACTIVATIONS",
     "to_grey",
     "bounding_box",
+    "FlipAveragingInferer",
     "Preprocessing",
     "VolumePreprocessing",
     "Postprocessing",
@@ -63,8 +64,32 @@ def _check_intensity(intensity: str, window: Sequence[float] | None) -> tuple[fl
     return None if window is None else (float(window[0]), float(window[1]))
 
 
+class FlipAveragingInferer(Inferer):
+    """Test-time flip augmentation (a MONAI inferer): the network's output for the input, averaged with its output
+    for the input mirrored along each of ``spatial_axes`` (flipped back). Logits are averaged, so it suits either
+    activation. Use only flips the training augmented with: a net never shown a mirrored image gains nothing.
+
+    Args:
+        spatial_axes: axes of the spatial grid (0 = rows, 1 = columns of a 2D input), one extra pass each.
+    """
+
+    def __init__(self, spatial_axes: Sequence[int]):
+        super().__init__()
+        self.spatial_axes = tuple(int(axis) for axis in spatial_axes)
+        if not self.spatial_axes or len(set(self.spatial_axes)) != len(self.spatial_axes) or min(self.spatial_axes) < 0:
+            raise ValueError(f"spatial_axes must be distinct non-negative axes, got {list(spatial_axes)}")
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        total = network(inputs, *args, **kwargs)
+        for axis in self.spatial_axes:
+            dims = (axis + 2,)  # after batch and channel
+            total = total + torch.flip(network(torch.flip(inputs, dims), *args, **kwargs), dims)
+        return total / (1 + len(self.spatial_axes))
+
+
 class Preprocessing:
-    """Grey frames ``(H, W)`` or ``(N, H, W)`` of any dtype -> network input ``(N, 1, *spatial_size)`` float32.
+    """Grey frames ``(H, W)`` or ``(N, H, W)`` of any dtype -> network input ``(N, 1, *spatial_size)`` float32,
+    and how the network is run on it (:attr:`inferer`).
 
     Each frame is scaled on its own by the bundle's intensity scheme, then resized bilinearly to the grid the
     model was trained on:
@@ -74,24 +99,38 @@ class Preprocessing:
     * ``zscore``: zero mean, unit standard deviation (a constant frame to 0), as ``NormalizeIntensity`` (MR).
 
     The arithmetic is done for the whole batch at once: per frame, MONAI's transforms cost more than the network
-    on a long cine.
+    on a long cine. :attr:`inferer` runs the network once (MONAI's ``SimpleInferer``) or, with ``flip_axes``, also
+    on mirrored frames (:class:`FlipAveragingInferer`), at one more pass per axis.
 
     Args:
         spatial_size: the network's input grid, (H, W).
         intensity: one of :data:`INTENSITY_SCHEMES`.
         window: ``[low, high]`` for the ``window`` scheme only.
+        flip_axes: axes (0 rows, 1 columns) along which the mirrored frame's prediction is averaged in at
+            inference; training ignores them.
     """
 
-    def __init__(self, spatial_size: Sequence[int], intensity: str = "minmax", window: Sequence[float] | None = None):
+    def __init__(
+        self,
+        spatial_size: Sequence[int],
+        intensity: str = "minmax",
+        window: Sequence[float] | None = None,
+        flip_axes: Sequence[int] = (),
+    ):
         spatial_size = tuple(int(s) for s in spatial_size)
         if len(spatial_size) != 2 or min(spatial_size) < 1:
             raise ValueError(f"spatial_size must be two positive sizes (H, W), got {spatial_size}")
         self.window = _check_intensity(intensity, window)
         self.spatial_size, self.intensity = spatial_size, intensity
+        self.flip_axes = tuple(int(axis) for axis in flip_axes)
+        if not set(self.flip_axes) <= {0, 1}:
+            raise ValueError(f"flip_axes of a 2D frame are 0 (rows) and 1 (columns), got {list(flip_axes)}")
+        self.inferer = FlipAveragingInferer(self.flip_axes) if self.flip_axes else SimpleInferer()
 
     def __repr__(self) -> str:
         window = f", window={list(self.window)}" if self.window else ""
-        return f"Preprocessing(spatial_size={list(self.spatial_size)}, intensity={self.intensity!r}{window})"
+        flips = f", flip_axes={list(self.flip_axes)}" if self.flip_axes else ""
+        return f"Preprocessing(spatial_size={list(self.spatial_size)}, intensity={self.intensity!r}{window}{flips})"
 
     def _scale(self, batch: torch.Tensor) -> torch.Tensor:
         """In place (a long cine's batch is not copied again); a constant frame becomes 0."""

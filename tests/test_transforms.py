@@ -13,7 +13,7 @@ from monai.transforms import KeepLargestConnectedComponent, NormalizeIntensity, 
 from scipy import ndimage
 
 from lightweight_nets.io.images import read_image
-from lightweight_nets.transforms import Postprocessing, Preprocessing, component_evidence
+from lightweight_nets.transforms import FlipAveragingInferer, Postprocessing, Preprocessing, component_evidence
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hc18" / "images"
 
@@ -205,8 +205,41 @@ def test_window_clips_and_scales_hounsfield_units():
         ({"spatial_size": [256, 256], "intensity": "gamma"}, "unknown intensity scheme"),
         ({"spatial_size": [256, 256], "intensity": "window"}, "goes with the 'window' intensity scheme"),
         ({"spatial_size": [256, 256], "intensity": "window", "window": [100, -100]}, "low < high"),
+        ({"spatial_size": [256, 256], "flip_axes": [2]}, "flip_axes of a 2D frame"),
     ],
 )
 def test_preprocessing_refuses_bad_arguments(arguments, problem):
     with pytest.raises(ValueError, match=problem):
         Preprocessing(**arguments)
+
+
+def test_flip_averaging_averages_the_mirrored_outputs_flipped_back():
+    """A network that is not mirror-symmetric (its output depends on the column): the average of its output and
+    the flipped-back output of the mirrored input, worked out by hand; a symmetric network is left unchanged."""
+    batch = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
+    ramp = torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+    def network(x):
+        return x * ramp
+
+    columns = FlipAveragingInferer([1])(batch, network)
+    torch.testing.assert_close(columns, (batch * ramp + batch * ramp.flip(0)) / 2)
+    both = FlipAveragingInferer([0, 1])(batch, network)
+    torch.testing.assert_close(both, (2 * batch * ramp + batch * ramp.flip(0)) / 3)
+    torch.testing.assert_close(FlipAveragingInferer([0, 1])(batch, torch.sigmoid), torch.sigmoid(batch))
+    with pytest.raises(ValueError, match="distinct"):
+        FlipAveragingInferer([1, 1])
+
+
+def test_preprocessing_runs_the_network_through_its_inferer():
+    frames = np.random.default_rng(0).integers(0, 255, (3, 40, 50)).astype(np.uint8)
+    plain, flipped = Preprocessing((32, 32)), Preprocessing((32, 32), flip_axes=[1])
+    assert "flip_axes=[1]" in repr(flipped) and "flip" not in repr(plain)
+    batch = plain(frames)
+    torch.testing.assert_close(flipped(frames), batch)  # the input itself is not mirrored
+
+    def network(x):
+        return x[..., :1].expand_as(x)  # every column copies the first: flipping changes the output
+
+    torch.testing.assert_close(plain.inferer(batch, network), network(batch))
+    torch.testing.assert_close(flipped.inferer(batch, network), (network(batch) + network(batch.flip(-1)).flip(-1)) / 2)

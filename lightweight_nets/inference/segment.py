@@ -18,7 +18,8 @@ def segment_frames(
     frames: np.ndarray, predictor, preprocessing: Preprocessing, postprocessing: Postprocessing
 ) -> np.ndarray:
     """Grey frames ``(N, H, W)`` -> label maps ``(N, H, W)`` uint8 on the same grid (0 background, k segment k),
-    through the bundle's pre/post-processing and ``predictor.predict``, :data:`BATCH_FRAMES` frames at a time."""
+    through the bundle's pre/post-processing and ``predictor.predict`` (run by the preprocessing's inferer),
+    :data:`BATCH_FRAMES` frames at a time."""
     frames = np.asarray(frames)
     if frames.ndim == 2:
         frames = frames[None]
@@ -26,7 +27,7 @@ def segment_frames(
     for start in range(0, len(frames), BATCH_FRAMES):
         chunk = frames[start : start + BATCH_FRAMES]
         with torch.inference_mode():
-            logits = predictor.predict(preprocessing(chunk))
+            logits = preprocessing.inferer(preprocessing(chunk), predictor.predict)
         labels[start : start + len(chunk)] = postprocessing(logits, chunk.shape[1:])
     return labels
 
