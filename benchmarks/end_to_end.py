@@ -100,6 +100,9 @@ class _Timed:
     def __init__(self, function: Callable, seconds: dict[str, float], stage: str):
         self.function, self.seconds, self.stage = function, seconds, stage
 
+    def __getattr__(self, name: str):  # the wrapped stage's own attributes, e.g. the preprocessing's inferer
+        return getattr(self.function, name)
+
     def __call__(self, *args):
         started = time.perf_counter()
         try:
