@@ -67,7 +67,8 @@ def _check_intensity(intensity: str, window: Sequence[float] | None) -> tuple[fl
 class FlipAveragingInferer(Inferer):
     """Test-time flip augmentation (a MONAI inferer): the network's output for the input, averaged with its output
     for the input mirrored along each of ``spatial_axes`` (flipped back). Logits are averaged, so it suits either
-    activation. Use only flips the training augmented with: a net never shown a mirrored image gains nothing.
+    activation. Use only flips the training augmented with (a net never shown mirrored images has not learned them),
+    and measure: it helped most nets here, not all (docs/benchmarks.md).
 
     Args:
         spatial_axes: axes of the spatial grid (0 = rows, 1 = columns of a 2D input), one extra pass each.
