@@ -128,6 +128,33 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
     assert capfd.readouterr().out.count("already finished") == 6
 
 
+def test_stopping_the_runner_ends_the_jobs_it_started(tmp_path):
+    """SIGTERM (or Ctrl-C) to lightweight-seg-train-all ends its training processes too: none goes on writing into
+    its run folder unwatched."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "fetal_head_us"
+    shutil.copytree(REPO / "bundle" / bundle.name, bundle, ignore=shutil.ignore_patterns("models", "experiments"))
+    command = [sys.executable, "-m", "lightweight_nets.training.train_all", str(bundle), "-o", str(tmp_path / "runs")]
+    command += ["--only", "model", "--data-root", str(SHARED_DATA), *TINY, "--max-epochs", "100"]
+    runner = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in runner.stdout:
+        lines.append(line)
+        if started := re.search(r"\] starts \(process (\d+)\)", line):
+            break
+    assert started, "".join(lines)
+    runner.send_signal(signal.SIGTERM)
+    rest = runner.communicate(timeout=120)[0]
+    assert runner.returncode == 128 + signal.SIGTERM and "stopped with the runner" in rest
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(started.group(1)), 0)
+
+
 def test_a_resumed_part_stopped_before_its_end_loses_no_earlier_log_row(tmp_path):
     """Lightning's CSV logger starts metrics.csv afresh when a run resumes: the earlier parts' rows wait in
     metrics.earlier.csv, so a part that is itself stopped (the session ends) before it puts them back loses none, and
@@ -271,6 +298,30 @@ def _worsening_module():
             return torch.utils.data.DataLoader(torch.ones(2, 2), batch_size=2)
 
     return Module()
+
+
+def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_is_not_resumed(tmp_path):
+    import lightning.pytorch as pl
+
+    from lightweight_nets.training.train_job import StopWhenLossDiverges, how_it_stopped
+
+    class Diverging(type(_worsening_module())):
+        def training_step(self, batch, batch_idx):  # finite for three steps, then NaN, as a bf16 run that blew up
+            return super().training_step(batch, batch_idx) * (float("nan") if self.global_step >= 3 else 1.0)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.ones(16, 2), batch_size=2)  # 8 steps an epoch
+
+    def fit(module) -> pl.Trainer:
+        guard = StopWhenLossDiverges("test")
+        trainer = pl.Trainer(max_epochs=3, callbacks=[guard], logger=False, default_root_dir=tmp_path)
+        trainer.fit(module)
+        return trainer
+
+    diverged = fit(Diverging())
+    assert diverged.global_step == 4 and how_it_stopped(diverged) == "non_finite_loss"  # not 24 steps of NaN
+    assert is_finished({"stopped": "non_finite_loss", "epochs": 1}, 200)
+    assert how_it_stopped(fit(_worsening_module())) == "max_epochs"  # finite losses: the guard stays out of it
 
 
 @pytest.mark.parametrize("bundle", ["fetal_head_us", "hippocampus_mr"])

@@ -24,7 +24,8 @@ What to train comes from each bundle: ``configs/train_jobs.json`` lists its jobs
 
 A run lives in ``OUTPUT/<bundle>/<job>/seed<k>/`` (``job.json``, ``checkpoints/``, ``metrics.csv``,
 ``training_curves.png``, the weights, ``summary.json``, ``stderr.log``). Invoked again, a finished run is kept, an
-unfinished one (killed, or cut by the time guard) resumes from its ``last.ckpt``.
+unfinished one (killed, or cut by the time guard) resumes from its ``last.ckpt``. Stopping the runner (Ctrl-C,
+SIGTERM) ends the jobs it started.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -159,8 +161,9 @@ def chain_depth(jobs: list[Job]) -> int:
 
 
 def is_finished(summary: dict, max_epochs: int | None) -> bool:
-    """A run that stopped early, or reached the epochs asked for now; one cut by the time guard is not."""
-    if summary.get("stopped") == "early_stopping":
+    """A run that stopped early, diverged (its last checkpoint's weights are not finite: resuming would learn
+    nothing), or reached the epochs asked for now; one cut by the time guard is not."""
+    if summary.get("stopped") in ("early_stopping", "non_finite_loss"):
         return True
     return summary.get("stopped") == "max_epochs" and (max_epochs is None or summary["epochs"] >= max_epochs)
 
@@ -244,47 +247,76 @@ def run_all(jobs: list[Job], args: argparse.Namespace, output: Path) -> dict[str
     running: dict[str, tuple[Job, subprocess.Popen]] = {}
     waiting = list(jobs)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    while waiting or running:
-        for job in list(waiting):
-            if any(d in failed for d in job.needs):
+    try:
+        while waiting or running:
+            for job in list(waiting):
+                if any(d in failed for d in job.needs):
+                    waiting.remove(job)
+                    failed.add(job.key)
+                    print(f"[{job.key}] skipped: it needs {', '.join(d for d in job.needs if d in failed)}", flush=True)
+                    continue
+                if len(running) >= args.jobs or not all(d in done for d in job.needs):
+                    continue
                 waiting.remove(job)
-                failed.add(job.key)
-                print(f"[{job.key}] skipped: it needs {', '.join(d for d in job.needs if d in failed)}", flush=True)
-                continue
-            if len(running) >= args.jobs or not all(d in done for d in job.needs):
-                continue
-            waiting.remove(job)
-            run_dir = job.run_dir(output)
-            job_file = _job_file(job, args, output, done, max_time_s)
-            summary = _read_summary(run_dir)
-            if summary and is_finished(summary, json.loads(job_file.read_text())["max_epochs"]):
-                print(f"[{job.key}] already finished ({summary['epochs']} epochs, {summary['stopped']})", flush=True)
-                done[job.key] = summary
-                continue
-            resumes = (run_dir / "checkpoints" / "last.ckpt").is_file()
-            print(f"[{job.key}] {'resumes from last.ckpt' if resumes else 'starts'}", flush=True)
-            with open(run_dir / "stderr.log", "a") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "lightweight_nets.training.train_job", str(job_file)], stderr=log, env=env
-                )
-            running[job.key] = (job, process)
-        for key, (job, process) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[key]
-            summary = _read_summary(job.run_dir(output))
-            if process.returncode == 0 and summary:
-                done[key] = summary
-            else:
-                failed.add(key)
-                tail = (job.run_dir(output) / "stderr.log").read_text().splitlines()[-15:]
+                run_dir = job.run_dir(output)
+                job_file = _job_file(job, args, output, done, max_time_s)
+                summary = _read_summary(run_dir)
+                if summary and is_finished(summary, json.loads(job_file.read_text())["max_epochs"]):
+                    print(
+                        f"[{job.key}] already finished ({summary['epochs']} epochs, {summary['stopped']})", flush=True
+                    )
+                    done[job.key] = summary
+                    continue
+                resumes = (run_dir / "checkpoints" / "last.ckpt").is_file()
+                with open(run_dir / "stderr.log", "a") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "lightweight_nets.training.train_job", str(job_file)],
+                        stderr=log,
+                        env=env,
+                    )
                 print(
-                    f"[{key}] FAILED (exit {process.returncode}); end of {job.run_dir(output) / 'stderr.log'}:\n  "
-                    + "\n  ".join(tail),
+                    f"[{job.key}] {'resumes from last.ckpt' if resumes else 'starts'} (process {process.pid})",
                     flush=True,
                 )
-        time.sleep(0.5)
+                running[job.key] = (job, process)
+            for key, (job, process) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[key]
+                summary = _read_summary(job.run_dir(output))
+                if process.returncode == 0 and summary:
+                    done[key] = summary
+                else:
+                    failed.add(key)
+                    tail = (job.run_dir(output) / "stderr.log").read_text().splitlines()[-15:]
+                    print(
+                        f"[{key}] FAILED (exit {process.returncode}); end of {job.run_dir(output) / 'stderr.log'}:\n  "
+                        + "\n  ".join(tail),
+                        flush=True,
+                    )
+            time.sleep(0.5)
+    finally:
+        _stop_jobs(running)
     return done
+
+
+def _stop_jobs(running: dict[str, tuple[Job, subprocess.Popen]]) -> None:
+    """End the jobs still running when the runner stops early (Ctrl-C, SIGTERM, an error), so that none goes on
+    writing into its run folder unwatched; each keeps its last checkpoint, and running the command again resumes it."""
+    for _, process in running.values():
+        if process.poll() is None:
+            process.terminate()
+    for key, (_, process) in running.items():
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(f"[{key}] stopped with the runner (resumes from its last checkpoint)", flush=True)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds run_all, which ends its jobs
 
 
 def write_summary(summaries: list[dict], output: Path, stem: str = "summary") -> Path:
@@ -461,7 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         summaries = {key: summary for key, summary in summaries.items() if summary}
         args.install = True
     else:
-        summaries = run_all(jobs, args, output)
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            summaries = run_all(jobs, args, output)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     ordered = [summaries[j.key] for j in jobs if j.key in summaries]
     print(f"summary: {write_summary(ordered, output)}", flush=True)
     if args.install:

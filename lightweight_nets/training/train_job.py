@@ -25,6 +25,7 @@ from lightweight_nets.training.run import plot_training_curves
 __all__ = [
     "EpochLine",
     "SessionTimer",
+    "StopWhenLossDiverges",
     "job_config",
     "configure",
     "evaluate",
@@ -62,6 +63,32 @@ class SessionTimer(Timer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Keep no time from the checkpoint."""
+
+
+class StopWhenLossDiverges(Callback):
+    """Stops training at the first non-finite training loss (a diverged run: one NaN step makes every weight NaN,
+    and the run would otherwise go on to its last epoch learning nothing). The weights kept are the best
+    checkpoint's, from before the divergence; the summary says ``non_finite_loss``."""
+
+    def __init__(self, tag: str):
+        self.tag, self.diverged_at = tag, None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            self.diverged_at = trainer.current_epoch + 1
+            trainer.should_stop = True
+            print(
+                f"[{self.tag}] training loss not finite in epoch {self.diverged_at} (step {trainer.global_step}): "
+                "stopped; the weights are the best checkpoint's, from before it",
+                flush=True,
+            )
+
+    def state_dict(self) -> dict:
+        return {"diverged_at": self.diverged_at}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.diverged_at = state_dict.get("diverged_at")
 
 
 def job_config(job: dict, configs: list[str]):
@@ -104,6 +131,7 @@ def configure(job: dict):
         if job.get("early_stopping", True) or not str(c.get("_target_", "")).endswith("EarlyStopping")
     ]
     callbacks.append({"_target_": f"{__name__}.EpochLine", "tag": job["tag"]})
+    callbacks.append({"_target_": f"{__name__}.StopWhenLossDiverges", "tag": job["tag"]})
     if job.get("max_time_s"):
         callbacks.append({"_target_": f"{__name__}.SessionTimer", "duration": {"seconds": int(job["max_time_s"])}})
     trainer.update(callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False)
@@ -141,7 +169,9 @@ def best_epoch(metrics_csv: Path) -> dict:
 
 
 def how_it_stopped(trainer: pl.Trainer) -> str:
-    """``early_stopping``, ``max_epochs`` or ``max_time`` (the guard)."""
+    """``non_finite_loss`` (diverged), ``early_stopping``, ``max_epochs`` or ``max_time`` (the guard)."""
+    if any(isinstance(c, StopWhenLossDiverges) and c.diverged_at for c in trainer.callbacks):
+        return "non_finite_loss"
     early = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     if early is not None and early.stopped_epoch > 0:
         return "early_stopping"
