@@ -66,21 +66,22 @@ class SessionTimer(Timer):
 
 
 class StopWhenLossDiverges(Callback):
-    """Stops training at the first non-finite training loss (a diverged run: one NaN step makes every weight NaN,
-    and the run would otherwise go on to its last epoch learning nothing). The weights kept are the best
+    """Stops training after the first epoch whose training loss (the logged ``train_loss``, the epoch's mean) is not
+    finite: one NaN step makes every weight NaN, and the run would otherwise go on to its last epoch learning nothing.
+    Checked once an epoch, so a GPU run waits on no extra synchronisation per step. The weights kept are the best
     checkpoint's, from before the divergence; the summary says ``non_finite_loss``."""
 
     def __init__(self, tag: str):
         self.tag, self.diverged_at = tag, None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("train_loss")
         if loss is not None and not torch.isfinite(loss).all():
             self.diverged_at = trainer.current_epoch + 1
             trainer.should_stop = True
             print(
-                f"[{self.tag}] training loss not finite in epoch {self.diverged_at} (step {trainer.global_step}): "
-                "stopped; the weights are the best checkpoint's, from before it",
+                f"[{self.tag}] training loss not finite in epoch {self.diverged_at}: stopped; the weights are the best "
+                "checkpoint's, from before it",
                 flush=True,
             )
 
