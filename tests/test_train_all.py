@@ -2,7 +2,12 @@
 bundles' train_jobs.json, and a real run of two bundles that installs, then resumes."""
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,12 +136,6 @@ def test_two_bundles_train_install_and_resume(tmp_path, capfd):
 def test_stopping_the_runner_ends_the_jobs_it_started(tmp_path):
     """SIGTERM (or Ctrl-C) to lightweight-seg-train-all ends its training processes too: none goes on writing into
     its run folder unwatched."""
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-
     bundle = tmp_path / "fetal_head_us"
     shutil.copytree(REPO / "bundle" / bundle.name, bundle, ignore=shutil.ignore_patterns("models", "experiments"))
     command = [sys.executable, "-m", "lightweight_nets.training.train_all", str(bundle), "-o", str(tmp_path / "runs")]

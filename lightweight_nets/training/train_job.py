@@ -85,12 +85,6 @@ class StopWhenLossDiverges(Callback):
                 flush=True,
             )
 
-    def state_dict(self) -> dict:
-        return {"diverged_at": self.diverged_at}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.diverged_at = state_dict.get("diverged_at")
-
 
 def job_config(job: dict, configs: list[str]):
     """The bundle's ``configs`` merged (:func:`lightweight_nets.bundle.read_bundle_configs`) with the job's
