@@ -274,11 +274,11 @@ def run_all(jobs: list[Job], args: argparse.Namespace, output: Path) -> dict[str
                         stderr=log,
                         env=env,
                     )
+                running[job.key] = (job, process)  # before anything else, so that a stop from now on ends it
                 print(
                     f"[{job.key}] {'resumes from last.ckpt' if resumes else 'starts'} (process {process.pid})",
                     flush=True,
                 )
-                running[job.key] = (job, process)
             for key, (job, process) in list(running.items()):
                 if process.poll() is None:
                     continue
