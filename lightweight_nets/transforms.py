@@ -72,19 +72,21 @@ class FlipAveragingInferer(Inferer):
 
     Args:
         spatial_axes: axes of the spatial grid (0 = rows, 1 = columns of a 2D input), one extra pass each.
+        inferer: how each pass runs the network (e.g. a sliding window over a volume); default: one forward pass.
     """
 
-    def __init__(self, spatial_axes: Sequence[int]):
+    def __init__(self, spatial_axes: Sequence[int], inferer: Inferer | None = None):
         super().__init__()
         self.spatial_axes = tuple(int(axis) for axis in spatial_axes)
         if not self.spatial_axes or len(set(self.spatial_axes)) != len(self.spatial_axes) or min(self.spatial_axes) < 0:
             raise ValueError(f"spatial_axes must be distinct non-negative axes, got {list(spatial_axes)}")
+        self.inferer = inferer or SimpleInferer()
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
-        total = network(inputs, *args, **kwargs)
+        total = self.inferer(inputs, network, *args, **kwargs)
         for axis in self.spatial_axes:
             dims = (axis + 2,)  # after batch and channel
-            total = total + torch.flip(network(torch.flip(inputs, dims), *args, **kwargs), dims)
+            total = total + torch.flip(self.inferer(torch.flip(inputs, dims), network, *args, **kwargs), dims)
         return total / (1 + len(self.spatial_axes))
 
 
@@ -164,7 +166,8 @@ class VolumePreprocessing:
     nearest-neighbour) and inference: ``Orientationd`` to ``axcodes``, ``Spacingd`` to ``spacing_mm`` (left as is
     where None), then the intensity scheme on the whole volume (``zscore``: MONAI ``NormalizeIntensityd``, MR;
     ``window``: clipped to ``[low, high]`` and scaled to [0, 1], CT; ``minmax``: to [0, 1]). A volume larger than
-    ``patch_size`` is segmented by MONAI's sliding-window inferer (``overlap`` of the patch, Gaussian blending);
+    ``patch_size`` is segmented by MONAI's sliding-window inferer (``overlap`` of the patch, Gaussian blending),
+    with ``flip_axes`` also on the mirrored volume (:class:`FlipAveragingInferer`, one more sliding window per axis);
     :meth:`invert` samples the probabilities back on the input grid, through the affines of both grids.
 
     Args:
@@ -175,6 +178,8 @@ class VolumePreprocessing:
         axcodes: the orientation the model works in (MONAI axis codes).
         overlap: sliding-window overlap (fraction of the patch).
         windows_per_batch: sliding-window patches per forward pass.
+        flip_axes: axes of the model's grid (0, 1, 2 after ``axcodes``) along which the mirrored volume's prediction
+            is averaged in at inference and validation.
     """
 
     def __init__(
@@ -186,6 +191,7 @@ class VolumePreprocessing:
         axcodes: str = "RAS",
         overlap: float = 0.5,
         windows_per_batch: int = 4,
+        flip_axes: Sequence[int] = (),
     ):
         patch_size = tuple(int(s) for s in patch_size)
         if len(patch_size) != 3 or min(patch_size) < 1:
@@ -197,21 +203,26 @@ class VolumePreprocessing:
         self.window = _check_intensity(intensity, window)
         self.spatial_size, self.intensity, self.axcodes = patch_size, intensity, axcodes
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
-        self.inferer = SlidingWindowInferer(
+        self.flip_axes = tuple(int(axis) for axis in flip_axes)
+        if not set(self.flip_axes) <= {0, 1, 2}:
+            raise ValueError(f"flip_axes of a volume are 0, 1 and 2, got {list(flip_axes)}")
+        sliding_window = SlidingWindowInferer(
             roi_size=patch_size,
             sw_batch_size=windows_per_batch,
             overlap=overlap,
             mode="gaussian",
             padding_mode="constant",
         )
+        self.inferer = FlipAveragingInferer(self.flip_axes, sliding_window) if self.flip_axes else sliding_window
         self._inference = Compose(self.transforms(("image",)))
 
     def __repr__(self) -> str:
         window = f", window={list(self.window)}" if self.window else ""
         spacing = None if self.spacing_mm is None else list(self.spacing_mm)
+        flips = f", flip_axes={list(self.flip_axes)}" if self.flip_axes else ""
         return (
             f"VolumePreprocessing(patch_size={list(self.spatial_size)}, spacing_mm={spacing}, "
-            f"intensity={self.intensity!r}{window}, axcodes={self.axcodes!r})"
+            f"intensity={self.intensity!r}{window}, axcodes={self.axcodes!r}{flips})"
         )
 
     def transforms(self, keys: Sequence[str] = ("image", "label")) -> list:

@@ -72,6 +72,25 @@ def test_sliding_window_covers_a_volume_larger_and_smaller_than_the_patch():
         assert labels.shape == shape and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
 
 
+def test_volume_flip_averaging_mirrors_whole_sliding_windows():
+    """With ``flip_axes`` each axis adds one sliding window over the mirrored volume, flipped back and averaged
+    in; a network that is not mirror-symmetric (a random 3x3x3 convolution) shows that the flips are really run."""
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
+    volume = torch.rand(1, 1, 40, 30, 20)
+    plain = VolumePreprocessing([16, 16, 16], spacing_mm=None)
+    flipped = VolumePreprocessing([16, 16, 16], spacing_mm=None, flip_axes=[0, 2])
+    assert "flip_axes=[0, 2]" in repr(flipped) and "flip" not in repr(plain)
+    with torch.no_grad():
+        once = plain.inferer(volume, net)
+        expected = (once + plain.inferer(volume.flip(2), net).flip(2) + plain.inferer(volume.flip(4), net).flip(4)) / 3
+        averaged = flipped.inferer(volume, net)
+    torch.testing.assert_close(averaged, expected)
+    assert not torch.allclose(averaged, once, atol=1e-3)
+    with pytest.raises(ValueError, match="flip_axes of a volume"):
+        VolumePreprocessing([16, 16, 16], flip_axes=[3])
+
+
 @pytest.mark.parametrize("bundle, minimum_dice", [(HIPPOCAMPUS, 0.75), (SARCOMA, 0.5)], ids=["hippocampus", "sarcoma"])
 def test_shipped_3d_model_segments_its_samples(bundle, minimum_dice, tmp_path):
     """The bundle's own inference config on its real sample volumes (validation cases, never trained on): one
