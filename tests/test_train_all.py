@@ -184,15 +184,18 @@ def test_experiments_are_planned_only_when_asked_and_after_what_sets_their_epoch
     keys = [job.key for job in every]
     sarcoma = ["pool_all_axes", "pool_in_plane_first", "native_pool_in_plane_first", "native_slices_2d"]
     zoo = [f"zoo_{n}" for n in ("thin_separable_student", "flat_unet", "ulite", "sd_unet", "basic_unet")]
-    distilled = "hippocampus_mr/zoo_thin_separable_student_distilled/seed0"
     for bundle, names in (("sarcoma_ct", sarcoma), ("hippocampus_mr", zoo)):
         for name in names:
             job = every[keys.index(f"{bundle}/{name}/seed0")]
             assert job.needs == [f"{bundle}/model/seed0"] and keys.index(job.needs[0]) < keys.index(job.key)
             assert job.spec["weights"] == f"experiments/{name.removeprefix('zoo_')}.pt" and job.spec["evaluate"]
-    distilled = every[keys.index("hippocampus_mr/zoo_thin_separable_student_distilled/seed0")]
-    assert distilled.needs == ["hippocampus_mr/teacher/seed0", "hippocampus_mr/model/seed0"]
-    assert set(keys) - {job.key for job in shipped} == {distilled.key} | {
+    distilled = {
+        f"hippocampus_mr/{n}/seed0"
+        for n in ("zoo_thin_separable_student_distilled", "thin_unet_distilled_feature_weight_1")
+    }
+    for key in distilled:
+        assert every[keys.index(key)].needs == ["hippocampus_mr/teacher/seed0", "hippocampus_mr/model/seed0"]
+    assert set(keys) - {job.key for job in shipped} == distilled | {
         f"{b}/{n}/seed0" for b, names in (("sarcoma_ct", sarcoma), ("hippocampus_mr", zoo)) for n in names
     }
     only = plan(bundles[:1], seeds=[0], only=["native_slices_2d"], experiments=True)
